@@ -1,0 +1,217 @@
+"""Pydantic inputs and results: the workflow contract (design §4) and one typed input and
+result per activity.
+
+Contract models mirror the JSON of design §4 field for field (snake_case), so the Temporal UI's
+Start Workflow form takes them as they are. ``run_id``, ``frame_no``, ``confirm`` and ``caller``
+are accepted as *any* JSON value, exactly like upstream's ``unknown`` inputs: a wrong type must
+end in the typed ``InvalidRunId``/``InvalidFrameNo``/``ConfirmationRequired`` failure (and an
+audit row), not in a payload that cannot be decoded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AuditResult = Literal["in_progress", "success", "failed", "partial"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# -- contract ---------------------------------------------------------------------------------
+
+
+class RateLimitOptions(_Model):
+    """Per-call override of the rewind rate limit (clamped to at least 1)."""
+
+    max_per_window: Any = None
+    window_ms: Any = None
+
+
+class RewindInput(_Model):
+    """Input of the ``RewindRun`` workflow (**contract**)."""
+
+    run_id: Any = Field(default=None, description="Run to rewind; must match ^[a-z0-9_-]{1,64}$.")
+    frame_no: Any = Field(default=None, description="Target frame, a non-negative i32 integer.")
+    confirm: Any = Field(default=False, description="Must be exactly true: rewinds destroy data.")
+    caller: Any = Field(default=None, description="Who asks; audited and rate-limited per caller.")
+    dry_run: Any = Field(default=False, description="Only compute the plan and counts.")
+    rate_limit: RateLimitOptions | None = None
+    await_confirmation: Any = Field(
+        default=False, description="Show the plan and wait for a `confirm` update or `abort`."
+    )
+    confirmation_timeout_s: Any = Field(
+        default=900, description="How long to wait for confirmation (seconds)."
+    )
+
+
+class SandboxPlan(_Model):
+    """One sandbox the rewind will revert: where, to what, and from what."""
+
+    cwd: str
+    target_pointer: str
+    current_pointer: str | None = None
+    backend: str | None = None
+
+
+class RewindCounts(_Model):
+    deleted_frames: int = 0
+    deleted_attempts: int = 0
+    deleted_outputs: int = 0
+    invalidated_diffs: int = 0
+    reset_nodes: int = 0
+
+
+class RewindPlan(_Model):
+    """What a rewind will do, computed before anything is changed."""
+
+    run_id: str
+    from_frame_no: int
+    to_frame_no: int
+    noop: bool = False
+    run_status: str | None = None
+    sandboxes: list[SandboxPlan] = Field(default_factory=list)
+    counts: RewindCounts = Field(default_factory=RewindCounts)
+    reconciler_snapshot: bool = False
+
+
+class RewindResult(_Model):
+    """Result of ``RewindRun`` (**contract**)."""
+
+    ok: bool = True
+    audit_id: int | None = None
+    from_frame_no: int
+    new_frame_no: int
+    reverted_sandboxes: int = 0
+    deleted_frames: int = 0
+    deleted_attempts: int = 0
+    deleted_outputs: int = 0
+    invalidated_diffs: int = 0
+    duration_ms: int = 0
+    dry_run: bool | None = None
+    plan: RewindPlan | None = None
+
+
+class AuditRow(_Model):
+    id: int
+    run_id: str
+    from_frame_no: int
+    to_frame_no: int
+    caller: str
+    timestamp_ms: int
+    result: str
+    duration_ms: int | None = None
+
+
+class AuditView(_Model):
+    """What the ``audit`` query returns: the audit row plus the saga's progress."""
+
+    audit: AuditRow | None = None
+    steps: list[str] = Field(default_factory=list)
+    running: str | None = None
+    compensated: list[str] = Field(default_factory=list)
+    compensation_failed: list[str] = Field(default_factory=list)
+    plan: RewindPlan | None = None
+    status: str = "starting"
+
+
+class ConfirmInput(_Model):
+    """Argument of the ``confirm`` update: the audit id shown in the pending plan."""
+
+    audit_id: int | None = None
+
+
+class RecoverInput(_Model):
+    """Input of ``RecoverRewindAudits`` (**contract**)."""
+
+    older_than_ms: int | None = None
+
+
+class RecoveredAudit(_Model):
+    id: int
+    run_id: str
+
+
+class RecoverResult(_Model):
+    recovered: list[RecoveredAudit] = Field(default_factory=list)
+
+
+# -- activities -------------------------------------------------------------------------------
+
+
+class BeginInput(_Model):
+    run_id: Any = None
+    frame_no: Any = None
+    confirm: Any = False
+    caller: Any = None
+    max_per_window: Any = None
+    window_ms: Any = None
+    dry_run: bool = False
+    workflow_id: str | None = None
+    workflow_run_id: str | None = None
+
+
+class BeginResult(_Model):
+    audit_id: int | None
+    run_id: str
+    frame_no: int
+    caller: str
+    started_at_ms: int
+
+
+class AuditRef(_Model):
+    """Identifies one rewind by its audit row."""
+
+    audit_id: int | None
+    run_id: str
+
+
+class PlanInput(_Model):
+    audit_id: int | None
+    run_id: str
+    frame_no: int
+
+
+class EngineInput(_Model):
+    audit_id: int
+    run_id: str
+    timeout_s: float = 120.0
+
+
+class SandboxInput(_Model):
+    audit_id: int
+    run_id: str
+    cwd: str
+    pointer: str
+
+
+class TruncateInput(_Model):
+    audit_id: int
+    run_id: str
+    frame_no: int
+    from_frame_no: int
+    caller: str
+    keep_hijack: bool = True
+
+
+class ReconcilerInput(_Model):
+    audit_id: int
+    run_id: str
+    frame_no: int
+
+
+class FinishInput(_Model):
+    audit_id: int | None
+    run_id: str
+    result: AuditResult
+    error_code: str | None = None
+    error_message: str | None = None
+    mark_run: bool = False
+
+
+class FinishResult(_Model):
+    duration_ms: int
+    audit: AuditRow | None = None

@@ -1,0 +1,316 @@
+"""The database layer: the only package that runs SQL.
+
+:class:`Database` owns the SQLAlchemy engine and gives units of work explicit transactions:
+
+* ``with db.read() as conn`` – a read transaction (deferred ``BEGIN`` on SQLite).
+* ``with db.write() as conn`` – a write transaction. On SQLite it starts with ``BEGIN
+  IMMEDIATE`` so the write lock is taken up front (no lock upgrade deadlocks), in WAL mode with
+  a busy timeout. pysqlite's own transaction handling is turned off, as SQLAlchemy's SQLite
+  dialect documentation recommends, so these are real transactions.
+
+Units of work are decorated with :func:`retry_on_lock`: tenacity re-runs the whole transaction,
+bounded, only on ``database is locked`` (SQLite) or a serialization/deadlock failure
+(PostgreSQL). Temporal retries whole activities for every other failure; a failure is never
+retried by both. A transaction body is pure SQL, so re-running it is safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, NoSuchTableError
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from timetravel import schema
+
+__all__ = [
+    "Database",
+    "MigrateReport",
+    "normalise_url",
+    "retry_on_lock",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_SQLITE_LOCKED = ("database is locked", "database table is locked", "database is busy")
+_PG_RETRYABLE = {"40001", "40P01", "55P03"}
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    if not isinstance(exc, DBAPIError):
+        return False
+    if any(s in str(exc.orig).lower() for s in _SQLITE_LOCKED):
+        return True
+    return getattr(exc.orig, "sqlstate", None) in _PG_RETRYABLE
+
+
+def retry_on_lock(fn: Callable[P, T]) -> Callable[P, T]:
+    """Re-run a unit of work when the database is locked or a transaction must be retried.
+
+    Bounded to about 10 s in all so it fits well inside an activity's start-to-close timeout.
+    """
+    return retry(
+        retry=retry_if_exception(_is_lock_error),
+        stop=stop_after_attempt(10),
+        wait=wait_exponential_jitter(initial=0.02, max=2.0),
+        reraise=True,
+    )(fn)
+
+
+def normalise_url(raw: str) -> URL:
+    """Parse a database URL; plain ``postgresql://`` URLs use the psycopg 3 driver."""
+    url = make_url(raw)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+@dataclass
+class MigrateReport:
+    """What :meth:`Database.migrate` created; empty lists mean the database was up to date."""
+
+    tables: list[str] = field(default_factory=list)
+    indexes: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.tables or self.indexes or self.columns)
+
+
+@dataclass(frozen=True)
+class OutputTable:
+    """A reflected per-node output table and the names of its key columns."""
+
+    table: Table
+    run_col: str
+    node_col: str
+    iteration_col: str | None
+
+
+def encode_value(value: Any) -> Any:
+    """Encode a column value for a JSON backup row (bytes become a tagged base64 string)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$b64": base64.b64encode(bytes(value)).decode()}
+    return value
+
+
+def decode_value(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"$b64"}:
+        return base64.b64decode(value["$b64"])
+    return value
+
+
+class Database:
+    """An engine plus transaction helpers for SQLite or PostgreSQL.
+
+    Args:
+        url: a SQLAlchemy URL (``sqlite:///file.db``, ``postgresql://…``).
+        echo: log every statement (debugging only).
+    """
+
+    def __init__(self, url: str | URL, *, echo: bool = False) -> None:
+        self.url = normalise_url(str(url) if isinstance(url, URL) else url)
+        self.dialect = self.url.get_backend_name()
+        self.engine = self._create_engine(echo)
+        self._write_engine = self.engine.execution_options(timetravel_write=True)
+        self._columns: dict[str, list[str]] = {}
+        self._outputs: dict[str, OutputTable] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        # Never show a password.
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+    # -- engine -----------------------------------------------------------------------------
+
+    def _create_engine(self, echo: bool) -> Engine:
+        if self.dialect == "sqlite":
+            engine = create_engine(
+                self.url,
+                echo=echo,
+                connect_args={"timeout": 30, "check_same_thread": False},
+            )
+            memory = self.url.database in (None, "", ":memory:")
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                # Hand transaction control to SQLAlchemy (see the SQLite dialect docs).
+                dbapi_conn.isolation_level = None
+                cur = dbapi_conn.cursor()
+                if not memory:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: Connection) -> None:
+                write = conn.get_execution_options().get("timetravel_write", False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+            return engine
+        return create_engine(self.url, echo=echo, pool_pre_ping=True)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success."""
+        with self._write_engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def quote(self, name: str) -> str:
+        return self.engine.dialect.identifier_preparer.quote(name)
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def migrate(self) -> MigrateReport:
+        """Create the tables, columns and indexes that are missing; never drop or rewrite.
+
+        Idempotent: a second call reports nothing. Existing Smithers tables keep their rows;
+        columns they lack (older Smithers versions) are added only when nullable or defaulted,
+        as upstream's own upgrade does. Our backup tables gain every live column of the table
+        they copy, so a backup of a newer Smithers schema is still exact.
+        """
+        report = MigrateReport()
+        with self.write() as conn:
+            insp = inspect(conn)
+            existing = set(insp.get_table_names())
+            for table in schema.metadata.sorted_tables:
+                if table.name not in existing:
+                    table.create(conn)
+                    report.tables.append(table.name)
+                    report.indexes.extend(sorted(i.name for i in table.indexes if i.name))
+                    continue
+                live = {c["name"] for c in insp.get_columns(table.name)}
+                for col in table.columns:
+                    if col.name in live or (not col.nullable and col.server_default is None):
+                        continue
+                    self._add_column(conn, table.name, col)
+                    report.columns.append(f"{table.name}.{col.name}")
+                names = {i["name"] for i in insp.get_indexes(table.name)}
+                for index in table.indexes:
+                    if index.name not in names:
+                        index.create(conn)
+                        report.indexes.append(str(index.name))
+            # Backup tables mirror the live columns of their source tables.
+            insp = inspect(conn)
+            for source, backup in schema.BACKED_UP_TABLES.items():
+                live_src = [c for c in insp.get_columns(source)]
+                have = {c["name"] for c in insp.get_columns(backup.name)}
+                for c in live_src:
+                    if c["name"] not in have:
+                        self._add_column(conn, backup.name, Column(c["name"], c["type"]))
+                        report.columns.append(f"{backup.name}.{c['name']}")
+        with self._lock:
+            self._columns.clear()
+            self._outputs.clear()
+        return report
+
+    def _add_column(self, conn: Connection, table: str, col: Column[Any]) -> None:
+        ddl = f"ALTER TABLE {self.quote(table)} ADD COLUMN {self.quote(col.name)} "
+        ddl += col.type.compile(dialect=self.engine.dialect)
+        if col.server_default is not None:
+            default = col.server_default.arg  # type: ignore[attr-defined]
+            ddl += f" DEFAULT '{default}'" if isinstance(default, str) else f" DEFAULT {default}"
+            if not col.nullable:
+                ddl += " NOT NULL"
+        conn.exec_driver_sql(ddl)
+
+    def columns(self, conn: Connection, table_name: str) -> list[str]:
+        """The live column names of a table (cached; refreshed by :meth:`migrate`)."""
+        cols = self._columns.get(table_name)
+        if cols is None:
+            cols = [c["name"] for c in inspect(conn).get_columns(table_name)]
+            with self._lock:
+                self._columns[table_name] = cols
+        return cols
+
+    def output_table(self, conn: Connection, name: object) -> OutputTable | None:
+        """Reflect a per-node output table; ``None`` for an unsafe name or a missing table.
+
+        Key columns may be snake_case or camelCase (``run_id``/``runId``, …); a table without an
+        iteration column is keyed by run and node only, as upstream's ``deleteOutputRow``.
+        """
+        safe = schema.check_output_table_name(name)
+        if safe is None:
+            return None
+        cached = self._outputs.get(safe)
+        if cached is not None:
+            return cached
+        try:
+            table = Table(safe, MetaData(), autoload_with=conn)
+        except NoSuchTableError:
+            return None
+        cols = set(table.c.keys())
+
+        def pick(*names: str) -> str | None:
+            return next((n for n in names if n in cols), None)
+
+        run_col, node_col = pick("run_id", "runId"), pick("node_id", "nodeId")
+        if run_col is None or node_col is None:
+            return None
+        out = OutputTable(table, run_col, node_col, pick("iteration"))
+        with self._lock:
+            self._outputs[safe] = out
+        return out
+
+    # -- canonical dump (tests, diagnostics) ------------------------------------------------
+
+    def dump(self, *, include_audit: bool = False) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every Smithers table and every output table, sorted: equal dumps mean
+        equal databases. The audit table is left out unless asked for (a rewind always adds an
+        audit row, even when it is rolled back)."""
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        with self.read() as conn:
+            present = set(inspect(conn).get_table_names())
+            names = [t.name for t in schema.SMITHERS_TABLES if t.name in present]
+            if not include_audit:
+                names.remove(schema.audit.name)
+            if schema.nodes.name in present:
+                tables = conn.execute(select(schema.nodes.c.output_table).distinct()).scalars()
+                names += sorted(
+                    {n for n in tables if schema.check_output_table_name(n) and n in present}
+                )
+            for name in names:
+                cols = self.columns(conn, name)
+                rows = conn.execute(
+                    text(f"SELECT {', '.join(self.quote(c) for c in cols)} FROM {self.quote(name)}")
+                ).all()
+                out[name] = sorted(
+                    (tuple(r) for r in rows), key=lambda r: json.dumps(r, default=str)
+                )
+        return out

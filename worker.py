@@ -1,0 +1,102 @@
+"""The smithers-time-travel worker.
+
+``build_worker(client, settings)`` registers every workflow and activity on the task queue;
+``python worker.py`` (or ``timetravel worker``) runs it until SIGINT/SIGTERM and then shuts down
+cleanly, letting running activities finish. Activities are synchronous (SQLAlchemy, git and jj
+all block) and run on a thread pool at least as large as the activity slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities import build_activities
+from timetravel.settings import Settings, load_settings
+from timetravel.store import Database
+from workflows import ALL_WORKFLOWS
+
+log = logging.getLogger("timetravel.worker")
+
+MAX_CONCURRENT_ACTIVITIES = 16
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+    db: Database | None = None,
+    activities: Sequence[Callable[..., Any]] | None = None,
+) -> Worker:
+    """Build (not start) the worker.
+
+    Args:
+        client: a client connected with the pydantic data converter.
+        settings: where the database is and how the engine is controlled.
+        task_queue: overrides ``settings.task_queue`` (tests use a fresh one each).
+        db: an open database; built from ``settings.database_url`` when omitted.
+        activities: replaces the activity list (tests register a faulty subclass's methods).
+    """
+    if db is None:
+        db = Database(settings.database_url.get_secret_value())
+    acts = list(activities) if activities is not None else build_activities(db, settings)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=acts,
+        activity_executor=ThreadPoolExecutor(
+            max_workers=MAX_CONCURRENT_ACTIVITIES, thread_name_prefix="timetravel-activity"
+        ),
+        max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+    )
+
+
+async def connect(settings: Settings) -> Client:
+    """A Temporal client with the pydantic data converter."""
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run the worker until ``stop`` is set or SIGINT/SIGTERM arrives."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    client = await connect(settings)
+    db = Database(settings.database_url.get_secret_value())
+    db.migrate()
+    from timetravel.metrics import start_metrics_server
+
+    start_metrics_server(settings.metrics_bind)
+    worker = build_worker(client, settings, db=db)
+    log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
+    async with worker:
+        await stop.wait()
+        log.info("shutting down worker")
+    db.dispose()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_worker(load_settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""Workflows: deterministic orchestration only (no I/O, no clock, no randomness)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ALL_WORKFLOWS: list[type[Any]] = []

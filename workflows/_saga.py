@@ -1,0 +1,51 @@
+"""A tiny saga: compensations registered next to their steps, run in reverse on failure.
+
+It stores ``(label, activity, argument)`` rather than closures, so the ``audit`` query can say
+which compensations ran by label. It does no I/O itself: the workflow passes the coroutine that
+executes an activity (with its timeouts and retry policy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio import workflow
+
+Runner = Callable[[str, Callable[..., Any], Any], Awaitable[Any]]
+
+
+@dataclass
+class Saga:
+    """Compensations of the steps done so far.
+
+    Args:
+        run: executes one compensation activity; raising means it failed after its retries.
+    """
+
+    run: Runner
+    pending: list[tuple[str, Callable[..., Any], Any]] = field(default_factory=list)
+    compensated: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def add(self, label: str, activity: Callable[..., Any], arg: Any) -> None:
+        """Register the compensation of the next step (before the step runs: a compensation
+        must tolerate a step that never ran or ran only in part)."""
+        self.pending.append((label, activity, arg))
+
+    async def compensate(self) -> list[str]:
+        """Run every registered compensation in reverse; never stop at a failure.
+
+        Returns:
+            The labels of the compensations that failed (empty: the rollback is complete).
+        """
+        while self.pending:
+            label, activity, arg = self.pending.pop()
+            try:
+                await self.run(label, activity, arg)
+                self.compensated.append(label)
+            except Exception as err:  # a failed compensation must not stop the others
+                workflow.logger.warning("compensation %s failed: %s", label, err)
+                self.failed.append(label)
+        return list(self.failed)
