@@ -2,8 +2,8 @@
 
 :class:`Database` owns the SQLAlchemy engine and gives units of work explicit transactions:
 
-* ``with db.read() as conn`` – a read transaction (deferred ``BEGIN`` on SQLite).
-* ``with db.write() as conn`` – a write transaction. On SQLite it starts with ``BEGIN
+* ``with db.read() as conn`` - a read transaction (deferred ``BEGIN`` on SQLite).
+* ``with db.write() as conn`` - a write transaction. On SQLite it starts with ``BEGIN
   IMMEDIATE`` so the write lock is taken up front (no lock upgrade deadlocks), in WAL mode with
   a busy timeout. pysqlite's own transaction handling is turned off, as SQLAlchemy's SQLite
   dialect documentation recommends, so these are real transactions.
