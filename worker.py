@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,6 +37,7 @@ def build_worker(
     task_queue: str | None = None,
     db: Database | None = None,
     activities: Sequence[Callable[..., Any]] | None = None,
+    search_attributes: Iterable[str] = (),
 ) -> Worker:
     """Build (not start) the worker.
 
@@ -46,10 +47,16 @@ def build_worker(
         task_queue: overrides ``settings.task_queue`` (tests use a fresh one each).
         db: an open database; built from ``settings.database_url`` when omitted.
         activities: replaces the activity list (tests register a faulty subclass's methods).
+        search_attributes: our search attributes that the namespace has (see
+            :func:`registered_search_attributes`); the workflows upsert only those.
     """
     if db is None:
         db = Database(settings.database_url.get_secret_value())
-    acts = list(activities) if activities is not None else build_activities(db, settings)
+    acts = (
+        list(activities)
+        if activities is not None
+        else build_activities(db, settings, search_attributes=frozenset(search_attributes))
+    )
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -71,6 +78,23 @@ async def connect(settings: Settings) -> Client:
     )
 
 
+SEARCH_ATTRIBUTES = ("SmithersRunId", "SmithersRewindResult")
+
+
+async def registered_search_attributes(client: Client, namespace: str) -> frozenset[str]:
+    """Which of our search attributes the namespace has (empty if it cannot be told)."""
+    from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+
+    try:
+        resp = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+    except Exception as err:  # e.g. no permission on a cloud namespace: just don't upsert
+        log.warning("cannot list search attributes: %s", err)
+        return frozenset()
+    return frozenset(a for a in SEARCH_ATTRIBUTES if a in resp.custom_attributes)
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run the worker until ``stop`` is set or SIGINT/SIGTERM arrives."""
     stop = stop or asyncio.Event()
@@ -84,7 +108,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     from timetravel.metrics import start_metrics_server
 
     start_metrics_server(settings.metrics_bind)
-    worker = build_worker(client, settings, db=db)
+    attrs = await registered_search_attributes(client, settings.temporal_namespace)
+    worker = build_worker(client, settings, db=db, search_attributes=attrs)
     log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
     async with worker:
         await stop.wait()

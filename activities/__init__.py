@@ -12,7 +12,40 @@ from timetravel.settings import Settings
 from timetravel.store import Database
 
 
-def build_activities(db: Database, settings: Settings) -> list[Callable[..., Any]]:
-    """Every activity of the service, bound to ``db`` and the engine control of ``settings``."""
-    acts: list[Callable[..., Any]] = []
+def build_activities(
+    db: Database, settings: Settings, *, search_attributes: frozenset[str] = frozenset()
+) -> list[Callable[..., Any]]:
+    """Every activity of the service, bound to ``db`` and the engine control of ``settings``.
+
+    Args:
+        search_attributes: the custom search attributes the namespace has; the rewind
+            workflow upserts only those.
+    """
+    from activities.rewind import AuditActivities, EngineActivities, StoreActivities, VcsActivities
+    from timetravel.engine import build_engine_control
+    from timetravel.rewind import RateLimit
+    from timetravel.store.rewind import RewindStore
+
+    store = RewindStore(db)
+    limit = RateLimit(settings.rate_limit_max, settings.rate_limit_window_ms)
+    audit = AuditActivities(store, limit, search_attributes)
+    steps = StoreActivities(store)
+    engine = EngineActivities(
+        build_engine_control(settings.engine_control, store, settings.engine_url)
+    )
+    vcs = VcsActivities(store)
+    acts: list[Callable[..., Any]] = [
+        audit.begin,
+        audit.finish,
+        steps.snapshot_pre_jump,
+        steps.truncate,
+        steps.restore_truncated,
+        steps.rebuild_reconciler,
+        steps.restore_reconciler,
+        engine.pause_event_loop,
+        engine.unpause_event_loop,
+        engine.resume_event_loop,
+        vcs.revert_sandbox,
+        vcs.restore_sandbox,
+    ]
     return acts

@@ -160,6 +160,8 @@ class BeginResult(_Model):
     frame_no: int
     caller: str
     started_at_ms: int
+    #: Search attributes the namespace has (the workflow upserts only those).
+    search_attributes: list[str] = Field(default_factory=list)
 
 
 class AuditRef(_Model):
@@ -210,6 +212,8 @@ class FinishInput(_Model):
     error_code: str | None = None
     error_message: str | None = None
     mark_run: bool = False
+    from_frame_no: int | None = None
+    reverted_sandboxes: int = 0
 
 
 class FinishResult(_Model):

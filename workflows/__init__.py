@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-ALL_WORKFLOWS: list[type[Any]] = []
+from workflows.rewind_run import RewindRun
+
+ALL_WORKFLOWS: list[type[Any]] = [RewindRun]

@@ -28,11 +28,18 @@ class Saga:
     pending: list[tuple[str, Callable[..., Any], Any]] = field(default_factory=list)
     compensated: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: compensation label -> label of the step it undoes
+    undoes: dict[str, str] = field(default_factory=dict)
 
-    def add(self, label: str, activity: Callable[..., Any], arg: Any) -> None:
-        """Register the compensation of the next step (before the step runs: a compensation
-        must tolerate a step that never ran or ran only in part)."""
+    def add(self, label: str, activity: Callable[..., Any], arg: Any, *, undoes: str) -> None:
+        """Register the compensation of the step ``undoes``, before that step runs: a
+        compensation must tolerate a step that never ran or ran only in part."""
         self.pending.append((label, activity, arg))
+        self.undoes[label] = undoes
+
+    def undone(self, step: str) -> bool:
+        """Whether the compensation of ``step`` has run successfully."""
+        return any(self.undoes.get(c) == step for c in self.compensated)
 
     async def compensate(self) -> list[str]:
         """Run every registered compensation in reverse; never stop at a failure.

@@ -77,7 +77,7 @@ def retry_on_lock(fn: Callable[P, T]) -> Callable[P, T]:
     return retry(
         retry=retry_if_exception(_is_lock_error),
         stop=stop_after_attempt(10),
-        wait=wait_exponential_jitter(initial=0.02, max=2.0),
+        wait=wait_exponential_jitter(multiplier=0.02, max=2.0),
         reraise=True,
     )(fn)
 

@@ -1,0 +1,213 @@
+"""Activities of the rewind saga, one class per concern, each method one step.
+
+All are synchronous (they block on SQL, git, jj) and idempotent: they are keyed by the audit
+id, and running one twice, or a compensation whose step never ran, leaves the same state.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities._errors import domain_errors
+from timetravel import metrics, rewind
+from timetravel.engine import EngineControl
+from timetravel.errors import TimeTravelError
+from timetravel.models import (
+    AuditRef,
+    BeginInput,
+    BeginResult,
+    EngineInput,
+    FinishInput,
+    FinishResult,
+    PlanInput,
+    ReconcilerInput,
+    RewindCounts,
+    RewindPlan,
+    SandboxInput,
+    SandboxPlan,
+    TruncateInput,
+)
+from timetravel.store.rewind import RewindStore
+from timetravel.vcs import backend_for
+
+
+class AuditActivities:
+    """Begin (validate, lock, rate limit, audit row) and finish (settle the audit row)."""
+
+    def __init__(
+        self,
+        store: RewindStore,
+        rate_limit: rewind.RateLimit,
+        search_attributes: frozenset[str] = frozenset(),
+    ) -> None:
+        self.store = store
+        self.rate_limit = rate_limit
+        self.search_attributes = sorted(search_attributes)
+
+    @activity.defn
+    @domain_errors
+    def begin(self, input: BeginInput) -> BeginResult:
+        limit = rewind.RateLimit.resolve(input.max_per_window, input.window_ms, self.rate_limit)
+        if input.dry_run:
+            # A dry run validates like a real one but writes nothing, not even an audit row.
+            valid = rewind.validate(input.run_id, input.frame_no, input.confirm, input.caller)
+            return BeginResult(
+                audit_id=None,
+                run_id=valid.run_id,
+                frame_no=valid.frame_no,
+                caller=valid.caller,
+                started_at_ms=0,
+                search_attributes=self.search_attributes,
+            )
+        try:
+            audit_id, valid, ts = self.store.begin(
+                run_id=input.run_id,
+                frame_no=input.frame_no,
+                confirm=input.confirm,
+                caller=input.caller,
+                limit=limit,
+                workflow_id=input.workflow_id,
+                workflow_run_id=input.workflow_run_id,
+            )
+        except TimeTravelError as err:
+            tag = {"Busy": "busy", "RateLimited": "rate_limited"}.get(err.code, "failed")
+            metrics.rewind_total.labels(result=tag).inc()
+            raise
+        activity.logger.info("rewind begun", extra={"run_id": valid.run_id, "audit_id": audit_id})
+        return BeginResult(
+            audit_id=audit_id,
+            run_id=valid.run_id,
+            frame_no=valid.frame_no,
+            caller=valid.caller,
+            started_at_ms=ts,
+            search_attributes=self.search_attributes,
+        )
+
+    @activity.defn
+    @domain_errors
+    def finish(self, input: FinishInput) -> FinishResult:
+        if input.audit_id is None:
+            return FinishResult(duration_ms=0)
+        row = self.store.finish(
+            audit_id=input.audit_id,
+            run_id=input.run_id,
+            result=input.result,
+            from_frame_no=input.from_frame_no,
+            mark_run=input.error_message if input.mark_run else None,
+        )
+        metrics.rewind_total.labels(result=row.result).inc()
+        metrics.rewind_duration_ms.observe(row.duration_ms or 0)
+        if row.result == "success":
+            metrics.rewind_sandboxes_reverted.observe(input.reverted_sandboxes)
+        if row.result == "partial":
+            metrics.rewind_rollback_total.inc()
+        return FinishResult(duration_ms=row.duration_ms or 0, audit=row)
+
+
+class StoreActivities:
+    """The rewind's database steps and their compensations."""
+
+    def __init__(self, store: RewindStore) -> None:
+        self.store = store
+
+    @activity.defn
+    @domain_errors
+    def snapshot_pre_jump(self, input: PlanInput) -> RewindPlan:
+        """Read the run and frames, plan the sandboxes with their current pointers. Writes
+        nothing. A sandbox that is not a repository fails here, before any change (upstream
+        only found out during rollback, bug 16)."""
+        plan = RewindPlan.model_validate(self.store.plan(input.run_id, input.frame_no))
+        boxes = []
+        for sb in plan.sandboxes:
+            backend = backend_for(sb.cwd)
+            boxes.append(
+                SandboxPlan(
+                    cwd=sb.cwd,
+                    target_pointer=sb.target_pointer,
+                    current_pointer=backend.current_pointer(sb.cwd),
+                    backend=backend.name,
+                )
+            )
+        plan.sandboxes = boxes
+        return plan
+
+    @activity.defn
+    @domain_errors
+    def truncate(self, input: TruncateInput) -> RewindCounts:
+        counts = self.store.truncate(
+            audit_id=input.audit_id,
+            run_id=input.run_id,
+            frame_no=input.frame_no,
+            from_frame_no=input.from_frame_no,
+            caller=input.caller,
+            keep_hijack=input.keep_hijack,
+        )
+        metrics.rewind_frames_deleted.observe(counts.deleted_frames)
+        return counts
+
+    @activity.defn
+    @domain_errors
+    def restore_truncated(self, input: AuditRef) -> bool:
+        assert input.audit_id is not None
+        return self.store.restore_truncated(input.audit_id)
+
+    @activity.defn
+    @domain_errors
+    def rebuild_reconciler(self, input: ReconcilerInput) -> bool:
+        return self.store.rebuild_reconciler(input.audit_id, input.run_id, input.frame_no)
+
+    @activity.defn
+    @domain_errors
+    def restore_reconciler(self, input: AuditRef) -> bool:
+        assert input.audit_id is not None
+        return self.store.restore_reconciler(input.audit_id)
+
+
+class EngineActivities:
+    """Pause and resume the engine's work on the run."""
+
+    def __init__(self, engine: EngineControl) -> None:
+        self.engine = engine
+
+    @activity.defn
+    @domain_errors
+    def pause_event_loop(self, input: EngineInput) -> bool:
+        """Returns whether the run keeps the pause marker until resume (truncate needs it)."""
+        self.engine.pause(input.audit_id, input.run_id, input.timeout_s, activity.heartbeat)
+        return self.engine.keeps_hijack
+
+    @activity.defn
+    @domain_errors
+    def unpause_event_loop(self, input: EngineInput) -> None:
+        self.engine.unpause(input.audit_id, input.run_id)
+
+    @activity.defn
+    @domain_errors
+    def resume_event_loop(self, input: EngineInput) -> None:
+        self.engine.resume(input.audit_id, input.run_id)
+
+
+class VcsActivities:
+    """Revert a sandbox to the target pointer; restore it exactly."""
+
+    def __init__(self, store: RewindStore) -> None:
+        self.store = store
+
+    @activity.defn
+    @domain_errors
+    def revert_sandbox(self, input: SandboxInput) -> None:
+        backend = backend_for(input.cwd)
+        # Capture before the first change; a retry keeps the first capture (the pre-jump one).
+        state = {"backend": backend.name, "state": backend.capture(input.cwd)}
+        self.store.save_sandbox_state(input.audit_id, input.cwd, state)
+        backend.revert(input.cwd, input.pointer)
+
+    @activity.defn
+    @domain_errors
+    def restore_sandbox(self, input: SandboxInput) -> bool:
+        saved = self.store.sandbox_state(input.audit_id, input.cwd)
+        if saved is None:  # the revert never started
+            return False
+        backend = backend_for(input.cwd)
+        backend.restore(input.cwd, saved["state"])
+        return True

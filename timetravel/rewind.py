@@ -1,0 +1,159 @@
+"""Pure rules of a rewind (upstream ``jumpToFrame``): validation, caller normalisation, rate-limit
+arithmetic and the payloads written to the database. No I/O here.
+
+Differences from upstream, on purpose (upstream.md §4):
+
+* The lock lives in the database (``_timetravel_run_locks``), not in one process (bug 1), and the
+  rate-limit check runs in the same transaction as the lock insert (bug 2).
+* Only attempts that passed validation and the lock count toward the rate limit (bug 4);
+  rejected attempts are still audited.
+* The run id stored for an invalid attempt is capped (bug 27), and an out-of-range frame number
+  is stored as -1 so it fits the column.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from timetravel.errors import TimeTravelError
+
+RUN_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+MAX_FRAME_NO = 2_147_483_647
+MAX_CALLER_LEN = 256
+MAX_AUDITED_RUN_ID_LEN = 128
+DEFAULT_RATE_LIMIT_MAX = 10
+DEFAULT_RATE_LIMIT_WINDOW_MS = 3_600_000
+ACTIVE_RUN_STATUSES = ("running", "waiting-approval", "waiting-event", "waiting-timer")
+#: The engine heartbeats a live run every second; a heartbeat older than this is stale.
+HEARTBEAT_STALE_MS = 30_000
+
+
+def _as_int(value: Any) -> int | None:
+    """An integer as JavaScript's ``Number.isInteger`` sees it (``1.0`` yes, ``True`` no)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def validate_run_id(run_id: Any) -> str:
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+        raise TimeTravelError("InvalidRunId", "runId must match /^[a-z0-9_-]{1,64}$/.")
+    return run_id
+
+
+def validate_frame_no(frame_no: Any) -> int:
+    n = _as_int(frame_no)
+    if n is None or n < 0 or n > MAX_FRAME_NO:
+        raise TimeTravelError("InvalidFrameNo", "frameNo must be a non-negative i32 integer.")
+    return n
+
+
+def validate_confirm(confirm: Any) -> None:
+    if confirm is not True:
+        raise TimeTravelError(
+            "ConfirmationRequired", "jumpToFrame is destructive; pass confirm: true to proceed."
+        )
+
+
+def normalise_caller(caller: Any) -> str:
+    """Non-strings and blanks become ``unknown``; at most 256 characters."""
+    if not isinstance(caller, str):
+        return "unknown"
+    caller = caller.strip()
+    return caller[:MAX_CALLER_LEN] if caller else "unknown"
+
+
+def audited_run_id(run_id: Any) -> str:
+    """What the audit row records for an attempt whose run id may be invalid."""
+    if not isinstance(run_id, str):
+        return "invalid-run-id"
+    return run_id[:MAX_AUDITED_RUN_ID_LEN]
+
+
+def audited_frame_no(frame_no: Any) -> int:
+    n = _as_int(frame_no)
+    return n if n is not None and -MAX_FRAME_NO <= n <= MAX_FRAME_NO else -1
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Rewinds allowed per (run, caller) in a sliding window."""
+
+    max_per_window: int = DEFAULT_RATE_LIMIT_MAX
+    window_ms: int = DEFAULT_RATE_LIMIT_WINDOW_MS
+
+    @classmethod
+    def resolve(cls, max_per_window: Any, window_ms: Any, default: RateLimit) -> RateLimit:
+        """Per-call overrides win when they are integers (clamped to at least 1)."""
+        m, w = _as_int(max_per_window), _as_int(window_ms)
+        return cls(
+            max(1, m) if m is not None else default.max_per_window,
+            max(1, w) if w is not None else default.window_ms,
+        )
+
+    def message(self, run_id: str) -> str:
+        return (
+            f"Rewind quota exceeded for {run_id}; max {self.max_per_window} per "
+            f"{self.window_ms // 60000}m."
+        )
+
+
+@dataclass(frozen=True)
+class ValidInput:
+    run_id: str
+    frame_no: int
+    caller: str
+
+
+def validate(run_id: Any, frame_no: Any, confirm: Any, caller: Any) -> ValidInput:
+    """Upstream order: run id, then frame number, then confirmation; the first failure wins."""
+    rid = validate_run_id(run_id)
+    n = validate_frame_no(frame_no)
+    validate_confirm(confirm)
+    return ValidInput(rid, n, normalise_caller(caller))
+
+
+def js_json(value: Any) -> str:
+    """JSON text as JavaScript's ``JSON.stringify`` writes it (compact, insertion order)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def jumped_event_payload(
+    run_id: str, from_frame_no: int, to_frame_no: int, timestamp_ms: int, caller: str
+) -> str:
+    """The ``TimeTravelJumped`` event row payload, keys in upstream order."""
+    return js_json(
+        {
+            "type": "TimeTravelJumped",
+            "runId": run_id,
+            "fromFrameNo": from_frame_no,
+            "toFrameNo": to_frame_no,
+            "timestampMs": timestamp_ms,
+            "caller": caller,
+        }
+    )
+
+
+def needs_attention_payload(message: str, now_ms: int) -> str:
+    """``error_json`` of a run whose rollback was partial (the adapter rejects a
+    ``needs_attention`` status, so the run is ``failed`` and this payload says why)."""
+    return js_json(
+        {
+            "code": "RewindFailed",
+            "needsAttention": True,
+            "message": message or "Rewind rollback was partial.",
+            "timestampMs": now_ms,
+        }
+    )
+
+
+def hijack_target(audit_id: int) -> str:
+    """The marker a paused run carries while a rewind owns it."""
+    return f"time-travel:{audit_id}"

@@ -1,0 +1,466 @@
+"""``RewindRun``: rewind a Smithers run to an earlier frame, as a saga (design §4).
+
+``run()`` holds the platform concerns (begin, dry run, confirmation, compensation, the audit
+result, search attributes); ``_rewind()`` is the step list, each compensation registered on the
+line above its step. Compensations tolerate a step that never ran (they are keyed by audit id
+and find nothing to undo), which is why they can be registered first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.rewind import (
+        AuditActivities,
+        EngineActivities,
+        StoreActivities,
+        VcsActivities,
+    )
+    from timetravel.errors import CODES
+    from timetravel.models import (
+        AuditRef,
+        AuditRow,
+        AuditView,
+        BeginInput,
+        BeginResult,
+        ConfirmInput,
+        EngineInput,
+        FinishInput,
+        FinishResult,
+        PlanInput,
+        ReconcilerInput,
+        RewindCounts,
+        RewindInput,
+        RewindPlan,
+        RewindResult,
+        SandboxInput,
+        TruncateInput,
+    )
+    from workflows._saga import Saga
+
+RUN_ID_KEY = SearchAttributeKey.for_keyword("SmithersRunId")
+RESULT_KEY = SearchAttributeKey.for_keyword("SmithersRewindResult")
+
+STEP_TIMEOUT = timedelta(seconds=60)
+STEP_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=5,
+    non_retryable_error_types=list(CODES),
+)
+#: Settling the audit row must not give up quickly: an unsettled row blocks the run.
+FINISH_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=20,
+    non_retryable_error_types=list(CODES),
+)
+PAUSE_TIMEOUT_S = 120.0
+PAUSE_HEARTBEAT = timedelta(seconds=10)
+DEFAULT_CONFIRMATION_TIMEOUT_S = 900
+
+PARTIAL_MESSAGE = "Rewind failed and rollback was only partial; run needs attention."
+
+
+class _Aborted(Exception):
+    """The rewind ended before any change (abort, confirmation timeout)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@workflow.defn
+class RewindRun:
+    """Rewind a run to an earlier frame; undo every done step if a later one fails."""
+
+    def __init__(self) -> None:
+        self._view = AuditView()
+        self._decision: bool | None = None
+        self._awaiting = False
+        self._order: list[str] = []
+        self._saga = Saga(self._compensate_step)
+
+    # -- visibility -------------------------------------------------------------------------
+
+    @workflow.query
+    def audit(self) -> AuditView:
+        """The audit row, the steps done, the compensations run and the plan."""
+        return self._view
+
+    @workflow.update
+    def confirm(self, input: ConfirmInput) -> AuditView:
+        """Confirm a pending rewind (``await_confirmation``); pass the audit id shown."""
+        self._decision = True
+        return self._view
+
+    @confirm.validator
+    def _check_confirm(self, input: ConfirmInput) -> None:
+        self._check_pending()
+        audit_id = self._view.audit.id if self._view.audit else None
+        if input.audit_id != audit_id:
+            raise ValueError(f"audit_id {input.audit_id} does not match this rewind ({audit_id})")
+
+    @workflow.update
+    def abort(self) -> AuditView:
+        """Abort a pending rewind: it ends with no change."""
+        self._decision = False
+        return self._view
+
+    @abort.validator
+    def _check_abort(self) -> None:
+        self._check_pending()
+
+    def _check_pending(self) -> None:
+        if not self._awaiting:
+            raise ValueError("this rewind is not waiting for confirmation")
+        if self._decision is not None:
+            raise ValueError("this rewind was already confirmed or aborted")
+
+    def _show(self) -> None:
+        """The step list as a Markdown checklist in the UI's current details."""
+        v = self._view
+        head = "**Rewind**"
+        if v.plan is not None:
+            head = (
+                f"**Rewind `{v.plan.run_id}`** frame {v.plan.from_frame_no} → {v.plan.to_frame_no}"
+            )
+        lines = [head, f"status: `{v.status}`", ""]
+        for label in self._order:
+            if label in v.compensation_failed:
+                lines.append(f"- [ ] ~~{label}~~ compensation FAILED")
+            elif label in v.steps and self._saga.undone(label):
+                lines.append(f"- [x] ~~{label}~~ (compensated)")
+            elif label in v.steps:
+                lines.append(f"- [x] {label}")
+            elif label == v.running:
+                lines.append(f"- [ ] **{label}** (running)")
+            else:
+                lines.append(f"- [ ] {label}")
+        if v.plan is not None and v.status == "awaiting confirmation":
+            c = v.plan.counts
+            lines += [
+                "",
+                f"Will delete {c.deleted_frames} frames, {c.deleted_attempts} attempts, "
+                f"{c.deleted_outputs} outputs, invalidate {c.invalidated_diffs} diffs and revert "
+                f"{len(v.plan.sandboxes)} sandboxes.",
+                f'Confirm with update `confirm` {{"audit_id": {v.audit.id if v.audit else None}}}'
+                " or `abort`.",
+            ]
+        workflow.set_current_details("\n".join(lines))
+
+    # -- step execution ---------------------------------------------------------------------
+
+    async def _step(
+        self,
+        label: str,
+        activity: Callable[..., Any],
+        arg: Any,
+        *,
+        retry: RetryPolicy = STEP_RETRY,
+        timeout: timedelta = STEP_TIMEOUT,
+        heartbeat: timedelta | None = None,
+    ) -> Any:
+        """Run one step's activity with the shared policy and record its progress."""
+        if label not in self._order:
+            self._order.append(label)
+        self._view.running = label
+        self._show()
+        result = await workflow.execute_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat,
+            retry_policy=retry,
+            summary=label,
+        )
+        self._view.steps.append(label)
+        self._view.running = None
+        self._show()
+        return result
+
+    async def _compensate_step(self, label: str, activity: Callable[..., Any], arg: Any) -> None:
+        self._view.running = label
+        self._show()
+        try:
+            await workflow.execute_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=STEP_RETRY,
+                summary=label,
+            )
+            self._view.compensated.append(label)
+        except ActivityError:
+            self._view.compensation_failed.append(label)
+            raise
+        finally:
+            self._view.running = None
+            self._show()
+
+    def _upsert(self, key: SearchAttributeKey[Any], value: str, begun: BeginResult) -> None:
+        # Upserting an attribute the namespace lacks would fail every workflow task; the worker
+        # reports which ones exist through the begin activity, so this stays deterministic.
+        if key.name in begun.search_attributes:
+            workflow.upsert_search_attributes([key.value_set(value)])
+
+    # -- the saga ---------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: RewindInput) -> RewindResult:
+        dry_run = input.dry_run is True
+        await_confirmation = input.await_confirmation is True and not dry_run
+        rl = input.rate_limit
+        info = workflow.info()
+        self._view.status = "running"
+        try:
+            begun: BeginResult = await self._step(
+                "begin",
+                AuditActivities.begin,
+                BeginInput(
+                    run_id=input.run_id,
+                    frame_no=input.frame_no,
+                    # With human confirmation the human's `confirm` update is the confirmation.
+                    confirm=True if await_confirmation else input.confirm,
+                    caller=input.caller,
+                    max_per_window=rl.max_per_window if rl else None,
+                    window_ms=rl.window_ms if rl else None,
+                    dry_run=dry_run,
+                    workflow_id=info.workflow_id,
+                    workflow_run_id=info.run_id,
+                ),
+                retry=FINISH_RETRY,
+            )
+        except ActivityError as err:
+            self._view.status = "failed"
+            self._show()
+            raise _domain_error(err) from None
+        self._upsert(RUN_ID_KEY, begun.run_id, begun)
+        ref = AuditRef(audit_id=begun.audit_id, run_id=begun.run_id)
+        if begun.audit_id is not None:
+            self._view.audit = AuditRow(
+                id=begun.audit_id,
+                run_id=begun.run_id,
+                from_frame_no=-1,
+                to_frame_no=begun.frame_no,
+                caller=begun.caller,
+                timestamp_ms=begun.started_at_ms,
+                result="in_progress",
+            )
+        try:
+            plan: RewindPlan = await self._step(
+                "snapshot-pre-jump",
+                StoreActivities.snapshot_pre_jump,
+                PlanInput(audit_id=begun.audit_id, run_id=begun.run_id, frame_no=begun.frame_no),
+            )
+        except ActivityError as err:
+            await self._finish(ref, begun, "failed")
+            raise _domain_error(err) from None
+        self._view.plan = plan
+        if self._view.audit is not None:
+            self._view.audit.from_frame_no = plan.from_frame_no
+        if dry_run:
+            self._view.status = "dry run"
+            self._show()
+            return _result(begun, plan, plan.counts, 0, dry_run=True)
+        if await_confirmation:
+            try:
+                await self._await_confirmation(input.confirmation_timeout_s)
+            except _Aborted as stop:
+                await self._finish(ref, begun, "failed")
+                raise ApplicationError(str(stop), type=stop.code, non_retryable=True) from None
+        if plan.noop:
+            done = await self._finish(ref, begun, "success")
+            return _result(begun, plan, RewindCounts(), done.duration_ms)
+
+        saga = self._saga
+        try:
+            counts = await self._rewind(begun, plan, saga)
+        except BaseException as err:
+            # Compensate even when cancelled: shield the rollback from a second cancellation.
+            failed = await asyncio.shield(asyncio.ensure_future(saga.compensate()))
+            if failed:
+                await self._finish(ref, begun, "partial", reason=_partial_reason(failed, err))
+                raise ApplicationError(
+                    PARTIAL_MESSAGE,
+                    {"cause": _message(err), "failedCompensations": failed},
+                    type="RewindFailed",
+                    non_retryable=True,
+                ) from None
+            await self._finish(ref, begun, "failed")
+            if isinstance(err, ActivityError):
+                raise _domain_error(err) from None
+            raise
+        done = await self._finish(ref, begun, "success", sandboxes=len(plan.sandboxes))
+        return _result(begun, plan, counts, done.duration_ms)
+
+    async def _rewind(self, b: BeginResult, plan: RewindPlan, saga: Saga) -> RewindCounts:
+        assert b.audit_id is not None
+        audit = AuditRef(audit_id=b.audit_id, run_id=b.run_id)
+        engine = EngineInput(audit_id=b.audit_id, run_id=b.run_id, timeout_s=PAUSE_TIMEOUT_S)
+
+        saga.add(
+            "unpause-event-loop",
+            EngineActivities.unpause_event_loop,
+            engine,
+            undoes="pause-event-loop",
+        )
+        keep_hijack = await self._step(
+            "pause-event-loop",
+            EngineActivities.pause_event_loop,
+            engine,
+            timeout=timedelta(seconds=PAUSE_TIMEOUT_S + 30),
+            heartbeat=PAUSE_HEARTBEAT,
+        )
+
+        for sb in plan.sandboxes:
+            box = SandboxInput(
+                audit_id=b.audit_id, run_id=b.run_id, cwd=sb.cwd, pointer=sb.target_pointer
+            )
+            saga.add(
+                f"restore-sandbox {sb.cwd}",
+                VcsActivities.restore_sandbox,
+                box,
+                undoes=f"revert-sandbox {sb.cwd}",
+            )
+            await self._step(f"revert-sandbox {sb.cwd}", VcsActivities.revert_sandbox, box)
+
+        saga.add("restore-database", StoreActivities.restore_truncated, audit, undoes="truncate")
+        counts: RewindCounts = await self._step(
+            "truncate",
+            StoreActivities.truncate,
+            TruncateInput(
+                audit_id=b.audit_id,
+                run_id=b.run_id,
+                frame_no=b.frame_no,
+                from_frame_no=plan.from_frame_no,
+                caller=b.caller,
+                keep_hijack=keep_hijack,
+            ),
+        )
+
+        saga.add(
+            "restore-reconciler",
+            StoreActivities.restore_reconciler,
+            audit,
+            undoes="rebuild-reconciler",
+        )
+        await self._step(
+            "rebuild-reconciler",
+            StoreActivities.rebuild_reconciler,
+            ReconcilerInput(audit_id=b.audit_id, run_id=b.run_id, frame_no=b.frame_no),
+        )
+
+        await self._step("resume-event-loop", EngineActivities.resume_event_loop, engine)
+        return counts
+
+    async def _await_confirmation(self, timeout_s: Any) -> None:
+        t = (
+            timeout_s
+            if isinstance(timeout_s, int | float) and not isinstance(timeout_s, bool)
+            else 0
+        )
+        timeout = float(t) if t > 0 else DEFAULT_CONFIRMATION_TIMEOUT_S
+        self._awaiting = True
+        self._view.status = "awaiting confirmation"
+        self._order.append("await-confirmation")
+        self._view.running = "await-confirmation"
+        self._show()
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None, timeout=timedelta(seconds=timeout)
+            )
+        except TimeoutError:
+            raise _Aborted(
+                "ConfirmationTimeout",
+                f"Rewind was not confirmed within {timeout:g}s; nothing changed.",
+            ) from None
+        finally:
+            self._awaiting = False
+            self._view.running = None
+        if not self._decision:
+            raise _Aborted("Aborted", "Rewind aborted before any change.")
+        self._view.steps.append("await-confirmation")
+        self._view.status = "running"
+        self._show()
+
+    async def _finish(
+        self,
+        ref: AuditRef,
+        begun: BeginResult,
+        result: str,
+        *,
+        reason: str | None = None,
+        sandboxes: int = 0,
+    ) -> FinishResult:
+        self._view.status = result
+        done: FinishResult = await self._step(
+            "finish",
+            AuditActivities.finish,
+            FinishInput(
+                audit_id=ref.audit_id,
+                run_id=ref.run_id,
+                result=result,  # type: ignore[arg-type]
+                error_message=reason,
+                mark_run=reason is not None,
+                from_frame_no=self._view.plan.from_frame_no if self._view.plan else None,
+                reverted_sandboxes=sandboxes,
+            ),
+            retry=FINISH_RETRY,
+        )
+        if done.audit is not None:
+            self._view.audit = done.audit
+        self._upsert(RESULT_KEY, result, begun)
+        self._show()
+        return done
+
+
+def _message(err: BaseException) -> str:
+    while isinstance(err, ActivityError) and err.cause is not None:
+        err = err.cause
+    return str(err) or type(err).__name__
+
+
+def _domain_error(err: ActivityError) -> ApplicationError:
+    """Re-raise an activity's failure as the workflow's, keeping the upstream code."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type in CODES:
+        return ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
+    return ApplicationError(_message(err), type="RewindFailed", non_retryable=True)
+
+
+def _partial_reason(failed: list[str], err: BaseException) -> str:
+    return f"rollback failures={len(failed)} ({', '.join(failed)}); cause: {_message(err)}"
+
+
+def _result(
+    b: BeginResult,
+    plan: RewindPlan,
+    counts: RewindCounts,
+    duration_ms: int,
+    *,
+    dry_run: bool = False,
+) -> RewindResult:
+    return RewindResult(
+        ok=True,
+        audit_id=b.audit_id,
+        from_frame_no=plan.from_frame_no,
+        new_frame_no=plan.to_frame_no,
+        reverted_sandboxes=len(plan.sandboxes) if not plan.noop else 0,
+        deleted_frames=counts.deleted_frames,
+        deleted_attempts=counts.deleted_attempts,
+        deleted_outputs=counts.deleted_outputs,
+        invalidated_diffs=counts.invalidated_diffs,
+        duration_ms=duration_ms,
+        dry_run=True if dry_run else None,
+        plan=plan if dry_run else None,
+    )
