@@ -86,10 +86,13 @@ class AuditActivities:
     @activity.defn
     @domain_errors
     def finish(self, input: FinishInput) -> FinishResult:
-        if input.audit_id is None:
+        audit_id = input.audit_id
+        if audit_id is None and input.workflow_run_id is not None:
+            audit_id = self.store.audit_id_of_workflow_run(input.workflow_run_id)
+        if audit_id is None:
             return FinishResult(duration_ms=0)
         row = self.store.finish(
-            audit_id=input.audit_id,
+            audit_id=audit_id,
             run_id=input.run_id,
             result=input.result,
             from_frame_no=input.from_frame_no,

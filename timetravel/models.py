@@ -46,6 +46,9 @@ class RewindInput(_Model):
     confirmation_timeout_s: Any = Field(
         default=900, description="How long to wait for confirmation (seconds)."
     )
+    pause_timeout_s: Any = Field(
+        default=None, description="How long to wait for the engine to let go (default 120 s)."
+    )
 
 
 class SandboxPlan(_Model):
@@ -214,6 +217,9 @@ class FinishInput(_Model):
     mark_run: bool = False
     from_frame_no: int | None = None
     reverted_sandboxes: int = 0
+    #: Settles the row this workflow run created when the audit id is unknown (begin failed
+    #: after its commit).
+    workflow_run_id: str | None = None
 
 
 class FinishResult(_Model):

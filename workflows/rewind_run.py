@@ -89,6 +89,7 @@ class RewindRun:
         self._awaiting = False
         self._order: list[str] = []
         self._saga = Saga(self._compensate_step)
+        self._pause_timeout = PAUSE_TIMEOUT_S
 
     # -- visibility -------------------------------------------------------------------------
 
@@ -221,6 +222,7 @@ class RewindRun:
         await_confirmation = input.await_confirmation is True and not dry_run
         rl = input.rate_limit
         info = workflow.info()
+        self._pause_timeout = _positive(input.pause_timeout_s, PAUSE_TIMEOUT_S)
         self._view.status = "running"
         try:
             begun: BeginResult = await self._step(
@@ -241,9 +243,18 @@ class RewindRun:
                 retry=FINISH_RETRY,
             )
         except ActivityError as err:
+            error = _domain_error(err)
+            if error.type == "RewindFailed":
+                # Not a refusal: begin may have committed before failing. Settle what it wrote.
+                await self._finish(
+                    AuditRef(audit_id=None, run_id=str(input.run_id)[:128]),
+                    None,
+                    "failed",
+                    workflow_run_id=info.run_id,
+                )
             self._view.status = "failed"
             self._show()
-            raise _domain_error(err) from None
+            raise error from None
         self._upsert(RUN_ID_KEY, begun.run_id, begun)
         ref = AuditRef(audit_id=begun.audit_id, run_id=begun.run_id)
         if begun.audit_id is not None:
@@ -306,7 +317,7 @@ class RewindRun:
     async def _rewind(self, b: BeginResult, plan: RewindPlan, saga: Saga) -> RewindCounts:
         assert b.audit_id is not None
         audit = AuditRef(audit_id=b.audit_id, run_id=b.run_id)
-        engine = EngineInput(audit_id=b.audit_id, run_id=b.run_id, timeout_s=PAUSE_TIMEOUT_S)
+        engine = EngineInput(audit_id=b.audit_id, run_id=b.run_id, timeout_s=self._pause_timeout)
 
         saga.add(
             "unpause-event-loop",
@@ -318,7 +329,7 @@ class RewindRun:
             "pause-event-loop",
             EngineActivities.pause_event_loop,
             engine,
-            timeout=timedelta(seconds=PAUSE_TIMEOUT_S + 30),
+            timeout=timedelta(seconds=self._pause_timeout + 30),
             heartbeat=PAUSE_HEARTBEAT,
         )
 
@@ -396,11 +407,12 @@ class RewindRun:
     async def _finish(
         self,
         ref: AuditRef,
-        begun: BeginResult,
+        begun: BeginResult | None,
         result: str,
         *,
         reason: str | None = None,
         sandboxes: int = 0,
+        workflow_run_id: str | None = None,
     ) -> FinishResult:
         self._view.status = result
         done: FinishResult = await self._step(
@@ -414,14 +426,22 @@ class RewindRun:
                 mark_run=reason is not None,
                 from_frame_no=self._view.plan.from_frame_no if self._view.plan else None,
                 reverted_sandboxes=sandboxes,
+                workflow_run_id=workflow_run_id,
             ),
             retry=FINISH_RETRY,
         )
         if done.audit is not None:
             self._view.audit = done.audit
-        self._upsert(RESULT_KEY, result, begun)
+        if begun is not None:
+            self._upsert(RESULT_KEY, result, begun)
         self._show()
         return done
+
+
+def _positive(value: Any, default: float) -> float:
+    """A positive number of seconds from untyped input, else the default."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return float(value) if ok else float(default)
 
 
 def _message(err: BaseException) -> str:

@@ -896,6 +896,16 @@ class RewindStore:
 
     # -- reads ------------------------------------------------------------------------------
 
+    def audit_id_of_workflow_run(self, workflow_run_id: str) -> int | None:
+        """The admitted audit row a workflow run created, if any."""
+        L = schema.audit_links
+        with self.db.read() as conn:
+            return conn.execute(
+                select(L.c.audit_id).where(
+                    L.c.workflow_run_id == workflow_run_id, L.c.admitted.is_(True)
+                )
+            ).scalar()
+
     def audit_row(self, audit_id: int) -> AuditRow | None:
         with self.db.read() as conn:
             row = conn.execute(select(A).where(A.c.id == audit_id)).mappings().first()
