@@ -1,0 +1,138 @@
+"""Timelines: a run's snapshots with the forks made at each frame, and the tree of forks
+below a run (upstream §2.8).
+
+:func:`build_timeline_tree` reads the whole tree in a constant number of queries (one
+recursive query for the branch rows, one per 500 runs for the snapshot index) instead of
+upstream's three queries per node, and builds it iteratively with a visited set and a depth
+cap, so corrupt branch rows that form a cycle, or a very deep chain of forks, cannot recurse
+forever or overflow the stack. Forks whose parent frame has no snapshot (upstream drops them)
+still appear as children; only the frame's ``fork_points`` cannot list them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from timetravel.history.models import (
+    BranchInfo,
+    Timeline,
+    TimelineFrame,
+    TimelineTree,
+)
+from timetravel.store import Database
+from timetravel.store.history import HistoryStore, Row
+
+__all__ = ["MAX_TREE_DEPTH", "build_timeline", "build_timeline_tree", "format_timeline_json"]
+
+#: Forks deeper than this below the root are left out (the tree is marked ``truncated``).
+MAX_TREE_DEPTH = 200
+
+
+def _timeline(run_id: str, snaps: list[Row], forks: list[BranchInfo], own: Row | None) -> Timeline:
+    by_frame: dict[int, list[BranchInfo]] = defaultdict(list)
+    for fork in forks:
+        by_frame[fork.parent_frame_no].append(fork)
+    frames = [
+        TimelineFrame(
+            frame_no=s["frame_no"],
+            created_at_ms=s["created_at_ms"],
+            content_hash=s["content_hash"],
+            fork_points=by_frame.get(s["frame_no"], []),
+        )
+        for s in snaps
+    ]
+    branch = BranchInfo.model_validate(own) if own else None
+    return Timeline(run_id=run_id, frames=frames, branch=branch)
+
+
+def build_timeline(db: Database, run_id: str) -> Timeline:
+    """A run's frames (snapshots in frame order) with the forks made at each frame.
+
+    An unknown run gives an empty timeline, not an error.
+    """
+    snaps, forks, own = HistoryStore(db).timeline_rows(run_id)
+    return _timeline(run_id, snaps, [BranchInfo.model_validate(f) for f in forks], own)
+
+
+def build_timeline_tree(
+    db: Database, run_id: str, *, max_depth: int = MAX_TREE_DEPTH
+) -> TimelineTree:
+    """The timeline of a run and, below it, the trees of the runs forked from it, children in
+    parent-frame then fork order.
+
+    Args:
+        max_depth: forks deeper than this are left out and their parent marked ``truncated``.
+    """
+    rows = HistoryStore(db).tree_rows(run_id)
+    children_of: dict[str, list[BranchInfo]] = defaultdict(list)
+    for row in rows.branches:
+        branch = BranchInfo.model_validate(row)
+        children_of[branch.parent_run_id].append(branch)
+
+    def make(rid: str, own: BranchInfo | Row | None) -> TimelineTree:
+        own_row = own.model_dump() if isinstance(own, BranchInfo) else own
+        timeline = _timeline(rid, rows.snapshots.get(rid, []), children_of.get(rid, []), own_row)
+        return TimelineTree(timeline=timeline)
+
+    root = make(run_id, rows.root_branch)
+    visited = {run_id}
+    stack: list[tuple[TimelineTree, int]] = [(root, 0)]
+    while stack:
+        tree, depth = stack.pop()
+        for branch in children_of.get(tree.timeline.run_id, []):
+            if branch.run_id in visited or depth >= max_depth:
+                tree.truncated = True
+                continue
+            visited.add(branch.run_id)
+            child = make(branch.run_id, branch)
+            tree.children.append(child)
+            stack.append((child, depth + 1))
+    return root
+
+
+def format_timeline_json(tree: TimelineTree) -> dict[str, Any]:
+    """The tree as a JSON-able dict (the ``timetravel timeline --json`` document).
+
+    Shape (recursive through ``children``)::
+
+        {"run_id": str,
+         "branch": {"parent_run_id", "parent_frame_no", "branch_label",
+                    "fork_description", "created_at_ms"} | null,
+         "frames": [{"frame_no", "created_at_ms", "content_hash",
+                     "forks": [{"run_id", "branch_label", "fork_description"}]}],
+         "children": [...],
+         "truncated": bool}
+
+    Built iteratively, so depth is bounded only by the tree's own depth cap.
+    """
+    out: dict[str, Any] = {}
+    stack: list[tuple[TimelineTree, dict[str, Any]]] = [(tree, out)]
+    while stack:
+        node, doc = stack.pop()
+        tl = node.timeline
+        doc["run_id"] = tl.run_id
+        doc["branch"] = tl.branch.model_dump(mode="json", exclude={"run_id"}) if tl.branch else None
+        doc["frames"] = [
+            {
+                "frame_no": f.frame_no,
+                "created_at_ms": f.created_at_ms,
+                "content_hash": f.content_hash,
+                "forks": [
+                    {
+                        "run_id": b.run_id,
+                        "branch_label": b.branch_label,
+                        "fork_description": b.fork_description,
+                    }
+                    for b in f.fork_points
+                ],
+            }
+            for f in tl.frames
+        ]
+        doc["children"] = []
+        doc["truncated"] = node.truncated
+        for child in node.children:
+            child_doc: dict[str, Any] = {}
+            doc["children"].append(child_doc)
+            stack.append((child, child_doc))
+    return out
