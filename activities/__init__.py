@@ -48,4 +48,8 @@ def build_activities(
         vcs.revert_sandbox,
         vcs.restore_sandbox,
     ]
+    from activities.history import HistoryActivities
+
+    history = HistoryActivities(db)
+    acts += [history.fork_write, history.fork_discard, history.history_vcs_restore]
     return acts

@@ -307,6 +307,7 @@ class ForkWriteInput(_Model):
 
     fork: ForkInput
     child_run_id: str
+    replay: bool = False
 
 
 class VcsRestoreInput(_Model):

@@ -1,0 +1,81 @@
+"""``ForkRun``: fork a run at a frame into a new child run (design §6), as a saga.
+
+The child run id is drawn from the workflow's deterministic random source, so it is part of
+history: a retried ``fork_write`` activity (or a replayed workflow) uses the same id and finds
+the fork it already wrote instead of making a second child. The fork is one database
+transaction; its compensation, ``fork_discard``, is registered on the line above it and runs
+when the step fails for good or the workflow is cancelled, so an activity that committed but
+could not report back leaves no orphan run, snapshot or branch row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, NoReturn
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.history import HistoryActivities
+    from timetravel.errors import CODES
+    from timetravel.history.models import ForkInput, ForkResult, ForkWriteInput
+    from workflows._saga import Saga
+
+STEP_TIMEOUT = timedelta(seconds=60)
+STEP_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=5,
+    non_retryable_error_types=list(CODES),
+)
+
+
+async def run_step(activity: Callable[..., Any], arg: Any) -> Any:
+    """Execute one history activity with the shared timeout and retry policy."""
+    return await workflow.execute_activity_method(
+        activity, arg, start_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY
+    )
+
+
+def reraise_domain(err: BaseException) -> NoReturn:
+    """Fail the workflow with the activity's domain error type (e.g. ``SnapshotNotFound``),
+    non-retryable, so callers see ``WorkflowFailureError.cause.type``; re-raise anything else
+    as it is."""
+    cause = err.cause if isinstance(err, ActivityError) else None
+    if isinstance(cause, ApplicationError) and cause.type in CODES:
+        raise ApplicationError(
+            cause.message, *cause.details, type=cause.type, non_retryable=True
+        ) from None
+    raise err
+
+
+async def write_fork(write: ForkWriteInput) -> ForkResult:
+    """The fork step with its compensation: on failure or cancellation the child's rows (if
+    any were committed) are deleted before the error is raised."""
+    saga = Saga(lambda _label, activity, arg: run_step(activity, arg))
+    saga.add("discard-fork", HistoryActivities.fork_discard, write, undoes="fork-write")
+    try:
+        result: ForkResult = await run_step(HistoryActivities.fork_write, write)
+        return result
+    except BaseException as err:
+        # Compensate even when cancelled: shield the rollback from a second cancellation.
+        await asyncio.shield(asyncio.ensure_future(saga.compensate()))
+        reraise_domain(err)
+
+
+@workflow.defn
+class ForkRun:
+    """Fork a run at a frame: child run row, frame-0 snapshot and branch row, or nothing."""
+
+    @workflow.run
+    async def run(self, input: ForkInput) -> ForkResult:
+        child_run_id = str(workflow.uuid4())
+        workflow.set_current_details(
+            f"Forking `{input.parent_run_id}` at frame {input.frame_no} into `{child_run_id}`"
+        )
+        return await write_fork(ForkWriteInput(fork=input, child_run_id=child_run_id))
