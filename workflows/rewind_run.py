@@ -240,7 +240,6 @@ class RewindRun:
                     workflow_id=info.workflow_id,
                     workflow_run_id=info.run_id,
                 ),
-                retry=FINISH_RETRY,
             )
         except ActivityError as err:
             error = _domain_error(err)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import typing
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -125,5 +126,7 @@ def faulty_class(cls: type, method: str, side: str, *, when: Callable[[Any], boo
         raise ApplicationError(f"inject failure after {method}", non_retryable=True)
 
     step.__name__ = method
+    # The data converter decodes the input by the method's (resolved) type hints.
+    step.__annotations__ = typing.get_type_hints(original)
     step.__qualname__ = f"Faulty{cls.__name__}.{method}"
     return type(f"Faulty{cls.__name__}", (cls,), {method: activity.defn(name=method)(step)})

@@ -18,7 +18,6 @@ from tests.rewind.helpers import (
     git_repo,
     rewind,
     rewind_input,
-    sandbox_state,
     start,
 )
 from timetravel import schema
