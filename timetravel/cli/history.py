@@ -1,5 +1,294 @@
-"""Commands registered on :data:`timetravel.cli.app`."""
+"""History commands: ``snapshots``, ``diff``, ``timeline`` (read-only, plain library calls on
+the store) and ``fork``, ``replay`` (start the ``ForkRun`` / ``ReplayFromCheckpoint``
+workflows through Temporal and print their result).
+
+Human output is rich text for an 80-column terminal, coloured on a TTY and plain when piped
+or when ``NO_COLOR`` is set. ``--json`` prints one JSON document (2-space indent, keys in the
+order below) that scripts may rely on:
+
+``snapshots RUN --json``::
+
+    {"run_id": str,
+     "snapshots": [{"frame_no": int, "content_hash": str, "created_at_ms": int,
+                    "vcs_pointer": str | null}]}
+
+``diff RUN FRAME_A FRAME_B --json``::
+
+    {"run_id": str, "frame_a": int, "frame_b": int,
+     "diff": {"nodes_added": [key], "nodes_removed": [key],
+              "nodes_changed": [{"node_id": key, "from": node, "to": node}],
+              "outputs_added": [key], "outputs_removed": [key],
+              "outputs_changed": [{"key": str, "from": any, "to": any}],
+              "ralph_changed": [{"ralph_id": str, "from": loop, "to": loop}],
+              "input_changed": bool, "vcs_pointer_changed": bool}}
+
+  (``key`` is ``"<nodeId>::<iteration>"``; ``node`` and ``loop`` are the snapshot's entries
+  with upstream's camelCase fields.)
+
+``timeline RUN --json``: the tree of :func:`timetravel.history.format_timeline_json`::
+
+    {"run_id": str, "branch": {...} | null,
+     "frames": [{"frame_no", "created_at_ms", "content_hash",
+                 "forks": [{"run_id", "branch_label", "fork_description"}]}],
+     "children": [<same shape>], "truncated": bool}
+
+``fork ... --json``: ``{"run_id", "branch": {...}, "snapshot": {...}}`` (the ``ForkRun``
+result); ``replay ... --json`` adds ``"vcs_restored", "vcs_pointer", "vcs_error"``.
+
+Exit codes: 0 success, 1 a domain failure (no such snapshot, workflow failed, server
+unreachable), 2 bad usage or settings.
+"""
 
 from __future__ import annotations
 
-from timetravel.cli import app  # noqa: F401
+import asyncio
+import json
+import uuid
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from timetravel.cli import app
+from timetravel.cli._common import console, err_console, settings_or_exit
+from timetravel.history import (
+    ForkInput,
+    ForkResult,
+    ReplayInput,
+    ReplayResult,
+    build_timeline_tree,
+    diff_raw_snapshots,
+    format_diff_json,
+    format_timeline_json,
+    list_snapshots,
+    load_snapshot,
+    render_diff,
+    render_snapshots,
+    render_timeline,
+)
+from timetravel.settings import Settings
+from timetravel.store import Database
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+LabelOption = Annotated[str | None, typer.Option("--label", help="Branch label.")]
+InputOption = Annotated[
+    str | None,
+    typer.Option("--input", help='JSON object merged over the input, e.g. \'{"prompt": "x"}\'.'),
+]
+ResetOption = Annotated[
+    list[str] | None,
+    typer.Option("--reset", help="Node id or 'nodeId::iteration' to set pending (repeatable)."),
+]
+
+
+def _print_json(doc: Any) -> None:
+    typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(Text("error: ", style="red") + Text(message), highlight=False)
+    return typer.Exit(code)
+
+
+def _database() -> Database:
+    settings = settings_or_exit()
+    return Database(settings.database_url.get_secret_value())
+
+
+@app.command()
+def snapshots(
+    run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: JsonOption = False
+) -> None:
+    """List a run's snapshots in frame order."""
+    db = _database()
+    try:
+        entries = list_snapshots(db, run_id)
+    finally:
+        db.dispose()
+    if as_json:
+        _print_json(
+            {
+                "run_id": run_id,
+                "snapshots": [e.model_dump(mode="json", exclude={"run_id"}) for e in entries],
+            }
+        )
+        return
+    console.print(render_snapshots(run_id, entries), soft_wrap=True)
+
+
+@app.command()
+def diff(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    frame_a: Annotated[int, typer.Argument(help="Frame to compare from.")],
+    frame_b: Annotated[int, typer.Argument(help="Frame to compare to.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show what changed between two snapshots of a run."""
+    db = _database()
+    try:
+        a, b = load_snapshot(db, run_id, frame_a), load_snapshot(db, run_id, frame_b)
+    finally:
+        db.dispose()
+    for frame, row in ((frame_a, a), (frame_b, b)):
+        if row is None:
+            raise _fail(f"No snapshot found for run={run_id} frame={frame}")
+    assert a is not None and b is not None
+    result = diff_raw_snapshots(a, b)
+    if as_json:
+        _print_json(
+            {
+                "run_id": run_id,
+                "frame_a": frame_a,
+                "frame_b": frame_b,
+                "diff": format_diff_json(result),
+            }
+        )
+        return
+    console.print(Text(f"{run_id}: frame {frame_a} -> frame {frame_b}", style="bold"))
+    console.print(render_diff(result), soft_wrap=True)
+
+
+@app.command()
+def timeline(
+    run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: JsonOption = False
+) -> None:
+    """Show a run's frames and, under the frames they were made at, its forks (recursively)."""
+    db = _database()
+    try:
+        tree = build_timeline_tree(db, run_id)
+    finally:
+        db.dispose()
+    if as_json:
+        _print_json(format_timeline_json(tree))
+        return
+    console.print(render_timeline(tree), soft_wrap=True)
+
+
+def _overrides(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise _fail(f"--input is not JSON: {err}", 2) from None
+    if not isinstance(value, dict):
+        raise _fail("--input must be a JSON object", 2)
+    return value
+
+
+async def _execute(settings: Settings, workflow: Any, arg: Any, workflow_id: str) -> Any:
+    from temporalio.client import WorkflowFailureError
+    from temporalio.exceptions import ApplicationError
+
+    from worker import connect
+
+    try:
+        client = await connect(settings)
+    except Exception as err:  # the SDK raises RuntimeError for an unreachable server
+        raise _fail(f"cannot reach Temporal at {settings.temporal_address}: {err}") from None
+    try:
+        return await client.execute_workflow(
+            workflow, arg, id=workflow_id, task_queue=settings.task_queue
+        )
+    except WorkflowFailureError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type:
+            raise _fail(f"{cause.type}: {cause.message}") from None
+        raise _fail(f"workflow {workflow_id} failed: {cause or err}") from None
+
+
+def _print_fork(result: ForkResult | ReplayResult, verb: str) -> None:
+    b = result.branch
+    console.print(
+        Text(f"{verb} ", style="bold")
+        + Text(f"{b.parent_run_id}:{b.parent_frame_no}")
+        + Text(" -> ")
+        + Text(result.run_id, style="cyan")
+    )
+    if b.branch_label:
+        console.print(Text("  label        ") + Text(b.branch_label))
+    if b.fork_description:
+        console.print(Text("  description  ") + Text(b.fork_description))
+    console.print(Text("  snapshot     ") + Text(result.snapshot.content_hash[:12], style="dim"))
+
+
+@app.command()
+def fork(
+    run_id: Annotated[str, typer.Argument(help="Run to fork.")],
+    frame_no: Annotated[int, typer.Argument(help="Frame (snapshot) to fork from.")],
+    input_json: InputOption = None,
+    reset: ResetOption = None,
+    label: LabelOption = None,
+    description: Annotated[
+        str | None, typer.Option("--description", help="Why the fork is made.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fork a run at a frame into a new run (the ForkRun workflow)."""
+    from workflows.fork_run import ForkRun
+
+    fork_input = ForkInput(
+        parent_run_id=run_id,
+        frame_no=frame_no,
+        input_overrides=_overrides(input_json),
+        reset_nodes=reset or None,
+        branch_label=label,
+        fork_description=description,
+    )
+    settings = settings_or_exit()
+    result: ForkResult = asyncio.run(
+        _execute(settings, ForkRun.run, fork_input, f"fork-{run_id}-{uuid.uuid4()}")
+    )
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    _print_fork(result, "Forked")
+
+
+@app.command()
+def replay(
+    run_id: Annotated[str, typer.Argument(help="Run to replay from.")],
+    frame_no: Annotated[int, typer.Argument(help="Frame (snapshot) to replay from.")],
+    input_json: InputOption = None,
+    reset: ResetOption = None,
+    label: LabelOption = None,
+    restore_vcs: Annotated[
+        bool, typer.Option("--restore-vcs", help="Restore the frame's tagged VCS revision.")
+    ] = False,
+    cwd: Annotated[
+        str | None,
+        typer.Option("--cwd", help="Working copy to restore into (default: the tag's root)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fork a run at a frame for a replay; optionally restore its VCS revision.
+
+    Runs the ReplayFromCheckpoint workflow.
+    """
+    from workflows.replay_from_checkpoint import ReplayFromCheckpoint
+
+    replay_input = ReplayInput(
+        parent_run_id=run_id,
+        frame_no=frame_no,
+        input_overrides=_overrides(input_json),
+        reset_nodes=reset or None,
+        branch_label=label,
+        restore_vcs=restore_vcs,
+        cwd=cwd,
+    )
+    settings = settings_or_exit()
+    result: ReplayResult = asyncio.run(
+        _execute(
+            settings, ReplayFromCheckpoint.run, replay_input, f"replay-{run_id}-{uuid.uuid4()}"
+        )
+    )
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    _print_fork(result, "Replaying")
+    if restore_vcs:
+        if result.vcs_restored:
+            console.print(Text("  vcs          restored ") + Text(str(result.vcs_pointer)[:12]))
+        else:
+            reason = result.vcs_error or "the frame has no VCS tag"
+            console.print(Text("  vcs          not restored: ", style="yellow") + Text(reason))
