@@ -35,6 +35,14 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _node_changed(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    for field in _NODE_FIELDS:
+        x, y = a.get(field, _MISSING), b.get(field, _MISSING)
+        if x is not y and not _same(x, y):
+            return True
+    return False
+
+
 def diff_snapshots(a: ParsedSnapshot, b: ParsedSnapshot) -> SnapshotDiff:
     """What changed from parsed snapshot ``a`` to ``b``.
 
@@ -56,7 +64,7 @@ def diff_snapshots(a: ParsedSnapshot, b: ParsedSnapshot) -> SnapshotDiff:
     for key, a_val in a_out.items():
         if key not in b_out:
             diff.outputs_removed.append(key)
-        elif canonical.dumps(a_val) != canonical.dumps(b_out[key]):
+        elif not canonical.same_json(a_val, b_out[key]):
             diff.outputs_changed.append(OutputChange(key=key, from_=a_val, to=b_out[key]))
 
     for ralph_id, a_loop in a.ralph.items():
@@ -67,7 +75,7 @@ def diff_snapshots(a: ParsedSnapshot, b: ParsedSnapshot) -> SnapshotDiff:
         ):
             diff.ralph_changed.append(RalphChange(ralph_id=ralph_id, from_=a_loop, to=b_loop))
 
-    diff.input_changed = canonical.dumps(a.input) != canonical.dumps(b.input)
+    diff.input_changed = not canonical.same_json(a.input, b.input)
     diff.vcs_pointer_changed = a.vcs_pointer != b.vcs_pointer
     return diff
 

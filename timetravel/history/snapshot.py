@@ -44,6 +44,8 @@ def node_key(node: dict[str, Any]) -> str:
 
 def _js_text(value: Any) -> str:
     # String(x) in JS, for the values an iteration can hold.
+    if type(value) is int:
+        return str(value)
     if value is None:
         return "null"
     if isinstance(value, bool):
