@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import pytest
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.history import HistoryActivities
 from tests.history._data import sample
@@ -198,3 +200,34 @@ async def test_replay_of_a_missing_snapshot_fails_typed(
             await _replay(client, worker, ReplayInput(parent_run_id="nope", frame_no=0))
     assert isinstance(err.value.cause, ApplicationError)
     assert err.value.cause.type == "SnapshotNotFound"
+
+
+class _SlowRestore(HistoryActivities):
+    @activity.defn(name="history_vcs_restore")
+    def history_vcs_restore(self, input: VcsRestoreInput) -> RerunResult:
+        time.sleep(1.0)
+        return RerunResult(restored=False)
+
+
+async def test_cancelled_replay_discards_its_fork(
+    client: Client, db: Database, new_worker: Any
+) -> None:
+    capture_snapshot(db, "parent-run", 1, sample())
+    before = _history_tables(db)
+    async with new_worker(activities=_acts(_SlowRestore(db))) as worker:
+        handle = await client.start_workflow(
+            ReplayFromCheckpoint.run,
+            ReplayInput(parent_run_id="parent-run", frame_no=1, restore_vcs=True),
+            id=f"replay-{uuid.uuid4()}",
+            task_queue=worker.task_queue,
+        )
+        for _ in range(100):  # until the fork is committed and the restore is running
+            if list_branches(db, "parent-run"):
+                break
+            await asyncio.sleep(0.05)
+        assert list_branches(db, "parent-run")
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as err:
+            await handle.result()
+        assert isinstance(err.value.cause, CancelledError)
+    assert _history_tables(db) == before

@@ -76,6 +76,11 @@ def rerun_at_revision(
 ) -> RerunResult:
     """Make the files of a working copy those of the frame's tagged revision.
 
+    The VCS backend's ``revert`` does it: jj restores the files into ``@`` (``jj restore
+    --from``, ``@`` stays where it is); git moves the checked-out branch and the tracked files
+    to the tagged commit (untracked files are kept, and a restore that would overwrite one is
+    refused).
+
     Args:
         cwd: the working copy to restore; defaults to the tag's root. Never the process's own
             directory.
