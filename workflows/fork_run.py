@@ -6,6 +6,9 @@ the fork it already wrote instead of making a second child. The fork is one data
 transaction; its compensation, ``fork_discard``, is registered on the line above it and runs
 when the step fails for good or the workflow is cancelled, so an activity that committed but
 could not report back leaves no orphan run, snapshot or branch row.
+
+An input that does not decode (a Web UI form without ``frame_no``, say) fails the workflow
+with a ``ValidationError`` failure instead of failing its task over and over.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     from activities.history import HistoryActivities
     from timetravel.errors import CODES
     from timetravel.history.models import ForkInput, ForkResult, ForkWriteInput
@@ -68,7 +73,7 @@ async def write_fork(write: ForkWriteInput) -> ForkResult:
         reraise_domain(err)
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=[ValidationError])
 class ForkRun:
     """Fork a run at a frame: child run row, frame-0 snapshot and branch row, or nothing."""
 

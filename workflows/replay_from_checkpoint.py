@@ -15,6 +15,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     from activities.history import HistoryActivities
     from timetravel.history.models import (
         ForkWriteInput,
@@ -28,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.fork_run import run_step, write_fork
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=[ValidationError])
 class ReplayFromCheckpoint:
     """Fork a run at a frame for a replay, and restore the frame's revision if asked."""
 

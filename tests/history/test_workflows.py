@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +232,22 @@ async def test_cancelled_replay_discards_its_fork(
             await handle.result()
         assert isinstance(err.value.cause, CancelledError)
     assert _history_tables(db) == before
+
+
+@pytest.mark.parametrize("workflow", ["ForkRun", "ReplayFromCheckpoint"])
+async def test_undecodable_input_fails_the_workflow(
+    client: Client, db: Database, new_worker: Any, workflow: str
+) -> None:
+    """A Web UI start with a missing field fails at once rather than retrying its task."""
+    async with new_worker() as worker:
+        with pytest.raises(WorkflowFailureError) as err:
+            await client.execute_workflow(
+                workflow,
+                {"parent_run_id": "x"},
+                id=f"bad-{uuid.uuid4()}",
+                task_queue=worker.task_queue,
+                execution_timeout=timedelta(seconds=20),
+            )
+    assert isinstance(err.value.cause, ApplicationError)
+    assert err.value.cause.type == "ValidationError"
+    assert "frame_no" in err.value.cause.message
