@@ -123,6 +123,8 @@ def render_timeline(tree: TimelineTree) -> Text:
         children = {c.timeline.run_id: c for c in node.children}
         todo: list[tuple[TimelineTree, int] | Text] = []
         placed: set[str] = set()
+        if not tl.frames:
+            todo.append(Text(f"{pad}  (no snapshots)", style="dim"))
         for frame in tl.frames:
             todo.append(
                 Text(f"{pad}  Frame {frame.frame_no}  ")

@@ -29,7 +29,9 @@ __all__ = ["MAX_TREE_DEPTH", "build_timeline", "build_timeline_tree", "format_ti
 MAX_TREE_DEPTH = 200
 
 
-def _timeline(run_id: str, snaps: list[Row], forks: list[BranchInfo], own: Row | None) -> Timeline:
+def _timeline(
+    run_id: str, snaps: list[Row], forks: list[BranchInfo], own: BranchInfo | None
+) -> Timeline:
     by_frame: dict[int, list[BranchInfo]] = defaultdict(list)
     for fork in forks:
         by_frame[fork.parent_frame_no].append(fork)
@@ -42,8 +44,7 @@ def _timeline(run_id: str, snaps: list[Row], forks: list[BranchInfo], own: Row |
         )
         for s in snaps
     ]
-    branch = BranchInfo.model_validate(own) if own else None
-    return Timeline(run_id=run_id, frames=frames, branch=branch)
+    return Timeline(run_id=run_id, frames=frames, branch=own)
 
 
 def build_timeline(db: Database, run_id: str) -> Timeline:
@@ -52,7 +53,8 @@ def build_timeline(db: Database, run_id: str) -> Timeline:
     An unknown run gives an empty timeline, not an error.
     """
     snaps, forks, own = HistoryStore(db).timeline_rows(run_id)
-    return _timeline(run_id, snaps, [BranchInfo.model_validate(f) for f in forks], own)
+    branch = BranchInfo.model_validate(own) if own else None
+    return _timeline(run_id, snaps, [BranchInfo.model_validate(f) for f in forks], branch)
 
 
 def build_timeline_tree(
@@ -70,12 +72,12 @@ def build_timeline_tree(
         branch = BranchInfo.model_validate(row)
         children_of[branch.parent_run_id].append(branch)
 
-    def make(rid: str, own: BranchInfo | Row | None) -> TimelineTree:
-        own_row = own.model_dump() if isinstance(own, BranchInfo) else own
-        timeline = _timeline(rid, rows.snapshots.get(rid, []), children_of.get(rid, []), own_row)
+    def make(rid: str, own: BranchInfo | None) -> TimelineTree:
+        timeline = _timeline(rid, rows.snapshots.get(rid, []), children_of.get(rid, []), own)
         return TimelineTree(timeline=timeline)
 
-    root = make(run_id, rows.root_branch)
+    root_branch = BranchInfo.model_validate(rows.root_branch) if rows.root_branch else None
+    root = make(run_id, root_branch)
     visited = {run_id}
     stack: list[tuple[TimelineTree, int]] = [(root, 0)]
     while stack:
