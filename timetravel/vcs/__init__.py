@@ -7,14 +7,32 @@ target attempt's pointer and, if the saga compensates, puts it back *exactly* as
 The backend is chosen per sandbox from what the directory is (:func:`backend_for`): ``jj`` when
 the directory is a jj workspace and the ``jj`` binary exists, else ``git`` when it is a git work
 tree. Restores never use a jj change id (a change id follows the rewritten commit): git restores
-by commit id, jj by operation id (``jj op restore``).
+by commit id, jj by operation id (``jj op restore``). The exact revert/restore semantics of each
+backend are in :mod:`timetravel.vcs.git` and :mod:`timetravel.vcs.jj`.
+
+Every command runs as a list of arguments with a timeout and no prompt (``_run``). Failures are
+``TimeTravelError("VcsError", …, {"cwd", "pointer"})``, which Temporal must not retry; a timeout
+is a plain :class:`TimeoutError`, which it may.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol
 
-__all__ = ["VcsBackend", "backend_for"]
+from timetravel.errors import TimeTravelError
+from timetravel.vcs._run import base_env, run
+from timetravel.vcs.git import GitBackend
+from timetravel.vcs.jj import JjBackend, jj_binary
+
+__all__ = [
+    "GitBackend",
+    "JjBackend",
+    "VcsBackend",
+    "backend_for",
+    "detect",
+    "tag_info",
+]
 
 
 class VcsBackend(Protocol):
@@ -24,6 +42,10 @@ class VcsBackend(Protocol):
 
     def current_pointer(self, cwd: str) -> str | None:
         """The pointer the sandbox is at now (git: HEAD commit id; jj: commit id of ``@``)."""
+        ...
+
+    def operation_id(self, cwd: str) -> str | None:
+        """The jj operation id the sandbox is at (after a snapshot); None for git."""
         ...
 
     def capture(self, cwd: str) -> dict[str, Any]:
@@ -46,12 +68,86 @@ class VcsBackend(Protocol):
         """
         ...
 
+    def add_workspace(self, root: str, pointer: str, path: str, name: str) -> None:
+        """Create a new working copy of the repository at ``root``, at ``pointer``, in ``path``.
+
+        Raises:
+            TimeTravelError: ``WorkspaceExists`` when ``path`` exists (it is never deleted),
+                ``RevisionNotFound`` when ``pointer`` is unknown, ``VcsError`` otherwise.
+        """
+        ...
+
+
+def _in_jj_workspace(path: str) -> bool:
+    while True:
+        if os.path.isdir(os.path.join(path, ".jj")):
+            return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+
+
+def _in_git_work_tree(path: str) -> bool:
+    try:
+        result = run(["git", "rev-parse", "--is-inside-work-tree"], path, env=base_env())
+    except TimeTravelError:  # no git binary, unreadable directory
+        return False
+    return result.ok and result.stdout.strip() == "true"
+
+
+def detect(cwd: str) -> str | None:
+    """Which backend serves a directory: ``"jj"``, ``"git"`` or None.
+
+    ``jj`` needs a ``.jj`` directory in ``cwd`` or an ancestor and the jj binary
+    (``$TIMETRAVEL_JJ_BIN`` or ``jj`` on ``PATH``); a colocated jj repository falls back to git
+    when jj is missing. A missing directory is None.
+    """
+    path = os.path.abspath(os.fspath(cwd))
+    if not os.path.isdir(path):
+        return None
+    if _in_jj_workspace(path) and jj_binary() is not None:
+        return "jj"
+    if _in_git_work_tree(path):
+        return "git"
+    return None
+
 
 def backend_for(cwd: str) -> VcsBackend:
     """Pick the backend for a sandbox directory.
 
     Raises:
-        TimeTravelError: code ``UnsupportedSandbox`` when the directory is neither a jj workspace
-            (with the jj binary available) nor a git work tree.
+        TimeTravelError: code ``UnsupportedSandbox`` when the directory is missing or is neither
+            a jj workspace (with the jj binary available) nor a git work tree.
     """
-    raise NotImplementedError  # filled in by the VCS backends
+    kind = detect(cwd)
+    if kind == "jj":
+        return JjBackend()
+    if kind == "git":
+        return GitBackend()
+    raise TimeTravelError(
+        "UnsupportedSandbox",
+        f"Could not resolve a rewind pointer for sandbox cwd {cwd}.",
+        {"cwd": cwd},
+    )
+
+
+def tag_info(cwd: str) -> tuple[str, str, str | None] | None:
+    """What to record in ``_smithers_vcs_tags`` for a directory.
+
+    Returns:
+        ``(vcs_type, pointer, operation_id)`` (the operation id is None for git), or None when
+        ``cwd`` is not a repository or has no commit yet, as upstream's best-effort tagging
+        returns null. A timeout still raises.
+
+    Raises:
+        TimeoutError: the VCS command hung.
+    """
+    try:
+        backend = backend_for(cwd)
+        pointer = backend.current_pointer(cwd)
+        if not pointer:
+            return None
+        return backend.name, pointer, backend.operation_id(cwd)
+    except TimeTravelError:
+        return None
