@@ -19,6 +19,12 @@ __all__ = ["Settings", "SettingsError", "load_settings"]
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
+def _is_host_port(value: str) -> bool:
+    """``host:port`` with a TCP port in 1..65535 (the regex alone accepts ``:99999``)."""
+    # fullmatch: "$" alone would also accept a trailing newline.
+    return bool(_HOST_PORT.fullmatch(value)) and 1 <= int(value.rsplit(":", 1)[1]) <= 65535
+
+
 class SettingsError(ValueError):
     """A setting has an invalid value; the message names the environment variable."""
 
@@ -96,14 +102,14 @@ class Settings(BaseSettings):
     @field_validator("temporal_address")
     @classmethod
     def _check_address(cls, value: str) -> str:
-        if not _HOST_PORT.match(value):
+        if not _is_host_port(value):
             raise ValueError("expected host:port, e.g. 127.0.0.1:7233")
         return value
 
     @field_validator("metrics_bind")
     @classmethod
     def _check_metrics_bind(cls, value: str) -> str:
-        if value and not _HOST_PORT.match(value):
+        if value and not _is_host_port(value):
             raise ValueError("expected host:port, e.g. 127.0.0.1:9464, or empty")
         return value
 

