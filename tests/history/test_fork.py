@@ -274,3 +274,23 @@ def test_discard_fork(db: Database) -> None:
     assert discard_fork(db, fork_input, "child-1") is True
     assert db.dump() == before
     assert discard_fork(db, fork_input, "child-1") is False
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"branch_label": "a\x00b"},
+        {"reset_nodes": ["x\x00"]},
+        {"parent_run_id": "p" * 257},
+        {"parent_run_id": ""},
+        {"frame_no": -1},
+    ],
+)
+def test_input_the_store_cannot_hold_is_refused(db: Database, bad: dict[str, Any]) -> None:
+    capture_snapshot(db, "parent-run", 0, data())
+    before = db.dump()
+    fields: dict[str, Any] = {"parent_run_id": "parent-run", "frame_no": 0, **bad}
+    with pytest.raises(TimeTravelError) as err:
+        fork_run(db, ForkInput(**fields))
+    assert err.value.code == "InvalidInput"
+    assert db.dump() == before

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from tests.history._data import node, sample
+from timetravel.errors import TimeTravelError
 from timetravel.history import (
     SnapshotData,
     canonical,
@@ -178,3 +179,16 @@ def test_large_snapshot_round_trip(db: Database) -> None:
     parsed = parse_snapshot(row)
     assert len(parsed.nodes) == 10_000
     assert parsed.nodes["task-9999::0"]["lastAttempt"] == 1
+
+
+@pytest.mark.parametrize("run_id", ["", "r" * 257, "a\x00b"])
+def test_capture_refuses_a_run_id_the_store_cannot_hold(db: Database, run_id: str) -> None:
+    with pytest.raises(TimeTravelError) as err:
+        capture_snapshot(db, run_id, 0, sample())
+    assert err.value.code == "InvalidInput"
+
+
+def test_nul_inside_the_json_parts_is_escaped(db: Database) -> None:
+    row = capture_snapshot(db, "run-1", 0, SnapshotData(input={"prompt": "a\x00b"}))
+    assert "\\u0000" in row.input_json
+    assert parse_snapshot(row).input == {"prompt": "a\x00b"}

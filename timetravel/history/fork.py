@@ -23,13 +23,21 @@ import uuid
 from typing import Any
 
 from timetravel import metrics
+from timetravel.errors import TimeTravelError
 from timetravel.history import canonical
 from timetravel.history.models import BranchInfo, ForkInput, ForkResult, SnapshotRow
 from timetravel.history.snapshot import node_key, now_ms
 from timetravel.store import Database
 from timetravel.store.history import ForkRows, HistoryStore
 
-__all__ = ["fork_run", "get_branch_info", "list_branches", "plan_fork"]
+__all__ = [
+    "check_fork_input",
+    "discard_fork",
+    "fork_run",
+    "get_branch_info",
+    "list_branches",
+    "plan_fork",
+]
 
 #: Run statuses of a live engine; a child run must not look like one (nobody runs it).
 _LIVE_STATUSES = ("running", "waiting-approval", "waiting-event", "waiting-timer")
@@ -121,6 +129,31 @@ def plan_fork(
     return ForkRows(snapshot=child.model_dump(), branch=branch.model_dump(), run=run, vcs_tag=tag)
 
 
+def check_fork_input(fork: ForkInput, child_run_id: str) -> None:
+    """Refuse what the store cannot hold, before anything is read or written.
+
+    Run ids are at most 256 characters (the Smithers adapter's rule) and no text may contain
+    a NUL character (PostgreSQL text cannot).
+
+    Raises:
+        TimeTravelError: ``InvalidInput``.
+    """
+    for name, value in (("parent_run_id", fork.parent_run_id), ("child_run_id", child_run_id)):
+        if not value or len(value) > 256:
+            raise TimeTravelError(
+                "InvalidInput", f"{name} must be 1 to 256 characters.", {name: value[:300]}
+            )
+    texts = [fork.parent_run_id, child_run_id, fork.branch_label, fork.fork_description]
+    if any(t and "\x00" in t for t in [*texts, *(fork.reset_nodes or [])]):
+        raise TimeTravelError("InvalidInput", "Run ids, labels and node ids cannot contain NUL.")
+    if fork.frame_no < 0 or fork.frame_no > 2_147_483_647:
+        raise TimeTravelError(
+            "InvalidInput",
+            "frame_no must be a non-negative i32 integer.",
+            {"frameNo": fork.frame_no},
+        )
+
+
 def fork_run(db: Database, fork: ForkInput, *, child_run_id: str | None = None) -> ForkResult:
     """Fork ``fork.parent_run_id`` at ``fork.frame_no`` into a new child run.
 
@@ -130,9 +163,11 @@ def fork_run(db: Database, fork: ForkInput, *, child_run_id: str | None = None) 
 
     Raises:
         TimeTravelError: ``SnapshotNotFound`` (message ``No snapshot found for run=<parent>
-            frame=<n>``) when the parent frame has no snapshot; nothing is written.
+            frame=<n>``) when the parent frame has no snapshot; ``InvalidInput`` for an input
+            the store cannot hold (see :func:`check_fork_input`). Nothing is written then.
     """
     child = child_run_id or str(uuid.uuid4())
+    check_fork_input(fork, child)
     ts = now_ms()
     rows, created = HistoryStore(db).fork(
         fork.parent_run_id,

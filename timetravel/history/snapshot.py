@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from timetravel import metrics
+from timetravel.errors import TimeTravelError
 from timetravel.history import canonical
 from timetravel.history.models import (
     ParsedSnapshot,
@@ -88,10 +89,19 @@ def capture_snapshot(
 
     Returns:
         The row as written.
+
+    Raises:
+        TimeTravelError: ``InvalidInput`` for a run id or text the store cannot hold.
     """
     started = time.perf_counter()
     if not isinstance(data, SnapshotData):
         data = SnapshotData.model_validate(_snake_keys(data))
+    texts = (run_id, data.vcs_pointer, data.workflow_hash)
+    if not run_id or len(run_id) > 256 or any(t and "\x00" in t for t in texts):
+        # The JSON parts escape NUL; these plain columns cannot hold it on PostgreSQL.
+        raise TimeTravelError(
+            "InvalidInput", "run_id must be 1 to 256 characters, and no text may contain NUL."
+        )
     row = build_snapshot_row(run_id, frame_no, data, now_ms())
     HistoryStore(db).upsert_snapshot(row.model_dump())
     metrics.snapshots_captured.inc()
