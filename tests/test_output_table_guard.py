@@ -58,11 +58,6 @@ def test_rejects_hostile_or_reserved_names(name: str) -> None:
     assert check_output_table_name(name) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schema.check_output_table_name uses re.match with '$', which also matches before "
-    "a trailing newline; fix: OUTPUT_TABLE_NAME.fullmatch(name). Remove this mark then.",
-)
 def test_rejects_trailing_newline() -> None:
     assert check_output_table_name("out_a\n") is None
 

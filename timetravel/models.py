@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 AuditResult = Literal["in_progress", "success", "failed", "partial"]
 
@@ -32,14 +32,20 @@ class RateLimitOptions(_Model):
 
 
 class RewindInput(_Model):
-    """Input of the ``RewindRun`` workflow (**contract**)."""
+    """Input of the ``RewindRun`` workflow (**contract**).
+
+    Decoding never fails: a payload that cannot decode leaves the workflow task failing and
+    retrying forever, whereas a wrong value here ends in a typed, audited failure.
+    """
 
     run_id: Any = Field(default=None, description="Run to rewind; must match ^[a-z0-9_-]{1,64}$.")
     frame_no: Any = Field(default=None, description="Target frame, a non-negative i32 integer.")
     confirm: Any = Field(default=False, description="Must be exactly true: rewinds destroy data.")
     caller: Any = Field(default=None, description="Who asks; audited and rate-limited per caller.")
     dry_run: Any = Field(default=False, description="Only compute the plan and counts.")
-    rate_limit: RateLimitOptions | None = None
+    rate_limit: Any = Field(
+        default=None, description='{"max_per_window": int, "window_ms": int} overrides.'
+    )
     await_confirmation: Any = Field(
         default=False, description="Show the plan and wait for a `confirm` update or `abort`."
     )
@@ -49,6 +55,17 @@ class RewindInput(_Model):
     pause_timeout_s: Any = Field(
         default=None, description="How long to wait for the engine to let go (default 120 s)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _any_payload(cls, data: Any) -> Any:
+        return data if isinstance(data, dict | BaseModel) else {}
+
+    def rate_limit_field(self, name: str) -> Any:
+        rl = self.rate_limit
+        if isinstance(rl, RateLimitOptions):
+            return getattr(rl, name)
+        return rl.get(name) if isinstance(rl, dict) else None
 
 
 class SandboxPlan(_Model):
@@ -124,7 +141,12 @@ class AuditView(_Model):
 class ConfirmInput(_Model):
     """Argument of the ``confirm`` update: the audit id shown in the pending plan."""
 
-    audit_id: int | None = None
+    audit_id: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _any_payload(cls, data: Any) -> Any:
+        return data if isinstance(data, dict | BaseModel) else {"audit_id": data}
 
 
 class RecoverInput(_Model):

@@ -43,7 +43,7 @@ def _as_int(value: Any) -> int | None:
 
 
 def validate_run_id(run_id: Any) -> str:
-    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
         raise TimeTravelError("InvalidRunId", "runId must match /^[a-z0-9_-]{1,64}$/.")
     return run_id
 
@@ -62,11 +62,16 @@ def validate_confirm(confirm: Any) -> None:
         )
 
 
+def _storable(text: str) -> str:
+    """Text any database can store (PostgreSQL rejects NUL characters)."""
+    return text.replace("\x00", "")
+
+
 def normalise_caller(caller: Any) -> str:
     """Non-strings and blanks become ``unknown``; at most 256 characters."""
     if not isinstance(caller, str):
         return "unknown"
-    caller = caller.strip()
+    caller = _storable(caller).strip()
     return caller[:MAX_CALLER_LEN] if caller else "unknown"
 
 
@@ -74,7 +79,7 @@ def audited_run_id(run_id: Any) -> str:
     """What the audit row records for an attempt whose run id may be invalid."""
     if not isinstance(run_id, str):
         return "invalid-run-id"
-    return run_id[:MAX_AUDITED_RUN_ID_LEN]
+    return _storable(run_id)[:MAX_AUDITED_RUN_ID_LEN]
 
 
 def audited_frame_no(frame_no: Any) -> int:

@@ -316,7 +316,7 @@ def check_output_table_name(name: object) -> str | None:
     used, and always quoted. Our own and the Smithers tables are refused too, so a hostile
     name can never make a rewind delete from them.
     """
-    if not isinstance(name, str) or len(name) > 63 or not OUTPUT_TABLE_NAME.match(name):
+    if not isinstance(name, str) or len(name) > 63 or not OUTPUT_TABLE_NAME.fullmatch(name):
         return None
     if name.startswith(("_smithers_", "_timetravel_", "sqlite_", "pg_")):
         return None

@@ -218,9 +218,10 @@ class RewindRun:
 
     @workflow.run
     async def run(self, input: RewindInput) -> RewindResult:
+        if not isinstance(input, RewindInput):  # a `null` payload is not validated at all
+            input = RewindInput()
         dry_run = input.dry_run is True
         await_confirmation = input.await_confirmation is True and not dry_run
-        rl = input.rate_limit
         info = workflow.info()
         self._pause_timeout = _positive(input.pause_timeout_s, PAUSE_TIMEOUT_S)
         self._view.status = "running"
@@ -234,8 +235,8 @@ class RewindRun:
                     # With human confirmation the human's `confirm` update is the confirmation.
                     confirm=True if await_confirmation else input.confirm,
                     caller=input.caller,
-                    max_per_window=rl.max_per_window if rl else None,
-                    window_ms=rl.window_ms if rl else None,
+                    max_per_window=input.rate_limit_field("max_per_window"),
+                    window_ms=input.rate_limit_field("window_ms"),
                     dry_run=dry_run,
                     workflow_id=info.workflow_id,
                     workflow_run_id=info.run_id,

@@ -17,5 +17,5 @@ def settings_or_exit(**overrides: object) -> Settings:
     try:
         return load_settings(**clean)
     except SettingsError as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -896,6 +896,12 @@ class RewindStore:
 
     # -- reads ------------------------------------------------------------------------------
 
+    def lock_holder(self, run_id: str) -> int | None:
+        """The audit id of the rewind that holds the run's lock, if any."""
+        K = schema.run_locks
+        with self.db.read() as conn:
+            return conn.execute(select(K.c.audit_id).where(K.c.run_id == run_id)).scalar()
+
     def audit_id_of_workflow_run(self, workflow_run_id: str) -> int | None:
         """The admitted audit row a workflow run created, if any."""
         L = schema.audit_links
