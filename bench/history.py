@@ -7,6 +7,8 @@ of both snapshots' parts plus a plain dict comparison. The ratio says what the J
 serialisation, the store and upstream's diff rules cost on top of the bare minimum.
 
     python bench/history.py [--database-url URL] [--repeat N]
+
+A PostgreSQL URL gets a scratch schema, dropped at the end; nothing is left behind.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import create_engine, text
 
 from timetravel.history import (
     ForkInput,
@@ -30,7 +36,7 @@ from timetravel.history import (
     fork_run,
 )
 from timetravel.history.snapshot import build_snapshot_row
-from timetravel.store import Database
+from timetravel.store import Database, normalise_url
 
 
 def median_ms(fn: Callable[[], Any], repeat: int) -> float:
@@ -108,20 +114,47 @@ def bench_timeline(db: Database, repeat: int) -> None:
         print(f"  timeline tree, 100 forks ({root:5}) {ms:8.2f} ms")
 
 
+@contextmanager
+def scratch_database(url: str | None) -> Iterator[Database]:
+    """A migrated, empty database that is removed afterwards: a SQLite file in a temp
+    directory, or a fresh schema of the PostgreSQL database ``url`` names."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if url is None or url.startswith("sqlite"):
+            db = Database(url or f"sqlite:///{Path(tmp) / 'bench.db'}")
+            db.migrate()
+            yield db
+            db.dispose()
+            return
+        schema = f"bench_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        sep = "&" if "?" in url else "?"
+        db = Database(f"{url}{sep}options=-csearch_path%3D{schema}")
+        try:
+            db.migrate()
+            yield db
+        finally:
+            db.dispose()
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", help="default: a SQLite file in a temp directory")
+    parser.add_argument(
+        "--database-url",
+        help="default: a SQLite file in a temp directory; a PostgreSQL URL gets a scratch schema",
+    )
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Database(args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}")
-        db.migrate()
+    with scratch_database(args.database_url) as db:
         print(f"database: {db.dialect}, median of {args.repeat}")
         for n in (1_000, 10_000):
             bench_snapshots(db, n, args.repeat)
         print("timeline")
         bench_timeline(db, args.repeat)
-        db.dispose()
 
 
 if __name__ == "__main__":
