@@ -228,14 +228,17 @@ SMITHERS_TABLES = (
     vcs_tags,
 )
 
-# Upstream's three secondary indexes, plus one of ours: attempts by start time, so that a
-# rewind finds the attempts after a frame in O(deleted) rather than O(attempts of the run).
+# Upstream's three secondary indexes, plus ours: attempts by start time, so that a rewind
+# finds the attempts after a frame in O(deleted) rather than O(attempts of the run).
 Index("_smithers_runs_status_heartbeat_idx", runs.c.status, runs.c.heartbeat_at_ms)
 Index("_smithers_runs_parent_idx", runs.c.parent_run_id)
 Index(
     "_smithers_time_travel_audit_lookup_idx", audit.c.run_id, audit.c.caller, audit.c.timestamp_ms
 )
 Index("_timetravel_attempts_started_idx", attempts.c.run_id, attempts.c.started_at_ms)
+# Frames by creation time (covering frame_no): the newest frame kept by a rewind is found by
+# walking back from the newest frame, O(frames after the target) instead of O(frames kept).
+Index("_timetravel_frames_created_idx", frames.c.run_id, frames.c.created_at_ms, frames.c.frame_no)
 Index("_timetravel_branches_parent_idx", branches.c.parent_run_id)
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
@@ -28,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from timetravel import rewind, schema
 from timetravel.errors import TimeTravelError
 from timetravel.models import AuditRow, RewindCounts
-from timetravel.store import Database, decode_value, encode_value, retry_on_lock
+from timetravel.store import Database, OutputTable, decode_value, encode_value, retry_on_lock
 
 A = schema.audit
 R = schema.runs
@@ -387,7 +386,6 @@ class RewindStore:
             if frame_no == latest:
                 return plan
             plan["sandboxes"] = self._plan_sandboxes(conn, run_id, cutoff)
-            outputs = self._output_targets(conn, run_id, cutoff)
             m = self._max_created(conn, run_id, frame_no)
             p = {"r": run_id, "c": cutoff, "t": frame_no, "m": m}
             counts = RewindCounts(
@@ -403,19 +401,19 @@ class RewindStore:
                 reset_nodes=conn.execute(
                     text(f"SELECT COUNT(*) FROM _smithers_nodes t WHERE {self._NODES}"), p
                 ).scalar_one(),
-                deleted_outputs=sum(
-                    self._count_outputs(conn, run_id, table, keys) for table, keys in outputs
-                ),
+                deleted_outputs=self._count_outputs(conn, run_id, cutoff),
             )
             plan["counts"] = counts.model_dump()
             return plan
 
     @staticmethod
     def _max_created(conn: Connection, run_id: str, frame_no: int) -> int:
+        """The newest creation time among the frames kept (``frame_no <= target``)."""
         return conn.execute(
-            select(func.max(F.c.created_at_ms)).where(
-                F.c.run_id == run_id, F.c.frame_no <= frame_no
-            )
+            select(F.c.created_at_ms)
+            .where(F.c.run_id == run_id, F.c.frame_no <= frame_no)
+            .order_by(F.c.created_at_ms.desc())
+            .limit(1)
         ).scalar_one()
 
     @staticmethod
@@ -454,12 +452,10 @@ class RewindStore:
             out.append({"cwd": cwd, "target_pointer": pointer})
         return out
 
-    def _output_targets(
-        self, conn: Connection, run_id: str, cutoff: int
-    ) -> list[tuple[str, list[tuple[str, int]]]]:
-        """(table, [(node, iteration)]) for the outputs of the nodes whose attempts go."""
+    def _output_tables(self, conn: Connection, run_id: str, cutoff: int) -> list[str]:
+        """The output tables of the nodes whose attempts go, each checked for a safe name."""
         rows = conn.execute(
-            select(N.c.output_table, N.c.node_id, N.c.iteration)
+            select(N.c.output_table, N.c.node_id)
             .distinct()
             .select_from(
                 AT.join(
@@ -472,10 +468,10 @@ class RewindStore:
                 )
             )
             .where(AT.c.run_id == run_id, AT.c.started_at_ms > cutoff, N.c.output_table != "")
-            .order_by(N.c.output_table, N.c.node_id, N.c.iteration)
+            .order_by(N.c.output_table, N.c.node_id)
         ).all()
-        targets: dict[str, list[tuple[str, int]]] = {}
-        for table, node, iteration in rows:
+        tables: list[str] = []
+        for table, node in rows:
             if schema.check_output_table_name(table) is None:
                 raise TimeTravelError(
                     "RewindFailed",
@@ -483,30 +479,41 @@ class RewindStore:
                     "refusing to rewind.",
                     {"runId": run_id, "nodeId": node, "outputTable": str(table)[:200]},
                 )
-            targets.setdefault(table, []).append((node, iteration))
-        return list(targets.items())
+            if table not in tables:
+                tables.append(table)
+        return tables
 
-    def _output_where(self, run_id: str, out: Any, node: str, iteration: int) -> Any:
-        t = out.table
-        cond = and_(t.c[out.run_col] == run_id, t.c[out.node_col] == node)
-        if out.iteration_col is not None:
-            cond = and_(cond, t.c[out.iteration_col] == iteration)
-        return cond
+    # The (node, iteration) keys whose outputs in table :tbl go with the deleted attempts.
+    _OUTPUT_KEYS = (
+        "SELECT a.node_id, a.iteration FROM _smithers_attempts a JOIN _smithers_nodes n "
+        "ON n.run_id = a.run_id AND n.node_id = a.node_id AND n.iteration = a.iteration "
+        "WHERE a.run_id = :r AND a.started_at_ms > :c AND n.output_table = :tbl"
+    )
 
-    def _count_outputs(
-        self, conn: Connection, run_id: str, table: str, keys: Sequence[tuple[str, int]]
-    ) -> int:
-        out = self.db.output_table(conn, table)
-        if out is None:
-            return 0
-        return sum(
-            conn.execute(
-                select(func.count())
-                .select_from(out.table)
-                .where(self._output_where(run_id, out, n, i))
-            ).scalar_one()
-            for n, i in keys
+    def _output_where(self, out: OutputTable) -> str:
+        """Rows of ``out`` (alias ``t``) to delete: one predicate for all keys at once."""
+        q = self.db.quote
+        if out.iteration_col is None:  # keyed by run and node only, as upstream deleteOutputRow
+            return (
+                f"t.{q(out.run_col)} = :r AND t.{q(out.node_col)} IN "
+                f"(SELECT k.node_id FROM ({self._OUTPUT_KEYS}) k)"
+            )
+        return (
+            f"t.{q(out.run_col)} = :r AND (t.{q(out.node_col)}, t.{q(out.iteration_col)}) "
+            f"IN ({self._OUTPUT_KEYS})"
         )
+
+    def _count_outputs(self, conn: Connection, run_id: str, cutoff: int) -> int:
+        total = 0
+        for table in self._output_tables(conn, run_id, cutoff):
+            out = self.db.output_table(conn, table)
+            if out is not None:
+                where = self._output_where(out)
+                total += conn.execute(
+                    text(f"SELECT COUNT(*) FROM {self.db.quote(table)} t WHERE {where}"),
+                    {"r": run_id, "c": cutoff, "tbl": table},
+                ).scalar_one()
+        return total
 
     # Diff rows of node iterations that have an attempt started after the newest frame kept
     # (upstream §2.1.1); the IN list comes from the attempts index, so this is O(deleted).
@@ -635,28 +642,37 @@ class RewindStore:
             return counts
 
     def _truncate_outputs(self, conn: Connection, audit_id: int, run_id: str, cutoff: int) -> int:
+        """Back up (as JSON rows: output tables are not in our metadata) and delete the outputs
+        of the nodes whose attempts go, one statement of each kind per table."""
         deleted = 0
-        for table, keys in self._output_targets(conn, run_id, cutoff):
+        for table in self._output_tables(conn, run_id, cutoff):
             out = self.db.output_table(conn, table)
             if out is None:  # a missing table is skipped, as upstream does
                 continue
-            for node, iteration in keys:
-                where = self._output_where(run_id, out, node, iteration)
-                rows = conn.execute(select(out.table).where(where)).mappings().all()
-                if not rows:
-                    continue
-                conn.execute(
-                    insert(schema.bk_outputs),
-                    [
-                        {
-                            "audit_id": audit_id,
-                            "table_name": table,
-                            "row_json": json.dumps({k: encode_value(v) for k, v in r.items()}),
-                        }
-                        for r in rows
-                    ],
-                )
-                deleted += conn.execute(delete(out.table).where(where)).rowcount
+            where = self._output_where(out)
+            p = {"r": run_id, "c": cutoff, "tbl": table}
+            cols = [c.name for c in out.table.columns]
+            rows = conn.execute(
+                text(f"SELECT * FROM {self.db.quote(table)} t WHERE {where}"), p
+            ).all()
+            if not rows:
+                continue
+            conn.execute(
+                insert(schema.bk_outputs),
+                [
+                    {
+                        "audit_id": audit_id,
+                        "table_name": table,
+                        "row_json": json.dumps(
+                            {c: encode_value(v) for c, v in zip(cols, r, strict=True)}
+                        ),
+                    }
+                    for r in rows
+                ],
+            )
+            deleted += conn.execute(
+                text(f"DELETE FROM {self.db.quote(table)} AS t WHERE {where}"), p
+            ).rowcount
         return deleted
 
     @retry_on_lock

@@ -1,0 +1,209 @@
+"""RewindRun latency against its floors, measured in one run on a tuned dev server.
+
+For runs of 1k, 10k and 100k frames (``seed_large_run``: an attempt per two frames, one node,
+output row and node diff per attempt) it prints, per size:
+
+* ``e2e``: RewindRun end to end (start to result), rewinding the last 10 frames, median and p95;
+* ``temporal floor``: a workflow running the same number of no-op activities (the saga's 7);
+* ``db floor``: the same rewind's raw SQL deletes and updates alone, no backup, no Temporal;
+* ``ratio``: e2e median / (temporal floor + db floor);
+* ``deep``: a rewind to the middle of the run (half of it deleted), once per size;
+* ``upstream diff query``: upstream's O(diffs x frames) invalidation predicate on the same
+  rows, for the sizes where it finishes in reasonable time.
+
+Targets (issue #3): ratio <= 1.5 at every size; 10k frames <= 400 ms and 100k <= 2 s; the last
+10 frames cost < 2x more on 100k frames than on 1k.
+
+    python bench/rewind.py [--sizes 1000,10000,100000] [--reps 15] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import text
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.noop import BenchNoop, bench_noop
+from tests.conftest import DEV_SERVER_ARGS, temporal_binary
+from timetravel.models import RewindInput
+from timetravel.settings import Settings
+from timetravel.store import Database
+from timetravel.store.seed import seed_large_run
+from worker import build_worker
+from workflows.rewind_run import RewindRun
+
+STEPS = 7  # begin, snapshot-pre-jump, pause, truncate, rebuild-reconciler, resume, finish
+BACK = 10
+
+
+def raw_rewind(db: Database, run_id: str, frame_no: int) -> None:
+    """The database work of a rewind and nothing else (upstream's statements, our predicates)."""
+    p = {"r": run_id, "t": frame_no}
+    with db.write() as conn:
+        c = conn.execute(
+            text("SELECT created_at_ms FROM _smithers_frames WHERE run_id=:r AND frame_no=:t"), p
+        ).scalar_one()
+        m = conn.execute(
+            text(
+                "SELECT MAX(created_at_ms) FROM _smithers_frames WHERE run_id=:r AND frame_no<=:t"
+            ),
+            p,
+        ).scalar_one()
+        q = {**p, "c": c, "m": m}
+        keys = (
+            "(SELECT node_id, iteration FROM _smithers_attempts WHERE run_id=:r AND started_at_ms>"
+        )
+        conn.execute(
+            text(
+                f"DELETE FROM _smithers_node_diffs WHERE run_id=:r AND (node_id, iteration) IN {keys}:m)"
+            ),
+            q,
+        )
+        conn.execute(
+            text(f"DELETE FROM out_bench WHERE run_id=:r AND (node_id, iteration) IN {keys}:c)"), q
+        )
+        conn.execute(
+            text(
+                "UPDATE _smithers_nodes SET state='pending', last_attempt=NULL WHERE run_id=:r "
+                f"AND (node_id, iteration) IN {keys}:c)"
+            ),
+            q,
+        )
+        conn.execute(text("DELETE FROM _smithers_attempts WHERE run_id=:r AND started_at_ms>:c"), q)
+        conn.execute(text("DELETE FROM _smithers_frames WHERE run_id=:r AND frame_no>:t"), q)
+        conn.execute(text("UPDATE _smithers_runs SET status='running' WHERE run_id=:r"), q)
+
+
+UPSTREAM_DIFF_QUERY = """
+SELECT COUNT(*) FROM _smithers_node_diffs d WHERE d.run_id = :r AND EXISTS (
+  SELECT 1 FROM _smithers_attempts a WHERE a.run_id = d.run_id AND a.node_id = d.node_id
+    AND a.iteration = d.iteration AND NOT EXISTS (
+      SELECT 1 FROM _smithers_frames f WHERE f.run_id = d.run_id AND f.frame_no <= :t
+        AND f.created_at_ms >= a.started_at_ms))
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+async def bench(sizes: list[int], reps: int, url: str | None) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="tt-bench-"))
+    url = url or f"sqlite:///{tmp / 'bench.db'}"
+    db = Database(url)
+    db.migrate()
+    settings = Settings(database_url=url, engine_control="database")  # type: ignore[arg-type]
+    print(f"database: {db!r}; {reps} reps per size; rewinding the last {BACK} frames")
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        dev_server_extra_args=DEV_SERVER_ARGS,
+        data_converter=pydantic_data_converter,
+    ) as env:
+        client = env.client
+        tq = f"bench-{uuid.uuid4()}"
+        worker = build_worker(client, settings, task_queue=tq, db=db)
+        noop = Worker(
+            client,
+            task_queue=tq + "-noop",
+            workflows=[BenchNoop],
+            activities=[bench_noop],
+            activity_executor=worker.config()["activity_executor"],
+        )
+        async with worker, noop:
+
+            async def run_rewind(run_id: str, frame_no: int) -> float:
+                t0 = time.perf_counter()
+                await client.execute_workflow(
+                    RewindRun.run,
+                    RewindInput(
+                        run_id=run_id,
+                        frame_no=frame_no,
+                        confirm=True,
+                        caller="bench",
+                        rate_limit={"max_per_window": 10**9},
+                    ),
+                    id=f"bench-{uuid.uuid4()}",
+                    task_queue=tq,
+                )
+                return (time.perf_counter() - t0) * 1000
+
+            for _ in range(3):  # warm up the server, the worker and the caches
+                await client.execute_workflow(
+                    BenchNoop.run, STEPS, id=f"w-{uuid.uuid4()}", task_queue=tq + "-noop"
+                )
+            medians: dict[int, float] = {}
+            for size in sizes:
+                run, floor_run = f"bench-{size}", f"floor-{size}"
+                t0 = time.perf_counter()
+                seed_large_run(db, run, size)
+                seed_large_run(db, floor_run, size)
+                seed_s = time.perf_counter() - t0
+                e2e, tfloor, dfloor = [], [], []
+                latest = size - 1
+                for i in range(reps + 1):
+                    target = latest - BACK
+                    e = await run_rewind(run, target)
+                    t1 = time.perf_counter()
+                    await client.execute_workflow(
+                        BenchNoop.run, STEPS, id=f"n-{uuid.uuid4()}", task_queue=tq + "-noop"
+                    )
+                    tf = (time.perf_counter() - t1) * 1000
+                    t2 = time.perf_counter()
+                    raw_rewind(db, floor_run, target)
+                    df = (time.perf_counter() - t2) * 1000
+                    latest = target
+                    if i:  # the first round warms this size up
+                        e2e.append(e)
+                        tfloor.append(tf)
+                        dfloor.append(df)
+                med = statistics.median(e2e)
+                medians[size] = med
+                floor = statistics.median(tfloor) + statistics.median(dfloor)
+                deep = await run_rewind(run, latest // 2)
+                upstream = ""
+                if size <= 10_000:
+                    with db.read() as conn:
+                        t3 = time.perf_counter()
+                        conn.execute(text(UPSTREAM_DIFF_QUERY), {"r": floor_run, "t": latest // 2})
+                        upstream = (
+                            f"  upstream diff query {1000 * (time.perf_counter() - t3):8.1f} ms"
+                        )
+                print(
+                    f"{size:>7} frames (seeded in {seed_s:5.1f}s): e2e median {med:7.1f} ms "
+                    f"p95 {pct(e2e, 0.95):7.1f} ms | temporal floor {statistics.median(tfloor):6.1f} ms"
+                    f" + db floor {statistics.median(dfloor):6.1f} ms | ratio {med / floor:4.2f}"
+                    f" | deep (to frame {latest // 2}) {deep:7.1f} ms{upstream}"
+                )
+            if len(medians) > 1:
+                lo, hi = min(medians), max(medians)
+                print(
+                    f"last-{BACK}-frames cost, {hi} vs {lo} frames: "
+                    f"{medians[hi] / medians[lo]:.2f}x (target < 2x)"
+                )
+    db.dispose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--database-url", default=None)
+    args = ap.parse_args()
+    asyncio.run(bench([int(s) for s in args.sizes.split(",")], args.reps, args.database_url))
+
+
+if __name__ == "__main__":
+    main()
