@@ -65,12 +65,10 @@ def raw_rewind(db: Database, run_id: str, frame_no: int) -> None:
         keys = (
             "(SELECT node_id, iteration FROM _smithers_attempts WHERE run_id=:r AND started_at_ms>"
         )
-        conn.execute(
-            text(
-                f"DELETE FROM _smithers_node_diffs WHERE run_id=:r AND (node_id, iteration) IN {keys}:m)"
-            ),
-            q,
+        diffs = (
+            f"DELETE FROM _smithers_node_diffs WHERE run_id=:r AND (node_id, iteration) IN {keys}"
         )
+        conn.execute(text(diffs + ":m)"), q)
         conn.execute(
             text(f"DELETE FROM out_bench WHERE run_id=:r AND (node_id, iteration) IN {keys}:c)"), q
         )
@@ -97,7 +95,7 @@ SELECT COUNT(*) FROM _smithers_node_diffs d WHERE d.run_id = :r AND EXISTS (
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 async def bench(sizes: list[int], reps: int, url: str | None) -> None:
@@ -183,8 +181,8 @@ async def bench(sizes: list[int], reps: int, url: str | None) -> None:
                         )
                 print(
                     f"{size:>7} frames (seeded in {seed_s:5.1f}s): e2e median {med:7.1f} ms "
-                    f"p95 {pct(e2e, 0.95):7.1f} ms | temporal floor {statistics.median(tfloor):6.1f} ms"
-                    f" + db floor {statistics.median(dfloor):6.1f} ms | ratio {med / floor:4.2f}"
+                    f"p95 {pct(e2e, 0.95):7.1f} ms | temporal floor "
+                    f"{statistics.median(tfloor):6.1f} ms + db floor {statistics.median(dfloor):6.1f} ms | ratio {med / floor:4.2f}"
                     f" | deep (to frame {latest // 2}) {deep:7.1f} ms{upstream}"
                 )
             if len(medians) > 1:
