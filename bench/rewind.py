@@ -182,7 +182,8 @@ async def bench(sizes: list[int], reps: int, url: str | None) -> None:
                 print(
                     f"{size:>7} frames (seeded in {seed_s:5.1f}s): e2e median {med:7.1f} ms "
                     f"p95 {pct(e2e, 0.95):7.1f} ms | temporal floor "
-                    f"{statistics.median(tfloor):6.1f} ms + db floor {statistics.median(dfloor):6.1f} ms | ratio {med / floor:4.2f}"
+                    f"{statistics.median(tfloor):6.1f} ms + db floor "
+                    f"{statistics.median(dfloor):6.1f} ms | ratio {med / floor:4.2f}"
                     f" | deep (to frame {latest // 2}) {deep:7.1f} ms{upstream}"
                 )
             if len(medians) > 1:
