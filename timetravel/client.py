@@ -1,0 +1,377 @@
+"""Client helpers: start, follow, confirm and abort ``RewindRun`` workflows (design §1, §4).
+
+Every helper takes a :class:`temporalio.client.Client` connected with the pydantic data
+converter (:func:`worker.connect`) and raises :class:`RewindError`, a
+:class:`~timetravel.errors.TimeTravelError` carrying the upstream error code, for every failure
+a user can act on. Infrastructure failures (the server is unreachable) propagate as the SDK
+raises them.
+
+A rewind started here gets the workflow id ``rewind-<run_id>`` with
+``WorkflowIDConflictPolicy.FAIL``, so a second rewind of a run whose rewind is still running
+(or waiting for confirmation) is refused with ``Busy`` by the server at once, before any
+workflow task or database round trip. The workflow's own per-run lock (design §4, step
+*begin*) stays the real guarantee: it also holds for rewinds started under other ids, e.g. by
+hand from the Web UI.
+
+Example::
+
+    client = await worker.connect(load_settings())
+    result = await rewind(client, "demo-run-1", 1, confirm=True, caller="user:you")
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    TerminatedError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.exceptions import TimeoutError as WorkflowTimeoutError
+from temporalio.service import RPCError, RPCStatusCode
+
+from timetravel.errors import TimeTravelError
+from timetravel.models import AuditView, ConfirmInput, RateLimitOptions, RewindInput, RewindResult
+from workflows.rewind_run import RewindRun
+
+__all__ = [
+    "DEFAULT_TASK_QUEUE",
+    "RewindError",
+    "abort_rewind",
+    "await_rewind",
+    "confirm_rewind",
+    "rewind",
+    "rewind_handle",
+    "rewind_workflow_id",
+    "start_rewind",
+]
+
+DEFAULT_TASK_QUEUE = "smithers-time-travel"
+
+#: Longest run id used verbatim in a workflow id. Valid run ids have at most 64 characters;
+#: this only keeps absurd invalid ones (which the workflow must still see and audit) inside the
+#: server's id length limit.
+_MAX_ID_RUN_ID = 200
+
+
+class RewindError(TimeTravelError):
+    """A rewind that was refused or failed, with the upstream error code.
+
+    Args:
+        code: the upstream code (``Busy``, ``RunNotFound``, …), ``RewindFailed`` for a rewind
+            that timed out, was cancelled or terminated, ``InvalidInput`` for a confirmation or
+            abort the workflow rejected.
+        message: one human-readable line.
+        details: the upstream ``details`` fields (``{}`` when there are none).
+        workflow_id: the rewind's workflow id, when one is known.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        workflow_id: str | None = None,
+    ) -> None:
+        super().__init__(code, message, details)
+        self.workflow_id = workflow_id
+
+    def __repr__(self) -> str:
+        return f"RewindError({self.code!r}, {self.message!r})"
+
+
+def rewind_workflow_id(run_id: Any) -> str:
+    """The workflow id of a rewind of ``run_id``: ``rewind-<run_id>``.
+
+    A run id that cannot be part of a workflow id (not a string, empty, with control
+    characters, absurdly long) gets a unique ``rewind-invalid-<uuid>`` instead: the client does
+    not validate run ids, the workflow does, and audits the attempt (upstream behaviour).
+    """
+    if (
+        isinstance(run_id, str)
+        and 0 < len(run_id) <= _MAX_ID_RUN_ID
+        and run_id.isprintable()
+        and run_id.strip() == run_id
+    ):
+        return f"rewind-{run_id}"
+    return f"rewind-invalid-{uuid.uuid4()}"
+
+
+def _markdown_code(value: Any) -> str:
+    """``value`` as inline Markdown code; backticks and newlines cannot break out of it."""
+    text = str(value).replace("`", "'").replace("\n", " ").replace("\r", " ")
+    return f"`{text}`"
+
+
+def _details_markdown(*, caller: Any, dry_run: bool, confirm: Any, await_confirmation: bool) -> str:
+    if dry_run:
+        confirmation = "not needed (dry run: nothing is written)"
+    elif await_confirmation:
+        confirmation = (
+            "waits for a human: send update `confirm` with the audit id shown in the current "
+            "details, or `abort`"
+        )
+    elif confirm is True:
+        confirmation = "given by the caller"
+    else:
+        confirmation = "missing: the workflow refuses with `ConfirmationRequired`"
+    return "\n".join(
+        [
+            f"- **Caller:** {_markdown_code(caller) if caller is not None else '*(unknown)*'}",
+            f"- **Dry run:** {'yes' if dry_run else 'no'}",
+            f"- **Confirmation:** {confirmation}",
+            "- Started by `timetravel.client`",
+        ]
+    )
+
+
+async def start_rewind(
+    client: Client,
+    run_id: Any,
+    frame_no: Any,
+    *,
+    confirm: bool = False,
+    caller: str | None = None,
+    dry_run: bool = False,
+    await_confirmation: bool = False,
+    rate_limit: RateLimitOptions | Mapping[str, Any] | None = None,
+    confirmation_timeout_s: float | None = None,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+) -> WorkflowHandle[RewindRun, RewindResult]:
+    """Start a ``RewindRun`` workflow and return its handle without waiting.
+
+    Nothing is validated here: a bad run id, frame or missing confirmation ends in the
+    workflow's typed, audited failure (see :func:`await_rewind`).
+
+    Args:
+        client: connected with the pydantic data converter.
+        run_id: the Smithers run to rewind.
+        frame_no: the frame to go back to.
+        confirm: must be ``True`` for the rewind to proceed (it destroys data).
+        caller: who asks; audited, and the rate limit is per (run, caller).
+        dry_run: only compute the plan and the counts; nothing is written, no audit row.
+        await_confirmation: compute and show the plan, then wait for :func:`confirm_rewind`
+            (or the ``confirm`` update from the Web UI) or :func:`abort_rewind`.
+        rate_limit: ``{"max_per_window": int, "window_ms": int}`` overriding the worker's
+            rate limit for this call.
+        confirmation_timeout_s: how long ``await_confirmation`` waits (default 900 s).
+        task_queue: the worker's task queue.
+
+    Returns:
+        The handle of workflow ``rewind-<run_id>``.
+
+    Raises:
+        RewindError: ``Busy`` when a rewind of this run started by these helpers is still
+            running (the server refuses the id; nothing is audited).
+    """
+    workflow_id = rewind_workflow_id(run_id)
+    options = (
+        RateLimitOptions.model_validate(dict(rate_limit))
+        if isinstance(rate_limit, Mapping)
+        else rate_limit
+    )
+    fields: dict[str, Any] = {
+        "run_id": run_id,
+        "frame_no": frame_no,
+        "confirm": confirm,
+        "caller": caller,
+        "dry_run": dry_run,
+        "rate_limit": options,
+        "await_confirmation": await_confirmation,
+    }
+    if confirmation_timeout_s is not None:
+        fields["confirmation_timeout_s"] = confirmation_timeout_s
+    try:
+        return await client.start_workflow(
+            RewindRun.run,
+            RewindInput(**fields),
+            id=workflow_id,
+            task_queue=task_queue,
+            # FAIL: a running rewind of the run is refused, never joined or terminated.
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            # A finished rewind (whatever its outcome) must not block the next one.
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            static_summary=f"Rewind {run_id} to frame {frame_no}"[:200],
+            static_details=_details_markdown(
+                caller=caller,
+                dry_run=dry_run,
+                confirm=confirm,
+                await_confirmation=await_confirmation,
+            ),
+        )
+    except WorkflowAlreadyStartedError:
+        raise RewindError(
+            "Busy",
+            f"Another jumpToFrame is already running for {run_id}.",
+            {"runId": run_id, "workflowId": workflow_id},
+            workflow_id=workflow_id,
+        ) from None
+
+
+def _details(err: ApplicationError) -> dict[str, Any]:
+    """Upstream ``details``: the first detail when it is an object (the activities send one)."""
+    if not err.details:
+        return {}
+    first = err.details[0]
+    return dict(first) if isinstance(first, Mapping) else {"details": list(err.details)}
+
+
+async def await_rewind(handle: WorkflowHandle[Any, RewindResult]) -> RewindResult:
+    """Wait for a started rewind and return its result.
+
+    Raises:
+        RewindError: the workflow's upstream code (``ConfirmationRequired``, ``RunNotFound``,
+            ``Aborted``, …) with its message and details; ``RewindFailed`` when the workflow
+            timed out, was cancelled or was terminated.
+    """
+    try:
+        return await handle.result()
+    except WorkflowFailureError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError):
+            raise RewindError(
+                cause.type or "RewindFailed",
+                cause.message,
+                _details(cause),
+                workflow_id=handle.id,
+            ) from None
+        if isinstance(cause, WorkflowTimeoutError):
+            what = "timed out"
+        elif isinstance(cause, CancelledError):
+            what = "was cancelled"
+        elif isinstance(cause, TerminatedError):
+            what = "was terminated"
+        else:
+            what = f"failed: {cause or err}"
+        raise RewindError(
+            "RewindFailed",
+            f"Rewind workflow {handle.id} {what}.",
+            {"workflowId": handle.id},
+            workflow_id=handle.id,
+        ) from None
+
+
+async def rewind(
+    client: Client,
+    run_id: Any,
+    frame_no: Any,
+    *,
+    confirm: bool,
+    caller: str | None = None,
+    dry_run: bool = False,
+    await_confirmation: bool = False,
+    rate_limit: RateLimitOptions | Mapping[str, Any] | None = None,
+    confirmation_timeout_s: float | None = None,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+) -> RewindResult:
+    """Rewind a run to an earlier frame and wait for the result.
+
+    The arguments are those of :func:`start_rewind`; ``confirm`` has no default because a
+    rewind deletes data.
+
+    Returns:
+        What was done (or, with ``dry_run``, what would be done, with the sandbox plan).
+
+    Raises:
+        RewindError: the upstream code of the failure (see :func:`await_rewind`), or ``Busy``
+            at once when a rewind of the run is already running.
+    """
+    handle = await start_rewind(
+        client,
+        run_id,
+        frame_no,
+        confirm=confirm,
+        caller=caller,
+        dry_run=dry_run,
+        await_confirmation=await_confirmation,
+        rate_limit=rate_limit,
+        confirmation_timeout_s=confirmation_timeout_s,
+        task_queue=task_queue,
+    )
+    return await await_rewind(handle)
+
+
+def rewind_handle(
+    client: Client, run_id: Any, *, workflow_id: str | None = None
+) -> WorkflowHandle[RewindRun, RewindResult]:
+    """The handle of the latest rewind of ``run_id`` (workflow ``rewind-<run_id>``).
+
+    Args:
+        workflow_id: for a rewind started under another id (by hand in the Web UI).
+    """
+    return client.get_workflow_handle_for(RewindRun.run, workflow_id or rewind_workflow_id(run_id))
+
+
+async def _update(
+    client: Client, run_id: Any, workflow_id: str | None, update: Any, *args: Any
+) -> AuditView:
+    handle = rewind_handle(client, run_id, workflow_id=workflow_id)
+    try:
+        view: AuditView = await handle.execute_update(update, *args)
+        return view
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        # The validator's ValueError arrives as an ApplicationError with its message.
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+        raise RewindError(
+            "InvalidInput",
+            message,
+            {"runId": run_id, "workflowId": handle.id},
+            workflow_id=handle.id,
+        ) from None
+    except RPCError as err:
+        # No such workflow, or it already completed: nothing is waiting for a decision.
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise RewindError(
+            "InvalidInput",
+            f"No rewind of {run_id} is waiting for confirmation ({handle.id}: {err.message}).",
+            {"runId": run_id, "workflowId": handle.id},
+            workflow_id=handle.id,
+        ) from None
+
+
+async def confirm_rewind(
+    client: Client, run_id: Any, audit_id: int, *, workflow_id: str | None = None
+) -> AuditView:
+    """Confirm a rewind that waits for a human (started with ``await_confirmation``).
+
+    Args:
+        client: connected with the pydantic data converter.
+        run_id: the run being rewound.
+        audit_id: the audit id the pending rewind shows (current details, ``audit`` query):
+            proof that the confirmer saw *this* rewind's plan.
+        workflow_id: for a rewind started under another id than ``rewind-<run_id>``.
+
+    Returns:
+        The rewind's ``audit`` view at the moment it was confirmed; wait for the outcome with
+        :func:`await_rewind` on :func:`rewind_handle`.
+
+    Raises:
+        RewindError: ``InvalidInput`` when the audit id does not match, or no rewind of the
+            run is waiting for confirmation.
+    """
+    return await _update(
+        client, run_id, workflow_id, RewindRun.confirm, ConfirmInput(audit_id=audit_id)
+    )
+
+
+async def abort_rewind(client: Client, run_id: Any, *, workflow_id: str | None = None) -> AuditView:
+    """Abort a rewind that waits for confirmation: it ends with ``Aborted``, nothing changed.
+
+    Raises:
+        RewindError: ``InvalidInput`` when no rewind of the run is waiting for confirmation.
+    """
+    return await _update(client, run_id, workflow_id, RewindRun.abort)
