@@ -15,6 +15,7 @@ from temporalio.client import WorkflowFailureError
 
 from activities import build_activities
 from activities.rewind import AuditActivities, EngineActivities, StoreActivities, VcsActivities
+from tests.conftest import SEARCH_ATTRIBUTES
 from tests.rewind.helpers import (
     audit_rows,
     failure,
@@ -77,13 +78,14 @@ def seed(db: Database, run_id: str, boxes, pointers=None) -> None:
 def acts_with(db: Database, settings, *classes: type) -> list:
     """The real activity list with the given (faulty) classes' methods swapped in."""
     store = RewindStore(db)
+    attrs = frozenset(k.name for k in SEARCH_ATTRIBUTES)
     built = {
-        AuditActivities: lambda c: c(store, RateLimit()),
+        AuditActivities: lambda c: c(store, RateLimit(), attrs),
         StoreActivities: lambda c: c(store),
         EngineActivities: lambda c: c(build_engine_control("database", store, None)),
         VcsActivities: lambda c: c(store),
     }
-    base = build_activities(db, settings, search_attributes=frozenset())
+    base = build_activities(db, settings, search_attributes=attrs)
     replacements = []
     for cls in classes:
         parent = next(p for p in built if issubclass(cls, p))
