@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from typing import Any
 
 from timetravel.errors import TimeTravelError
@@ -45,6 +46,7 @@ _GLOBAL_FLAGS = ("--no-pager", "--color=never", "--quiet")
 _HEX = re.compile(r"[0-9a-f]{6,}")
 # Printed by `jj restore` / `jj op restore` when it left an untracked file alone.
 _SKIPPED = "were skipped because there were conflicting changes"
+_COMMIT_EXISTS = "Newly-created commit"
 _STALE = "working copy is stale"
 
 
@@ -227,6 +229,12 @@ class JjBackend:
             )
             if recovered.ok:
                 result = run(argv, cwd, env=base_env(_ENV), pointer=pointer)
+        if not result.ok and _COMMIT_EXISTS in result.stderr:
+            # After `jj op restore`, redoing the same change within the same second builds a
+            # byte-identical commit (git timestamps have one-second resolution) that the undone
+            # operation already wrote, and jj refuses it. A second later the commit differs.
+            time.sleep(1.05)
+            result = run(argv, cwd, env=base_env(_ENV), pointer=pointer)
         if not result.ok:
             raise vcs_error(failure_text("jj", result), cwd, pointer)
         return result
