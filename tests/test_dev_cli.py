@@ -239,7 +239,11 @@ async def test_dev_restart_keeps_server_state_and_demo(
     dev_process.append(second)
     await asyncio.to_thread(second.wait_ui)
     second.find_server()
-    assert "already present" in second.stdout.read_text()
+    # The demo summary may land a moment after the UI answers: wait for it, bounded.
+    deadline = time.monotonic() + 30
+    while "already present" not in second.stdout.read_text():
+        assert time.monotonic() < deadline, second.output()
+        await asyncio.sleep(0.1)
     client = await Client.connect(f"127.0.0.1:{second.port}")
     desc = await client.get_workflow_handle(handle.id).describe()
     assert desc.workflow_type == "NoSuchWorkflow"
