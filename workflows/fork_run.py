@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any, NoReturn
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -28,16 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.history import HistoryActivities
     from timetravel.errors import CODES
     from timetravel.history.models import ForkInput, ForkResult, ForkWriteInput
-    from workflows._saga import Saga
-
-STEP_TIMEOUT = timedelta(seconds=60)
-STEP_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=5,
-    non_retryable_error_types=list(CODES),
-)
+    from workflows._saga import STEP_RETRY, STEP_TIMEOUT, Saga
 
 
 async def run_step(activity: Callable[..., Any], arg: Any) -> Any:

@@ -44,19 +44,11 @@ with workflow.unsafe.imports_passed_through():
         SandboxInput,
         TruncateInput,
     )
-    from workflows._saga import Saga
+    from workflows._saga import STEP_RETRY, STEP_TIMEOUT, Saga
 
 RUN_ID_KEY = SearchAttributeKey.for_keyword("SmithersRunId")
 RESULT_KEY = SearchAttributeKey.for_keyword("SmithersRewindResult")
 
-STEP_TIMEOUT = timedelta(seconds=60)
-STEP_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=5,
-    non_retryable_error_types=list(CODES),
-)
 #: Settling the audit row must not give up quickly: an unsettled row blocks the run.
 FINISH_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
