@@ -55,7 +55,9 @@ def build_worker(
     acts = (
         list(activities)
         if activities is not None
-        else build_activities(db, settings, search_attributes=frozenset(search_attributes))
+        else build_activities(
+            db, settings, search_attributes=frozenset(search_attributes), client=client
+        )
     )
     return Worker(
         client,

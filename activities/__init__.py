@@ -8,19 +8,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from temporalio.client import Client
+
 from timetravel.settings import Settings
 from timetravel.store import Database
 
 
 def build_activities(
-    db: Database, settings: Settings, *, search_attributes: frozenset[str] = frozenset()
+    db: Database,
+    settings: Settings,
+    *,
+    search_attributes: frozenset[str] = frozenset(),
+    client: Client | None = None,
 ) -> list[Callable[..., Any]]:
     """Every activity of the service, bound to ``db`` and the engine control of ``settings``.
 
     Args:
         search_attributes: the custom search attributes the namespace has; the rewind
             workflow upserts only those.
+        client: the worker's Temporal client; recovery asks it whether a rewind still runs.
     """
+    from activities.recovery import RecoveryActivities
     from activities.rewind import AuditActivities, EngineActivities, StoreActivities, VcsActivities
     from timetravel.engine import build_engine_control
     from timetravel.rewind import RateLimit
@@ -52,4 +60,6 @@ def build_activities(
 
     history = HistoryActivities(db)
     acts += [history.fork_write, history.fork_discard, history.history_vcs_restore]
+    recovery = RecoveryActivities(store, client)
+    acts += [recovery.find_stale_rewinds, recovery.settle_stale_rewind]
     return acts

@@ -155,6 +155,15 @@ class RecoverInput(_Model):
     older_than_ms: int | None = None
 
 
+class StaleRewind(_Model):
+    """An ``in_progress`` audit row whose rewind is no longer running."""
+
+    id: int
+    run_id: str
+    workflow_id: str | None = None
+    reason: str = ""
+
+
 class RecoveredAudit(_Model):
     id: int
     run_id: str

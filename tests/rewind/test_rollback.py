@@ -85,7 +85,7 @@ def acts_with(db: Database, settings, *classes: type) -> list:
         EngineActivities: lambda c: c(build_engine_control("database", store, None)),
         VcsActivities: lambda c: c(store),
     }
-    base = build_activities(db, settings, search_attributes=attrs)
+    base = build_activities(db, settings, search_attributes=attrs, client=None)
     replacements = []
     for cls in classes:
         parent = next(p for p in built if issubclass(cls, p))

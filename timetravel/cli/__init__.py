@@ -1,8 +1,9 @@
 """The ``timetravel`` command (design §7).
 
 One Typer app; each concern registers its commands from its own module:
-``dev.py`` (dev, worker, migrate), ``rewind.py`` (rewind, audit, recover, schedule) and
-``history.py`` (snapshots, diff, timeline, fork, replay).
+``dev.py`` (dev, worker, migrate), ``rewind.py`` (rewind, confirm, abort, audit),
+``recovery.py`` (recover, schedule recovery) and ``history.py`` (snapshots, diff, timeline,
+fork, replay).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in ("dev", "rewind", "history"):
+for _module in ("dev", "rewind", "recovery", "history"):
     importlib.import_module(f"timetravel.cli.{_module}")
 
 

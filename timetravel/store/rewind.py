@@ -912,6 +912,19 @@ class RewindStore:
 
     # -- reads ------------------------------------------------------------------------------
 
+    def in_progress(self, older_than_ms: int = 0) -> list[dict[str, Any]]:
+        """``in_progress`` audit rows at least ``older_than_ms`` old, with the workflow that
+        owns each (``None`` for a row another tool wrote)."""
+        L = schema.audit_links
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(A.c.id, A.c.run_id, A.c.timestamp_ms, L.c.workflow_id, L.c.workflow_run_id)
+                .select_from(A.outerjoin(L, L.c.audit_id == A.c.id))
+                .where(A.c.result == "in_progress", A.c.timestamp_ms <= now_ms() - older_than_ms)
+                .order_by(A.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
     def lock_holder(self, run_id: str) -> int | None:
         """The audit id of the rewind that holds the run's lock, if any."""
         K = schema.run_locks

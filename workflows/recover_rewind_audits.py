@@ -1,0 +1,46 @@
+"""``RecoverRewindAudits``: settle audit rows a dead rewind left ``in_progress`` (design §6).
+
+A rewind that is terminated (or whose worker and history are gone) never runs its ``finish``
+step, so its audit row stays ``in_progress`` and its run stays locked. A Temporal Schedule runs
+this workflow every few minutes (``timetravel schedule recovery --every 5m``).
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.recovery import RecoveryActivities
+    from timetravel.models import RecoveredAudit, RecoverInput, RecoverResult, StaleRewind
+    from workflows._saga import STEP_RETRY, STEP_TIMEOUT
+
+
+@workflow.defn
+class RecoverRewindAudits:
+    """Find rewinds that died in progress and settle each one."""
+
+    @workflow.run
+    async def run(self, input: RecoverInput) -> RecoverResult:
+        if not isinstance(input, RecoverInput):  # a `null` payload
+            input = RecoverInput()
+        stale: list[StaleRewind] = await workflow.execute_activity_method(
+            RecoveryActivities.find_stale_rewinds,
+            input,
+            start_to_close_timeout=STEP_TIMEOUT,
+            retry_policy=STEP_RETRY,
+        )
+        recovered = []
+        for row in stale:
+            await workflow.execute_activity_method(
+                RecoveryActivities.settle_stale_rewind,
+                row,
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=STEP_RETRY,
+                summary=f"settle audit {row.id} ({row.run_id})",
+            )
+            recovered.append(RecoveredAudit(id=row.id, run_id=row.run_id))
+        workflow.set_current_details(
+            f"Recovered {len(recovered)} rewind(s): "
+            + (", ".join(f"{r.id} ({r.run_id})" for r in recovered) or "none")
+        )
+        return RecoverResult(recovered=recovered)
