@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from tests.rewind.test_jump_to_frame import (
     _engine_lets_go,
@@ -30,7 +30,7 @@ from timetravel.client import (
     start_rewind,
 )
 from timetravel.errors import TimeTravelError
-from timetravel.models import AuditView
+from timetravel.models import AuditView, RewindResult
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore
 from timetravel.store.seed import seed_upstream_run
@@ -39,20 +39,14 @@ from workflows.rewind_run import RewindRun
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
-async def _awaiting(client: Client, run_id: str) -> AuditView:
+async def _awaiting(handle: WorkflowHandle[RewindRun, RewindResult]) -> AuditView:
     """Poll the ``audit`` query until the rewind waits for a human; return that view."""
-    handle = rewind_handle(client, run_id)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 20
-    while True:
-        try:
-            view = await handle.query(RewindRun.audit)
-            if view.status == "awaiting confirmation":
-                return view
-        except Exception:  # no workflow task has run yet
-            pass
+    while (view := await handle.query(RewindRun.audit)).status != "awaiting confirmation":
         assert loop.time() < deadline, "the rewind never waited for confirmation"
         await asyncio.sleep(0.05)
+    return view
 
 
 async def test_rewind_returns_the_result_and_dry_run_the_plan(
@@ -162,7 +156,7 @@ async def test_confirm_and_abort_a_pending_rewind(client: Client, db: Database, 
         handle = await start_rewind(
             client, "run-x", 1, await_confirmation=True, task_queue=w.task_queue
         )
-        view = await _awaiting(client, "run-x")
+        view = await _awaiting(handle)
         assert view.audit is not None and view.plan is not None
         assert view.plan.counts.deleted_frames == 1
         with pytest.raises(RewindError) as err:
@@ -183,7 +177,7 @@ async def test_confirm_and_abort_a_pending_rewind(client: Client, db: Database, 
         handle = await start_rewind(
             client, "run-x", 0, await_confirmation=True, task_queue=w.task_queue
         )
-        await _awaiting(client, "run-x")
+        await _awaiting(handle)
         await abort_rewind(client, "run-x")
         with pytest.raises(RewindError) as err:
             await await_rewind(handle)
@@ -209,7 +203,7 @@ async def test_terminated_rewind_is_rewind_failed(client: Client, db: Database, 
         handle = await start_rewind(
             client, "run-x", 1, await_confirmation=True, task_queue=w.task_queue
         )
-        await _awaiting(client, "run-x")
+        await _awaiting(handle)
         await handle.terminate("operator gave up")
         with pytest.raises(RewindError) as err:
             await await_rewind(handle)
