@@ -23,7 +23,7 @@ from temporalio.worker import Worker
 from activities import build_activities
 from timetravel.settings import Settings, load_settings
 from timetravel.store import Database
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS
 
 log = logging.getLogger("timetravel.worker")
 
