@@ -41,9 +41,14 @@ upstream's ``listRewindAuditRows`` does: the first ``--limit`` rows (default 100
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import json
+import logging
+import os
+import sys
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich import box
@@ -362,22 +367,53 @@ def _progress_mode(as_json: bool) -> Literal["live", "plain", "quiet"]:
     return "live" if console.is_terminal else "plain"
 
 
-def _run(main: Any, *, as_json: bool, interrupted: str) -> int:
-    """Run a command's coroutine; every failure becomes a message and an exit status."""
+def _run(main: Any, *, as_json: bool, interrupted: str) -> NoReturn:
+    """Run a command's coroutine and exit; every failure becomes a message and a status."""
     try:
         code: int = asyncio.run(main)
-        return code
     except KeyboardInterrupt:
         err_console.print(interrupted, markup=False, highlight=False, soft_wrap=True)
-        return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
     except TimeTravelError as err:
-        return _print_error(err, as_json=as_json)
+        code = _print_error(err, as_json=as_json)
     except _Unreachable as err:
-        return _print_error(TimeTravelError("Unreachable", str(err)), as_json=as_json)
+        code = _print_error(TimeTravelError("Unreachable", str(err)), as_json=as_json)
     except Exception as err:
         # One readable line instead of a traceback: a server refusing a call is not a crash.
         failure = TimeTravelError(type(err).__name__, _one_line(err))
-        return _print_error(failure, as_json=as_json)
+        code = _print_error(failure, as_json=as_json)
+    _skip_teardown_at_exit(code)
+    raise typer.Exit(code)
+
+
+_exit_status: list[int] = []
+
+
+def _skip_teardown_at_exit(code: int) -> None:
+    """End the process with ``code`` right after the atexit handlers, skipping teardown.
+
+    The Temporal client's Rust threads outlive the event loop; one that touches the GIL while
+    the interpreter finalizes aborts the process ("Fatal Python error: PyGILState_Release",
+    SIGABRT, exit -6) after the command has done its work: temporalio/sdk-python#300, seen
+    here about once in 25 runs of ``confirm``. ``os._exit`` never reaches finalization.
+
+    Only when the command owns the process (its standard streams are the real ones): under
+    Click's ``CliRunner`` or pytest's capture, the host process must keep its own exit.
+    """
+    if sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__:
+        return
+    if not _exit_status:
+        # Registered last, so it runs first; logging is flushed by hand for the same reason.
+        atexit.register(_hard_exit)
+    _exit_status[:] = [code]
+
+
+def _hard_exit() -> None:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(_exit_status[0])
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -447,13 +483,11 @@ def rewind(
         _print_result(run_id, result, as_json=as_json)
         return 0
 
-    raise typer.Exit(
-        _run(
-            main(),
-            as_json=as_json,
-            interrupted=f"interrupted: the rewind continues as workflow rewind-{run_id}; "
-            f"`timetravel audit {run_id}` shows how it ends.",
-        )
+    _run(
+        main(),
+        as_json=as_json,
+        interrupted=f"interrupted: the rewind continues as workflow rewind-{run_id}; "
+        f"`timetravel audit {run_id}` shows how it ends.",
     )
 
 
@@ -495,7 +529,7 @@ def confirm_command(
         _print_result(run_id, result, as_json=as_json)
         return 0
 
-    raise typer.Exit(_run(main(), as_json=as_json, interrupted="interrupted"))
+    _run(main(), as_json=as_json, interrupted="interrupted")
 
 
 @app.command(name="abort")
@@ -518,7 +552,7 @@ def abort_command(
         _print_view(run_id, view, "aborted", as_json=as_json)
         return 0
 
-    raise typer.Exit(_run(main(), as_json=as_json, interrupted="interrupted"))
+    _run(main(), as_json=as_json, interrupted="interrupted")
 
 
 def _print_view(run_id: str, view: AuditView, verb: str, *, as_json: bool) -> None:
