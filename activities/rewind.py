@@ -49,13 +49,13 @@ class AuditActivities:
     def begin(self, input: BeginInput) -> BeginResult:
         limit = rewind.RateLimit.resolve(input.max_per_window, input.window_ms, self.rate_limit)
         if input.dry_run:
-            # A dry run validates like a real one but writes nothing, not even an audit row.
-            valid = rewind.validate(input.run_id, input.frame_no, input.confirm, input.caller)
+            # A dry run validates the run id and frame like a real one, but it changes nothing
+            # (no audit row either), so it needs no confirmation.
             return BeginResult(
                 audit_id=None,
-                run_id=valid.run_id,
-                frame_no=valid.frame_no,
-                caller=valid.caller,
+                run_id=rewind.validate_run_id(input.run_id),
+                frame_no=rewind.validate_frame_no(input.frame_no),
+                caller=rewind.normalise_caller(input.caller),
                 started_at_ms=0,
                 search_attributes=self.search_attributes,
             )

@@ -122,7 +122,7 @@ async def test_rewind_human_json_and_dry_run(
         (code, out, err), (hcode, hout, herr) = await asyncio.gather(
             run_cli("rewind", "run-x", "1", "--confirm", "--dry-run", "--json", env=piped,
                     cwd=tmp_path),
-            run_cli("rewind", "run-git", "1", "--confirm", "--dry-run", env=piped, cwd=tmp_path),
+            run_cli("rewind", "run-git", "1", "--dry-run", env=piped, cwd=tmp_path),
         )  # fmt: skip
         assert (code, err) == (0, ""), err
         assert (hcode, herr) == (0, ""), herr

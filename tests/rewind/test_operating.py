@@ -192,11 +192,24 @@ async def test_dry_run_writes_nothing_and_predicts_the_counts(
     assert real.dry_run is None
 
 
-async def test_dry_run_still_validates(client, db: Database, new_worker) -> None:
+async def test_dry_run_still_validates_but_needs_no_confirmation(
+    client, db: Database, new_worker
+) -> None:
+    seed_upstream_run(db, "run-dry2", cwd=None)
     async with new_worker() as w:
         with pytest.raises(WorkflowFailureError) as err:
             await rewind(client, w.task_queue, {"run_id": "BAD", "frame_no": 1, "dry_run": True})
-    assert failure(err.value).type == "InvalidRunId"
+        assert failure(err.value).type == "InvalidRunId"
+        with pytest.raises(WorkflowFailureError) as err:
+            await rewind(
+                client, w.task_queue, {"run_id": "run-dry2", "frame_no": 9, "dry_run": True}
+            )
+        assert failure(err.value).type == "FrameOutOfRange"
+        # Nothing is destroyed, so no `confirm: true` is needed.
+        res = await rewind(
+            client, w.task_queue, {"run_id": "run-dry2", "frame_no": 1, "dry_run": True}
+        )
+        assert res.dry_run is True and res.deleted_frames == 1
     assert audit_rows(db, None) == []
 
 

@@ -8,7 +8,11 @@ fork, replay).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+import os
+import sys
 
 import typer
 
@@ -25,4 +29,28 @@ for _module in ("dev", "rewind", "recovery", "history"):
 
 
 def main() -> None:
-    app()
+    """Run the command, then end the process without interpreter teardown.
+
+    The Temporal client's Rust threads can outlive the event loop; one that touches the GIL
+    while the interpreter finalizes aborts the process (SIGABRT) after the command has done its
+    work (temporalio/sdk-python#300; seen here about once in 25 short CLI runs). Every command
+    has finished, cleaned up and flushed by the time ``app()`` returns, so ``os._exit`` loses
+    nothing. Only when this process owns its standard streams: a host that embeds the CLI
+    (Click's ``CliRunner``, pytest) keeps its own exit.
+    """
+    try:
+        app()
+        code = 0
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            code = stop.code or 0
+        else:  # sys.exit("message")
+            print(stop.code, file=sys.stderr)
+            code = 1
+    if sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__:
+        raise SystemExit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()  # type: ignore[union-attr]
+    os._exit(code)

@@ -41,12 +41,7 @@ upstream's ``listRewindAuditRows`` does: the first ``--limit`` rows (default 100
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import json
-import logging
-import os
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
@@ -382,38 +377,7 @@ def _run(main: Any, *, as_json: bool, interrupted: str) -> NoReturn:
         # One readable line instead of a traceback: a server refusing a call is not a crash.
         failure = TimeTravelError(type(err).__name__, _one_line(err))
         code = _print_error(failure, as_json=as_json)
-    _skip_teardown_at_exit(code)
     raise typer.Exit(code)
-
-
-_exit_status: list[int] = []
-
-
-def _skip_teardown_at_exit(code: int) -> None:
-    """End the process with ``code`` right after the atexit handlers, skipping teardown.
-
-    The Temporal client's Rust threads outlive the event loop; one that touches the GIL while
-    the interpreter finalizes aborts the process ("Fatal Python error: PyGILState_Release",
-    SIGABRT, exit -6) after the command has done its work: temporalio/sdk-python#300, seen
-    here about once in 25 runs of ``confirm``. ``os._exit`` never reaches finalization.
-
-    Only when the command owns the process (its standard streams are the real ones): under
-    Click's ``CliRunner`` or pytest's capture, the host process must keep its own exit.
-    """
-    if sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__:
-        return
-    if not _exit_status:
-        # Registered last, so it runs first; logging is flushed by hand for the same reason.
-        atexit.register(_hard_exit)
-    _exit_status[:] = [code]
-
-
-def _hard_exit() -> None:
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(_exit_status[0])
 
 
 # -- commands ---------------------------------------------------------------------------------
