@@ -17,16 +17,15 @@ import argparse
 import hashlib
 import json
 import statistics
-import tempfile
+import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import scratch_database
 from timetravel.history import (
     ForkInput,
     SnapshotData,
@@ -36,7 +35,7 @@ from timetravel.history import (
     fork_run,
 )
 from timetravel.history.snapshot import build_snapshot_row
-from timetravel.store import Database, normalise_url
+from timetravel.store import Database
 
 
 def median_ms(fn: Callable[[], Any], repeat: int) -> float:
@@ -112,33 +111,6 @@ def bench_timeline(db: Database, repeat: int) -> None:
     for root in ("fan", "chain"):
         ms = median_ms(lambda r=root: build_timeline_tree(db, r), repeat)  # type: ignore[misc]
         print(f"  timeline tree, 100 forks ({root:5}) {ms:8.2f} ms")
-
-
-@contextmanager
-def scratch_database(url: str | None) -> Iterator[Database]:
-    """A migrated, empty database that is removed afterwards: a SQLite file in a temp
-    directory, or a fresh schema of the PostgreSQL database ``url`` names."""
-    with tempfile.TemporaryDirectory() as tmp:
-        if url is None or url.startswith("sqlite"):
-            db = Database(url or f"sqlite:///{Path(tmp) / 'bench.db'}")
-            db.migrate()
-            yield db
-            db.dispose()
-            return
-        schema = f"bench_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        sep = "&" if "?" in url else "?"
-        db = Database(f"{url}{sep}options=-csearch_path%3D{schema}")
-        try:
-            db.migrate()
-            yield db
-        finally:
-            db.dispose()
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
 
 
 def main() -> None:

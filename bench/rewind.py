@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +34,7 @@ from temporalio.worker import Worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import scratch_database
 from bench.noop import BenchNoop, bench_noop
 from tests.conftest import DEV_SERVER_ARGS, temporal_binary
 from timetravel.models import RewindInput
@@ -99,10 +99,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def bench(sizes: list[int], reps: int, url: str | None) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="tt-bench-"))
-    url = url or f"sqlite:///{tmp / 'bench.db'}"
-    db = Database(url)
-    db.migrate()
+    with scratch_database(url) as db:
+        await _bench(db, sizes, reps)
+
+
+async def _bench(db: Database, sizes: list[int], reps: int) -> None:
+    url = db.url.render_as_string(hide_password=False)
     settings = Settings(database_url=url, engine_control="database")  # type: ignore[arg-type]
     print(f"database: {db!r}; {reps} reps per size; rewinding the last {BACK} frames")
     async with await WorkflowEnvironment.start_local(
@@ -192,7 +194,6 @@ async def bench(sizes: list[int], reps: int, url: str | None) -> None:
                     f"last-{BACK}-frames cost, {hi} vs {lo} frames: "
                     f"{medians[hi] / medians[lo]:.2f}x (target < 2x)"
                 )
-    db.dispose()
 
 
 def main() -> None:

@@ -175,7 +175,10 @@ class Database:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
             return engine
-        return create_engine(self.url, echo=echo, pool_pre_ping=True)
+        # No pool_pre_ping: it costs a round trip per transaction. A connection the server has
+        # dropped fails its statement, SQLAlchemy then invalidates the whole pool, and Temporal
+        # retries the activity on a fresh connection.
+        return create_engine(self.url, echo=echo)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
