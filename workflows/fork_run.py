@@ -56,8 +56,9 @@ async def write_fork(write: ForkWriteInput) -> ForkResult:
     try:
         result: ForkResult = await run_step(HistoryActivities.fork_write, write)
         return result
-    except BaseException as err:
-        # Compensate even when cancelled: shield the rollback from a second cancellation.
+    except (Exception, asyncio.CancelledError) as err:
+        # Compensate on failure and on cancellation (shielded from a second one); not on the
+        # BaseException the SDK uses to tear down an instance it evicts from its cache.
         await asyncio.shield(asyncio.ensure_future(saga.compensate()))
         reraise_domain(err)
 

@@ -288,8 +288,10 @@ class RewindRun:
         saga = self._saga
         try:
             counts = await self._rewind(begun, plan, saga)
-        except BaseException as err:
-            # Compensate even when cancelled: shield the rollback from a second cancellation.
+        except (Exception, asyncio.CancelledError) as err:
+            # Compensate on any failure and on cancellation (shielded from a second one). Not
+            # on BaseException: the SDK tears down an instance it evicts from its cache with
+            # one, and nothing may run then (the rewind continues on replay).
             failed = await asyncio.shield(asyncio.ensure_future(saga.compensate()))
             if failed:
                 await self._finish(ref, begun, "partial", reason=_partial_reason(failed, err))
