@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 
 from timetravel.settings import Settings, SettingsError, load_settings
+from timetravel.store import Database
 
 console = Console()
 err_console = Console(stderr=True)
@@ -19,3 +20,27 @@ def settings_or_exit(**overrides: object) -> Settings:
     except SettingsError as err:
         err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def open_database(settings: Settings) -> Database:
+    """The settings' database, checked to have our tables; else one line and exit 2."""
+    db = Database(settings.database_url.get_secret_value())
+    try:
+        missing = db.missing_tables()
+    except Exception as err:
+        err_console.print(
+            f"error: cannot open the database {db.url.render_as_string(hide_password=True)}: "
+            f"{str(err).splitlines()[0]}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+    if missing:
+        err_console.print(
+            f"error: the database {db.url.render_as_string(hide_password=True)} lacks "
+            f"{len(missing)} table(s) ({', '.join(missing[:3])}…); run `timetravel migrate`",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    return db

@@ -50,7 +50,7 @@ import typer
 from rich.text import Text
 
 from timetravel.cli import app
-from timetravel.cli._common import console, err_console, settings_or_exit
+from timetravel.cli._common import console, err_console, open_database, settings_or_exit
 from timetravel.history import (
     ForkInput,
     ForkResult,
@@ -91,8 +91,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _database() -> Database:
-    settings = settings_or_exit()
-    return Database(settings.database_url.get_secret_value())
+    return open_database(settings_or_exit())
 
 
 @app.command()

@@ -577,12 +577,12 @@ def audit(
     ] = None,
 ) -> None:
     """List rewind audit rows (every attempt, refused ones included), oldest first."""
-    from timetravel.store import Database
+    from timetravel.cli._common import open_database
     from timetravel.store.rewind import RewindStore
 
     settings = settings_or_exit(database_url=database_url)
+    db = open_database(settings)
     try:
-        db = Database(settings.database_url.get_secret_value())
         try:
             rows = RewindStore(db).list_audit(run_id, limit=limit)
         finally:

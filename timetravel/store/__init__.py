@@ -253,6 +253,12 @@ class Database:
                 ddl += " NOT NULL"
         conn.exec_driver_sql(ddl)
 
+    def missing_tables(self) -> list[str]:
+        """Smithers and side tables this database lacks (``timetravel migrate`` adds them)."""
+        with self.read() as conn:
+            present = set(inspect(conn).get_table_names())
+        return [t.name for t in schema.metadata.sorted_tables if t.name not in present]
+
     def columns(self, conn: Connection, table_name: str) -> list[str]:
         """The live column names of a table (cached; refreshed by :meth:`migrate`)."""
         cols = self._columns.get(table_name)
