@@ -16,6 +16,8 @@ __all__ = [
     "rewind_rollback_total",
     "rewind_sandboxes_reverted",
     "rewind_total",
+    "run_forks_created",
+    "snapshot_duration",
     "snapshot_duration_ms",
     "snapshots_captured",
     "start_metrics_server",
@@ -42,6 +44,10 @@ snapshot_duration_ms = Histogram(
 )
 forks_created = Counter("smithers_forks_created", "Runs forked.")
 replays_started = Counter("smithers_replays_started", "Replays started.")
+
+# The upstream package's export names (snapshotDuration, runForksCreated), in Python spelling.
+snapshot_duration = snapshot_duration_ms
+run_forks_created = forks_created
 
 _started: set[str] = set()
 
