@@ -132,6 +132,7 @@ class AuditView(_Model):
     audit: AuditRow | None = None
     steps: list[str] = Field(default_factory=list)
     running: str | None = None
+    failed_step: str | None = None
     compensated: list[str] = Field(default_factory=list)
     compensation_failed: list[str] = Field(default_factory=list)
     plan: RewindPlan | None = None

@@ -57,6 +57,10 @@ class Saga:
         """Whether the compensation of ``step`` has run successfully."""
         return any(self.undoes.get(c) == step for c in self.compensated)
 
+    def undo_failed(self, step: str) -> bool:
+        """Whether the compensation of ``step`` failed after its retries."""
+        return any(self.undoes.get(c) == step for c in self.failed)
+
     async def compensate(self) -> list[str]:
         """Run every registered compensation in reverse; never stop at a failure.
 

@@ -129,8 +129,11 @@ class RewindRun:
             )
         lines = [head, f"status: `{v.status}`", ""]
         for label in self._order:
-            if label in v.compensation_failed:
-                lines.append(f"- [ ] ~~{label}~~ compensation FAILED")
+            if self._saga.undo_failed(label):
+                lines.append(f"- [x] {label} (compensation FAILED: needs attention)")
+            elif label == v.failed_step:
+                undone = " (compensated)" if self._saga.undone(label) else ""
+                lines.append(f"- [ ] {label} **FAILED**{undone}")
             elif label in v.steps and self._saga.undone(label):
                 lines.append(f"- [x] ~~{label}~~ (compensated)")
             elif label in v.steps:
@@ -168,14 +171,20 @@ class RewindRun:
             self._order.append(label)
         self._view.running = label
         self._show()
-        result = await workflow.execute_activity_method(
-            activity,
-            arg,
-            start_to_close_timeout=timeout,
-            heartbeat_timeout=heartbeat,
-            retry_policy=retry,
-            summary=label,
-        )
+        try:
+            result = await workflow.execute_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=timeout,
+                heartbeat_timeout=heartbeat,
+                retry_policy=retry,
+                summary=label,
+            )
+        except (Exception, asyncio.CancelledError):
+            self._view.failed_step = label
+            self._view.running = None
+            self._show()
+            raise
         self._view.steps.append(label)
         self._view.running = None
         self._show()

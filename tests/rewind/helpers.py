@@ -92,6 +92,14 @@ def failure(exc: BaseException) -> ApplicationError:
     return cause
 
 
+async def current_details(handle: WorkflowHandle) -> str:
+    """The workflow's current details (the Markdown the Web UI shows)."""
+    from temporalio.api.sdk.v1 import WorkflowMetadata
+
+    meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return meta.current_details
+
+
 def audit_rows(db: Database, run_id: str) -> list[Any]:
     return RewindStore(db).list_audit(run_id)
 

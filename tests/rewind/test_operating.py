@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 from temporalio import activity
-from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -20,6 +19,7 @@ from temporalio.service import RPCError
 from activities.rewind import AuditActivities, EngineActivities, StoreActivities
 from tests.rewind.helpers import (
     audit_rows,
+    current_details,
     failure,
     faulty_class,
     rewind,
@@ -73,11 +73,6 @@ def gated(cls: type, methods: list[str], gates: dict[str, threading.Event],
     return type(f"Gated{cls.__name__}", (cls,), {m: make(m) for m in methods})
 
 
-async def _metadata(handle) -> str:
-    meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
-    return meta.current_details
-
-
 async def _until(event: threading.Event) -> None:
     for _ in range(600):
         if event.is_set():
@@ -106,11 +101,11 @@ async def test_audit_query_at_each_step(client, db: Database, settings, new_work
                 assert view.audit is not None and view.audit.result == "in_progress"
             if i >= 2:
                 assert view.plan is not None and view.plan.counts.deleted_frames == 1
-            assert f"**{label}** (running)" in await _metadata(handle)
+            assert f"**{label}** (running)" in await current_details(handle)
             gates[method].set()
         result = await handle.result()
         view = await handle.query(RewindRun.audit)
-        details = await _metadata(handle)
+        details = await current_details(handle)
         desc = await handle.describe()
     assert view.steps == LABELS and view.running is None and view.compensated == []
     assert view.audit is not None and view.audit.result == "success"
@@ -132,12 +127,12 @@ async def test_current_details_after_compensation(
         handle = await start(client, w.task_queue, rewind_input("run-comp", 1))
         with pytest.raises(WorkflowFailureError):
             await handle.result()
-        details = await _metadata(handle)
+        details = await current_details(handle)
         desc = await handle.describe()
     assert "status: `failed`" in details
     assert "- [x] ~~truncate~~ (compensated)" in details
     assert "- [x] ~~pause-event-loop~~ (compensated)" in details
-    assert "- [ ] rebuild-reconciler" in details
+    assert "- [ ] rebuild-reconciler **FAILED** (compensated)" in details
     assert (
         desc.typed_search_attributes.get(SearchAttributeKey.for_keyword("SmithersRewindResult"))
         == "failed"
@@ -231,7 +226,7 @@ async def test_confirmation_by_update(client, db: Database, new_worker) -> None:
     async with new_worker() as w:
         handle, view = await _pending(client, w.task_queue, "run-confirm")
         assert view.audit is not None and view.plan is not None
-        details = await _metadata(handle)
+        details = await current_details(handle)
         assert f'`confirm` {{"audit_id": {view.audit.id}}}' in details
         assert "Will delete 1 frames, 1 attempts, 1 outputs" in details
         assert db.dump() == before  # nothing changes while it waits

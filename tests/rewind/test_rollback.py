@@ -18,6 +18,7 @@ from activities.rewind import AuditActivities, EngineActivities, StoreActivities
 from tests.conftest import SEARCH_ATTRIBUTES
 from tests.rewind.helpers import (
     audit_rows,
+    current_details,
     failure,
     faulty_class,
     git,
@@ -171,6 +172,7 @@ async def test_failing_compensation_is_partial_and_marks_the_run(
         with pytest.raises(WorkflowFailureError) as err:
             await handle.result()
         view = await handle.query(RewindRun.audit)
+        checklist = await current_details(handle)
     app = failure(err.value)
     assert app.type == "RewindFailed"
     assert app.message == "Rewind failed and rollback was only partial; run needs attention."
@@ -179,6 +181,10 @@ async def test_failing_compensation_is_partial_and_marks_the_run(
     assert details["cause"] == "inject failure after truncate"
     assert view.compensation_failed == [f"restore-sandbox {sb_a}"]
     assert "restore-database" in view.compensated
+    assert f"- [x] revert-sandbox {sb_a} (compensation FAILED: needs attention)" in checklist
+    assert "- [ ] truncate **FAILED** (compensated)" in checklist
+    assert "- [x] ~~pause-event-loop~~ (compensated)" in checklist
+    assert "status: `partial`" in checklist
     (audit,) = audit_rows(db, run_id)
     assert audit.result == "partial" and audit.duration_ms is not None
     with db.read() as conn:
