@@ -83,7 +83,9 @@ def acts_with(db: Database, settings, *classes: type) -> list:
     built = {
         AuditActivities: lambda c: c(store, RateLimit(), attrs),
         StoreActivities: lambda c: c(store),
-        EngineActivities: lambda c: c(build_engine_control("database", store, None)),
+        EngineActivities: lambda c: c(
+            build_engine_control(settings.engine_control, store, settings.engine_url)
+        ),
         VcsActivities: lambda c: c(store),
     }
     base = build_activities(db, settings, search_attributes=attrs, client=None)
