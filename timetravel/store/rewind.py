@@ -703,16 +703,19 @@ class RewindStore:
                 )
             for table in (R.name, N.name, F.name, AT.name, ND.name):
                 self._restore_rows(conn, table, audit_id)
+            by_table: dict[str, list[dict[str, Any]]] = {}
             for table_name, row_json in conn.execute(
                 select(schema.bk_outputs.c.table_name, schema.bk_outputs.c.row_json).where(
                     schema.bk_outputs.c.audit_id == audit_id
                 )
-            ).all():
+            ):
+                row = {k: decode_value(v) for k, v in json.loads(row_json).items()}
+                by_table.setdefault(table_name, []).append(row)
+            for table_name, rows in by_table.items():
                 out = self.db.output_table(conn, table_name)
                 if out is None:
                     raise RuntimeError(f"output table {table_name} vanished; cannot restore")
-                row = {k: decode_value(v) for k, v in json.loads(row_json).items()}
-                conn.execute(insert(out.table).values(**row))
+                conn.execute(insert(out.table), rows)  # one executemany per table
             self._mark_restored(conn, audit_id, "truncate")
             return True
 
