@@ -210,7 +210,26 @@ class RewindStore:
         except TimeTravelError as err:
             raise Rejected(err) from None
         rid = valid.run_id
-        held = conn.execute(select(K.c.audit_id).where(K.c.run_id == rid)).first()
+        held = conn.execute(
+            select(K.c.audit_id, K.c.workflow_id, A.c.to_frame_no, A.c.caller, A.c.timestamp_ms)
+            .join(A, A.c.id == K.c.audit_id)
+            .where(K.c.run_id == rid)
+        ).first()
+        if (
+            held is not None
+            and workflow_id is not None
+            and held.workflow_id == workflow_id
+            and (held.to_frame_no, held.caller) == (valid.frame_no, valid.caller)
+        ):
+            # The same rewind under a new run id: an operator pressed Reset in the UI (the
+            # workflow id conflict policy allows one running execution per id). Adopt it.
+            for table in (K, L):
+                conn.execute(
+                    update(table)
+                    .where(table.c.audit_id == held.audit_id)
+                    .values(workflow_run_id=workflow_run_id)
+                )
+            return held.audit_id, valid, held.timestamp_ms
         foreign = conn.execute(
             select(A.c.id).where(A.c.run_id == rid, A.c.result == "in_progress").limit(1)
         ).first()
