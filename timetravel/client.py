@@ -43,6 +43,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from timetravel.errors import TimeTravelError
 from timetravel.models import AuditView, ConfirmInput, RateLimitOptions, RewindInput, RewindResult
+from timetravel.rewind import busy_error
 from workflows.rewind_run import RewindRun
 
 __all__ = [
@@ -212,12 +213,8 @@ async def start_rewind(
             ),
         )
     except WorkflowAlreadyStartedError:
-        raise RewindError(
-            "Busy",
-            f"Another jumpToFrame is already running for {run_id}.",
-            {"runId": run_id, "workflowId": workflow_id},
-            workflow_id=workflow_id,
-        ) from None
+        busy = busy_error(str(run_id), workflowId=workflow_id)
+        raise RewindError(busy.code, busy.message, busy.details, workflow_id=workflow_id) from None
 
 
 def _details(err: ApplicationError) -> dict[str, Any]:

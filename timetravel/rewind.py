@@ -125,6 +125,28 @@ def validate(run_id: Any, frame_no: Any, confirm: Any, caller: Any) -> ValidInpu
     return ValidInput(rid, n, normalise_caller(caller))
 
 
+def busy_error(run_id: str, **details: Any) -> TimeTravelError:
+    """Another rewind of the run holds its lock."""
+    return TimeTravelError(
+        "Busy",
+        f"Another jumpToFrame is already running for {run_id}.",
+        {"runId": run_id, **details},
+    )
+
+
+def run_not_found(run_id: str) -> TimeTravelError:
+    return TimeTravelError("RunNotFound", f"Run not found: {run_id}", {"runId": run_id})
+
+
+def frame_missing(run_id: str, frame_no: int) -> TimeTravelError:
+    """The target frame number is in range, but its row is gone (a gap)."""
+    return TimeTravelError(
+        "FrameOutOfRange",
+        f"Frame {frame_no} does not exist for run {run_id}.",
+        {"runId": run_id, "frameNo": frame_no},
+    )
+
+
 def js_json(value: Any) -> str:
     """JSON text as JavaScript's ``JSON.stringify`` writes it (compact, insertion order)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -165,9 +165,7 @@ class RewindStore:
         except IntegrityError:
             # Another rewind of this run inserted its lock row concurrently (PostgreSQL waits
             # for that transaction, then reports the key conflict).
-            err = TimeTravelError(
-                "Busy", f"Another jumpToFrame is already running for {run_id}.", {"runId": run_id}
-            )
+            err = rewind.busy_error(str(run_id))
             self._record_rejection(run_id, frame_no, caller, err, workflow_id, workflow_run_id, now)
             raise err from None
 
@@ -234,11 +232,7 @@ class RewindStore:
             select(A.c.id).where(A.c.run_id == rid, A.c.result == "in_progress").limit(1)
         ).first()
         if held is not None or foreign is not None:
-            raise Rejected(
-                TimeTravelError(
-                    "Busy", f"Another jumpToFrame is already running for {rid}.", {"runId": rid}
-                )
-            )
+            raise Rejected(rewind.busy_error(rid))
         used = self._count_recent(conn, rid, valid.caller, now - limit.window_ms)
         if used >= limit.max_per_window:
             raise Rejected(
@@ -362,7 +356,7 @@ class RewindStore:
         with self.db.read() as conn:
             run = conn.execute(select(R.c.status).where(R.c.run_id == run_id)).first()
             if run is None:
-                raise TimeTravelError("RunNotFound", f"Run not found: {run_id}", {"runId": run_id})
+                raise rewind.run_not_found(run_id)
             latest = self.latest_frame_no(conn, run_id)
             if latest is None:
                 raise TimeTravelError(
@@ -374,15 +368,7 @@ class RewindStore:
                     f"frameNo must be between 0 and {latest}.",
                     {"runId": run_id, "frameNo": frame_no, "latestFrameNo": latest},
                 )
-            cutoff = conn.execute(
-                select(F.c.created_at_ms).where(F.c.run_id == run_id, F.c.frame_no == frame_no)
-            ).scalar()
-            if cutoff is None:
-                raise TimeTravelError(
-                    "FrameOutOfRange",
-                    f"Frame {frame_no} does not exist for run {run_id}.",
-                    {"runId": run_id, "frameNo": frame_no},
-                )
+            cutoff = self._cutoff(conn, run_id, frame_no)
             has_snapshot = (
                 conn.execute(
                     select(schema.snapshots.c.frame_no).where(
@@ -424,6 +410,16 @@ class RewindStore:
             )
             plan["counts"] = counts.model_dump()
             return plan
+
+    @staticmethod
+    def _cutoff(conn: Connection, run_id: str, frame_no: int) -> int:
+        """The target frame's creation time: attempts that started after it are deleted."""
+        cutoff = conn.execute(
+            select(F.c.created_at_ms).where(F.c.run_id == run_id, F.c.frame_no == frame_no)
+        ).scalar()
+        if cutoff is None:
+            raise rewind.frame_missing(run_id, frame_no)
+        return int(cutoff)
 
     @staticmethod
     def _max_created(conn: Connection, run_id: str, frame_no: int) -> int:
@@ -576,15 +572,7 @@ class RewindStore:
             done = self._record(conn, audit_id, "truncate")
             if done is not None:
                 return RewindCounts(**json.loads(done.state_json)["counts"])
-            cutoff = conn.execute(
-                select(F.c.created_at_ms).where(F.c.run_id == run_id, F.c.frame_no == frame_no)
-            ).scalar()
-            if cutoff is None:
-                raise TimeTravelError(
-                    "FrameOutOfRange",
-                    f"Frame {frame_no} does not exist for run {run_id}.",
-                    {"runId": run_id, "frameNo": frame_no},
-                )
+            cutoff = self._cutoff(conn, run_id, frame_no)
             now = now_ms()
             p = {
                 "r": run_id,
@@ -801,7 +789,7 @@ class RewindStore:
                 select(R.c.hijack_requested_at_ms, R.c.hijack_target).where(R.c.run_id == run_id)
             ).first()
             if row is None:
-                raise TimeTravelError("RunNotFound", f"Run not found: {run_id}", {"runId": run_id})
+                raise rewind.run_not_found(run_id)
             self._put_record(
                 conn,
                 audit_id,
