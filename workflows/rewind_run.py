@@ -88,7 +88,10 @@ class RewindRun:
     @workflow.query
     def audit(self) -> AuditView:
         """The audit row, the steps done, the compensations run and the plan."""
-        return self._view
+        return self._view.model_copy(
+            update={"compensated": list(self._saga.compensated),
+                    "compensation_failed": list(self._saga.failed)}
+        )  # fmt: skip
 
     @workflow.update
     def confirm(self, input: ConfirmInput) -> AuditView:
@@ -193,7 +196,7 @@ class RewindRun:
     async def _compensate_step(self, label: str, activity: Callable[..., Any], arg: Any) -> None:
         self._view.running = label
         self._show()
-        try:
+        try:  # the saga records whether it succeeded
             await workflow.execute_activity_method(
                 activity,
                 arg,
@@ -201,10 +204,6 @@ class RewindRun:
                 retry_policy=STEP_RETRY,
                 summary=label,
             )
-            self._view.compensated.append(label)
-        except ActivityError:
-            self._view.compensation_failed.append(label)
-            raise
         finally:
             self._view.running = None
             self._show()
