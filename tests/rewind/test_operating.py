@@ -156,18 +156,31 @@ async def test_namespace_without_search_attributes_still_rewinds(
         namespace=namespace,
         data_converter=pydantic_data_converter,
     )
-    for _ in range(50):  # a new namespace takes a moment to be served
+    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+
+    for _ in range(100):  # a new namespace takes a moment to be served
         try:
-            attrs = await registered_search_attributes(bare, namespace)
+            await bare.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=namespace)
+            )
             break
-        except Exception:
-            await asyncio.sleep(0.1)
+        except RPCError:
+            await asyncio.sleep(0.05)
+    # The detection really looks (it finds both on the session's namespace) and finds none here.
+    assert await registered_search_attributes(env.client, "default") == {
+        "SmithersRunId",
+        "SmithersRewindResult",
+    }
+    attrs = await registered_search_attributes(bare, namespace)
     assert attrs == frozenset()
     seed_upstream_run(db, "run-bare", cwd=None)
     tq = f"tq-{uuid.uuid4()}"
     async with build_worker(bare, settings, task_queue=tq, db=db, search_attributes=attrs):
-        res = await rewind(bare, tq, rewind_input("run-bare", 1))
+        handle = await start(bare, tq, rewind_input("run-bare", 1))
+        res = await handle.result()
+        desc = await handle.describe()
     assert res.deleted_frames == 1
+    assert desc.typed_search_attributes.get(SearchAttributeKey.for_keyword("SmithersRunId")) is None
 
 
 async def test_dry_run_writes_nothing_and_predicts_the_counts(

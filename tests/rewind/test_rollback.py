@@ -28,7 +28,12 @@ from tests.rewind.helpers import (
     sandbox_state,
     start,
 )
-from tests.rewind.test_jump_to_frame import _engine_lets_go, _make_live, _wait_for
+from tests.rewind.test_jump_to_frame import (
+    _engine_lets_go,
+    _hijack_requested,
+    _make_live,
+    _wait_for,
+)
 from timetravel import schema
 from timetravel.engine import build_engine_control
 from timetravel.rewind import RateLimit
@@ -255,7 +260,7 @@ async def test_cancelling_a_rewind_compensates(client, db: Database, new_worker,
     before = db.dump()
     async with new_worker() as w:
         handle = await start(client, w.task_queue, rewind_input(run_id, 0))
-        await _wait_for(lambda: _hijack(db, run_id))
+        await _wait_for(lambda: _hijack_requested(db, run_id))
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
@@ -273,7 +278,7 @@ async def test_pause_waits_for_the_engine_with_heartbeats(
     _make_live(db, run_id)
     async with new_worker() as w:
         handle = await start(client, w.task_queue, rewind_input(run_id, 0))
-        await _wait_for(lambda: _hijack(db, run_id))
+        await _wait_for(lambda: _hijack_requested(db, run_id))
         await asyncio.sleep(1.0)
         desc = await handle.describe()
         assert desc.status is not None and desc.status.name == "RUNNING"
@@ -299,11 +304,3 @@ async def test_pause_timeout_is_typed_and_changes_nothing(
     app = failure(err.value)
     assert app.type == "RewindFailed" and app.details[0]["reason"] == "pause-timeout"
     assert db.dump() == before
-
-
-def _hijack(db: Database, run_id: str) -> bool:
-    with db.read() as conn:
-        target = conn.execute(
-            select(schema.runs.c.hijack_target).where(schema.runs.c.run_id == run_id)
-        ).scalar()
-    return bool(target)
