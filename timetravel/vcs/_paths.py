@@ -9,7 +9,26 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from timetravel.errors import TimeTravelError
+
 __all__ = ["overwrite_conflicts"]
+
+
+def new_workspace_path(root: str, path: str, name: str) -> str:
+    """The absolute ``path`` for a new workspace; an existing one is refused, never removed
+    (upstream deleted it first, bug 38).
+
+    Raises:
+        TimeTravelError: ``WorkspaceExists``.
+    """
+    path = os.path.abspath(path)
+    if os.path.lexists(path):
+        raise TimeTravelError(
+            "WorkspaceExists",
+            f"Workspace path already exists: {path}",
+            {"root": root, "path": path, "name": name},
+        )
+    return path
 
 
 def overwrite_conflicts(

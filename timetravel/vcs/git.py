@@ -32,7 +32,7 @@ import os
 from typing import Any
 
 from timetravel.errors import TimeTravelError
-from timetravel.vcs._paths import overwrite_conflicts
+from timetravel.vcs._paths import new_workspace_path, overwrite_conflicts
 from timetravel.vcs._run import Result, base_env, failure_text, run, vcs_error
 
 __all__ = ["KEEP_REF_PREFIX", "GitBackend"]
@@ -190,13 +190,7 @@ class GitBackend:
             TimeTravelError: ``WorkspaceExists`` when ``path`` exists (it is never removed),
                 ``RevisionNotFound`` when ``pointer`` is not a commit, ``VcsError`` otherwise.
         """
-        path = os.path.abspath(path)
-        if os.path.lexists(path):
-            raise TimeTravelError(
-                "WorkspaceExists",
-                f"Workspace path already exists: {path}",
-                {"root": root, "path": path, "name": name},
-            )
+        path = new_workspace_path(root, path, name)
         target = self._resolve(root, pointer)
         if target is None:
             raise TimeTravelError(

@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from timetravel.errors import TimeTravelError
-from timetravel.vcs._paths import overwrite_conflicts
+from timetravel.vcs._paths import new_workspace_path, overwrite_conflicts
 from timetravel.vcs._run import Result, base_env, failure_text, run, vcs_error
 
 __all__ = ["JJ_BIN_ENV", "JjBackend", "jj_binary"]
@@ -180,13 +180,7 @@ class JjBackend:
                 workspace, ``RevisionNotFound`` when ``pointer`` names no single revision,
                 ``VcsError`` otherwise.
         """
-        path = os.path.abspath(path)
-        if os.path.lexists(path):
-            raise TimeTravelError(
-                "WorkspaceExists",
-                f"Workspace path already exists: {path}",
-                {"root": root, "path": path, "name": name},
-            )
+        path = new_workspace_path(root, path, name)
         if not name or name.startswith("-"):
             raise vcs_error(f"Invalid workspace name {name!r}.", root, pointer)
         commit = self._resolve(root, pointer)
