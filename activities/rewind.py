@@ -24,7 +24,6 @@ from timetravel.models import (
     RewindCounts,
     RewindPlan,
     SandboxInput,
-    SandboxPlan,
     TruncateInput,
 )
 from timetravel.store.rewind import RewindStore
@@ -119,19 +118,10 @@ class StoreActivities:
         """Read the run and frames, plan the sandboxes with their current pointers. Writes
         nothing. A sandbox that is not a repository fails here, before any change (upstream
         only found out during rollback, bug 16)."""
-        plan = RewindPlan.model_validate(self.store.plan(input.run_id, input.frame_no))
-        boxes = []
+        plan = self.store.plan(input.run_id, input.frame_no)
         for sb in plan.sandboxes:
             backend = backend_for(sb.cwd)
-            boxes.append(
-                SandboxPlan(
-                    cwd=sb.cwd,
-                    target_pointer=sb.target_pointer,
-                    current_pointer=backend.current_pointer(sb.cwd),
-                    backend=backend.name,
-                )
-            )
-        plan.sandboxes = boxes
+            sb.backend, sb.current_pointer = backend.name, backend.current_pointer(sb.cwd)
         return plan
 
     @activity.defn

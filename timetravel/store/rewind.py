@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from timetravel import rewind, schema
 from timetravel.errors import TimeTravelError
-from timetravel.models import AuditRow, RewindCounts
+from timetravel.models import AuditRow, RewindCounts, RewindPlan, SandboxPlan
 from timetravel.store import Database, OutputTable, decode_value, encode_value, retry_on_lock
 
 A = schema.audit
@@ -346,7 +346,7 @@ class RewindStore:
 
     # -- plan (read-only) -------------------------------------------------------------------
 
-    def plan(self, run_id: str, frame_no: int) -> dict[str, Any]:
+    def plan(self, run_id: str, frame_no: int) -> RewindPlan:
         """Read the run and its frames and compute what a rewind to ``frame_no`` would do.
 
         Raises:
@@ -378,22 +378,20 @@ class RewindStore:
                 ).first()
                 is not None
             )
-            plan: dict[str, Any] = {
-                "run_id": run_id,
-                "from_frame_no": latest,
-                "to_frame_no": frame_no,
-                "noop": frame_no == latest,
-                "run_status": run.status,
-                "sandboxes": [],
-                "counts": RewindCounts().model_dump(),
-                "reconciler_snapshot": has_snapshot,
-            }
-            if frame_no == latest:
+            plan = RewindPlan(
+                run_id=run_id,
+                from_frame_no=latest,
+                to_frame_no=frame_no,
+                noop=frame_no == latest,
+                run_status=run.status,
+                reconciler_snapshot=has_snapshot,
+            )
+            if plan.noop:
                 return plan
-            plan["sandboxes"] = self._plan_sandboxes(conn, run_id, cutoff)
+            plan.sandboxes = self._plan_sandboxes(conn, run_id, cutoff)
             m = self._max_created(conn, run_id, frame_no)
             p = {"r": run_id, "c": cutoff, "t": frame_no, "m": m}
-            counts = RewindCounts(
+            plan.counts = RewindCounts(
                 deleted_frames=conn.execute(
                     select(func.count()).where(F.c.run_id == run_id, F.c.frame_no > frame_no)
                 ).scalar_one(),
@@ -408,7 +406,6 @@ class RewindStore:
                 ).scalar_one(),
                 deleted_outputs=self._count_outputs(conn, run_id, cutoff),
             )
-            plan["counts"] = counts.model_dump()
             return plan
 
     @staticmethod
@@ -432,7 +429,7 @@ class RewindStore:
         ).scalar_one()
 
     @staticmethod
-    def _plan_sandboxes(conn: Connection, run_id: str, cutoff: int) -> list[dict[str, Any]]:
+    def _plan_sandboxes(conn: Connection, run_id: str, cutoff: int) -> list[SandboxPlan]:
         """Upstream's rule: the sandboxes of the attempts to delete, first-seen order; each goes
         back to the pointer of its latest attempt that started at or before the cutoff."""
         order = (AT.c.started_at_ms, AT.c.node_id, AT.c.iteration, AT.c.attempt)
@@ -464,7 +461,7 @@ class RewindStore:
                     f"Could not resolve a rewind pointer for sandbox cwd {cwd}.",
                     {"cwd": cwd},
                 )
-            out.append({"cwd": cwd, "target_pointer": pointer})
+            out.append(SandboxPlan(cwd=cwd, target_pointer=pointer))
         return out
 
     def _output_tables(self, conn: Connection, run_id: str, cutoff: int) -> list[str]:
