@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from temporalio.client import Client
 
 from timetravel.settings import Settings
 from timetravel.store import Database
+
+T = TypeVar("T")
 
 
 def build_activities(
@@ -20,6 +22,7 @@ def build_activities(
     *,
     search_attributes: frozenset[str] = frozenset(),
     client: Client | None = None,
+    substitutes: Sequence[type] = (),
 ) -> list[Callable[..., Any]]:
     """Every activity of the service, bound to ``db`` and the engine control of ``settings``.
 
@@ -27,22 +30,38 @@ def build_activities(
         search_attributes: the custom search attributes the namespace has; the rewind
             workflow upserts only those.
         client: the worker's Temporal client; recovery asks it whether a rewind still runs.
+        substitutes: subclasses of activity classes to build instead of their parents, with
+            the same dependencies (tests register a faulty step under its real name this way).
     """
+    from activities.history import HistoryActivities
     from activities.recovery import RecoveryActivities
     from activities.rewind import AuditActivities, EngineActivities, StoreActivities, VcsActivities
     from timetravel.engine import build_engine_control
     from timetravel.rewind import RateLimit
-    from timetravel.store.rewind import RewindStore
+    from timetravel.store.audit import AuditStore
+    from timetravel.store.backups import Backups
+    from timetravel.store.engine_rows import EngineRowStore
+    from timetravel.store.reconciler import ReconcilerStore
+    from timetravel.store.sandboxes import SandboxStore
+    from timetravel.store.truncate import TruncateStore
 
-    store = RewindStore(db)
+    def build(cls: type[T], *deps: Any) -> T:
+        chosen = next((s for s in substitutes if issubclass(s, cls)), cls)
+        return chosen(*deps)
+
+    backups = Backups(db)
+    audit_store = AuditStore(db)
     limit = RateLimit(settings.rate_limit_max, settings.rate_limit_window_ms)
-    audit = AuditActivities(store, limit, search_attributes)
-    steps = StoreActivities(store)
-    engine = EngineActivities(
-        build_engine_control(settings.engine_control, store, settings.engine_url)
+    engine_control = build_engine_control(
+        settings.engine_control, EngineRowStore(db, backups), settings.engine_url
     )
-    vcs = VcsActivities(store)
-    acts: list[Callable[..., Any]] = [
+    audit = build(AuditActivities, audit_store, limit, search_attributes)
+    steps = build(StoreActivities, TruncateStore(db, backups), ReconcilerStore(db, backups))
+    engine = build(EngineActivities, engine_control)
+    vcs = build(VcsActivities, SandboxStore(db, backups))
+    history = build(HistoryActivities, db)
+    recovery = build(RecoveryActivities, audit_store, client)
+    return [
         audit.begin,
         audit.finish,
         steps.snapshot_pre_jump,
@@ -55,11 +74,9 @@ def build_activities(
         engine.resume_event_loop,
         vcs.revert_sandbox,
         vcs.restore_sandbox,
+        history.fork_write,
+        history.fork_discard,
+        history.history_vcs_restore,
+        recovery.find_stale_rewinds,
+        recovery.settle_stale_rewind,
     ]
-    from activities.history import HistoryActivities
-
-    history = HistoryActivities(db)
-    acts += [history.fork_write, history.fork_discard, history.history_vcs_restore]
-    recovery = RecoveryActivities(store, client)
-    acts += [recovery.find_stale_rewinds, recovery.settle_stale_rewind]
-    return acts

@@ -10,13 +10,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities._errors import domain_errors
 from timetravel.models import AuditRow, RecoverInput, StaleRewind
-from timetravel.store.rewind import RewindStore
+from timetravel.store.audit import AuditStore
 
 
 class RecoveryActivities:
     """Needs a Temporal client to ask whether a rewind's workflow still runs."""
 
-    def __init__(self, store: RewindStore, client: Client | None) -> None:
+    def __init__(self, store: AuditStore, client: Client | None) -> None:
         self.store = store
         self.client = client
 

@@ -26,7 +26,10 @@ from timetravel.models import (
     SandboxInput,
     TruncateInput,
 )
-from timetravel.store.rewind import RewindStore
+from timetravel.store.audit import AuditStore
+from timetravel.store.reconciler import ReconcilerStore
+from timetravel.store.sandboxes import SandboxStore
+from timetravel.store.truncate import TruncateStore
 from timetravel.vcs import backend_for
 
 
@@ -35,7 +38,7 @@ class AuditActivities:
 
     def __init__(
         self,
-        store: RewindStore,
+        store: AuditStore,
         rate_limit: rewind.RateLimit,
         search_attributes: frozenset[str] = frozenset(),
     ) -> None:
@@ -109,8 +112,9 @@ class AuditActivities:
 class StoreActivities:
     """The rewind's database steps and their compensations."""
 
-    def __init__(self, store: RewindStore) -> None:
+    def __init__(self, store: TruncateStore, reconciler: ReconcilerStore) -> None:
         self.store = store
+        self.reconciler = reconciler
 
     @activity.defn
     @domain_errors
@@ -147,13 +151,13 @@ class StoreActivities:
     @activity.defn
     @domain_errors
     def rebuild_reconciler(self, input: ReconcilerInput) -> bool:
-        return self.store.rebuild_reconciler(input.audit_id, input.run_id, input.frame_no)
+        return self.reconciler.rebuild_reconciler(input.audit_id, input.run_id, input.frame_no)
 
     @activity.defn
     @domain_errors
     def restore_reconciler(self, input: AuditRef) -> bool:
         assert input.audit_id is not None
-        return self.store.restore_reconciler(input.audit_id)
+        return self.reconciler.restore_reconciler(input.audit_id)
 
 
 class EngineActivities:
@@ -183,7 +187,7 @@ class EngineActivities:
 class VcsActivities:
     """Revert a sandbox to the target pointer; restore it exactly."""
 
-    def __init__(self, store: RewindStore) -> None:
+    def __init__(self, store: SandboxStore) -> None:
         self.store = store
 
     @activity.defn

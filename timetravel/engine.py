@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from timetravel.errors import TimeTravelError
-from timetravel.store.rewind import RewindStore
+from timetravel.store.engine_rows import EngineRowStore
 
 Heartbeat = Callable[..., None]
 
@@ -58,7 +58,7 @@ class DatabaseEngineControl:
     keeps_hijack = True
     poll_s = 0.1
 
-    def __init__(self, store: RewindStore) -> None:
+    def __init__(self, store: EngineRowStore) -> None:
         self.store = store
 
     def pause(self, audit_id: int, run_id: str, timeout_s: float, heartbeat: Heartbeat) -> None:
@@ -112,7 +112,7 @@ class HttpEngineControl:
         self._post(run_id, "resume", {"auditId": audit_id})
 
 
-def build_engine_control(kind: str, store: RewindStore, engine_url: str | None) -> EngineControl:
+def build_engine_control(kind: str, store: EngineRowStore, engine_url: str | None) -> EngineControl:
     if kind == "none":
         return NoEngineControl()
     if kind == "http":

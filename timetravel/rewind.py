@@ -109,6 +109,25 @@ class RateLimit:
             f"{self.window_ms // 60000}m."
         )
 
+    def check(self, run_id: str, used: int, now_ms: int) -> None:
+        """Refuse a rewind when ``used`` admitted rewinds already fill the window.
+
+        Raises:
+            TimeTravelError: ``RateLimited``.
+        """
+        if used >= self.max_per_window:
+            raise TimeTravelError(
+                "RateLimited",
+                self.message(run_id),
+                {
+                    "runId": run_id,
+                    "used": used,
+                    "max": self.max_per_window,
+                    "windowMs": self.window_ms,
+                    "windowStartedAtMs": now_ms - self.window_ms,
+                },
+            )
+
 
 @dataclass(frozen=True)
 class ValidInput:
@@ -145,6 +164,54 @@ def frame_missing(run_id: str, frame_no: int) -> TimeTravelError:
         f"Frame {frame_no} does not exist for run {run_id}.",
         {"runId": run_id, "frameNo": frame_no},
     )
+
+
+def check_frame_range(run_id: str, frame_no: int, latest: int | None) -> bool:
+    """Whether a rewind to ``frame_no`` is a no-op (it is the latest frame).
+
+    Raises:
+        TimeTravelError: ``FrameOutOfRange`` when the run has no frames or ``frame_no`` is
+            past the latest one.
+    """
+    if latest is None:
+        raise TimeTravelError("FrameOutOfRange", f"Run {run_id} has no frames.", {"runId": run_id})
+    if frame_no > latest:
+        raise TimeTravelError(
+            "FrameOutOfRange",
+            f"frameNo must be between 0 and {latest}.",
+            {"runId": run_id, "frameNo": frame_no, "latestFrameNo": latest},
+        )
+    return frame_no == latest
+
+
+def is_live(status: str | None, owner: str | None, heartbeat_at_ms: int | None, now: int) -> bool:
+    """Whether the engine still works on a run: an active status, an owner and a heartbeat
+    fresher than :data:`HEARTBEAT_STALE_MS`."""
+    return (
+        status in ACTIVE_RUN_STATUSES
+        and owner is not None
+        and heartbeat_at_ms is not None
+        and now - heartbeat_at_ms <= HEARTBEAT_STALE_MS
+    )
+
+
+def reconciler_rows(run_id: str, snapshot_ralph_json: str, now: int) -> list[dict[str, Any]]:
+    """The ``_smithers_ralph`` rows a snapshot's loop state describes (a list or a dict of
+    ``{ralphId, iteration, done}`` entries; anything else is skipped)."""
+    entries = json.loads(snapshot_ralph_json)
+    if isinstance(entries, dict):
+        entries = list(entries.values())
+    return [
+        {
+            "run_id": run_id,
+            "ralph_id": str(e["ralphId"]),
+            "iteration": int(e.get("iteration") or 0),
+            "done": 1 if e.get("done") else 0,
+            "updated_at_ms": now,
+        }
+        for e in entries
+        if isinstance(e, dict) and "ralphId" in e
+    ]
 
 
 def js_json(value: Any) -> str:

@@ -19,10 +19,9 @@ from temporalio.testing import WorkflowEnvironment
 from activities import build_activities
 from activities.rewind import StoreActivities
 from tests.conftest import DEV_SERVER_ARGS, SEARCH_ATTRIBUTES, temporal_binary
-from tests.rewind.helpers import faulty_class, git_repo, replace_activities, rewind_input
+from tests.rewind.helpers import faulty_class, git_repo, rewind_input
 from timetravel.settings import Settings
 from timetravel.store import Database
-from timetravel.store.rewind import RewindStore
 from timetravel.store.seed import seed_upstream_run
 from worker import build_worker
 from workflows.rewind_run import RewindRun
@@ -40,12 +39,12 @@ async def main() -> None:
     settings = Settings(database_url=f"sqlite:///{tmp / 'h.db'}")  # type: ignore[arg-type]
     attrs = frozenset(k.name for k in SEARCH_ATTRIBUTES)
     base = build_activities(db, settings, search_attributes=attrs)
-    broken = faulty_class(StoreActivities, "rebuild_reconciler", "after")(RewindStore(db))
+    broken = faulty_class(StoreActivities, "rebuild_reconciler", "after")
     scenarios = {
         "rewind_success": ("run-success", base),
         "rewind_compensated": (
             "run-compensated",
-            replace_activities(base, broken.rebuild_reconciler),
+            build_activities(db, settings, search_attributes=attrs, substitutes=[broken]),
         ),
     }
     async with await WorkflowEnvironment.start_local(

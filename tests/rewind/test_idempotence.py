@@ -44,7 +44,7 @@ def acts(db: Database):
     store = RewindStore(db)
     return (
         AuditActivities(store, RateLimit()),
-        StoreActivities(store),
+        StoreActivities(store, store),
         EngineActivities(DatabaseEngineControl(store)),
         VcsActivities(store),
     )

@@ -21,8 +21,8 @@ from tests.rewind.helpers import (
     start,
 )
 from timetravel import schema
+from timetravel.clock import now_ms
 from timetravel.store import Database
-from timetravel.store.rewind import now_ms
 from timetravel.store.seed import insert_rows, seed_upstream_run
 
 

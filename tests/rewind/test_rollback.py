@@ -23,7 +23,6 @@ from tests.rewind.helpers import (
     faulty_class,
     git,
     git_repo,
-    replace_activities,
     rewind_input,
     sandbox_state,
     start,
@@ -35,10 +34,7 @@ from tests.rewind.test_jump_to_frame import (
     _wait_for,
 )
 from timetravel import schema
-from timetravel.engine import build_engine_control
-from timetravel.rewind import RateLimit
 from timetravel.store import Database
-from timetravel.store.rewind import RewindStore
 from timetravel.store.seed import insert_rows, seed_rollback_run
 from workflows.rewind_run import RewindRun
 
@@ -82,28 +78,9 @@ def seed(db: Database, run_id: str, boxes, pointers=None) -> None:
 
 
 def acts_with(db: Database, settings, *classes: type) -> list:
-    """The real activity list with the given (faulty) classes' methods swapped in."""
-    store = RewindStore(db)
+    """The real activity list with the given (faulty) subclasses built in their parents' place."""
     attrs = frozenset(k.name for k in SEARCH_ATTRIBUTES)
-    built = {
-        AuditActivities: lambda c: c(store, RateLimit(), attrs),
-        StoreActivities: lambda c: c(store),
-        EngineActivities: lambda c: c(
-            build_engine_control(settings.engine_control, store, settings.engine_url)
-        ),
-        VcsActivities: lambda c: c(store),
-    }
-    base = build_activities(db, settings, search_attributes=attrs, client=None)
-    replacements = []
-    for cls in classes:
-        parent = next(p for p in built if issubclass(cls, p))
-        obj = built[parent](cls)
-        replacements += [
-            getattr(obj, name)
-            for name, v in vars(cls).items()
-            if hasattr(v, "__temporal_activity_definition")
-        ]
-    return replace_activities(base, *replacements)
+    return build_activities(db, settings, search_attributes=attrs, substitutes=classes)
 
 
 SBS = ["sb-a", "sb-b", "sb-c"]

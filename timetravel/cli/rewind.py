@@ -578,13 +578,13 @@ def audit(
 ) -> None:
     """List rewind audit rows (every attempt, refused ones included), oldest first."""
     from timetravel.cli._common import open_database
-    from timetravel.store.rewind import RewindStore
+    from timetravel.store.audit import AuditStore
 
     settings = settings_or_exit(database_url=database_url)
     db = open_database(settings)
     try:
         try:
-            rows = RewindStore(db).list_audit(run_id, limit=limit)
+            rows = AuditStore(db).list_audit(run_id, limit=limit)
         finally:
             db.dispose()
     except Exception as err:

@@ -23,10 +23,11 @@ import uuid
 from typing import Any
 
 from timetravel import metrics
+from timetravel.clock import now_ms
 from timetravel.errors import TimeTravelError
 from timetravel.history import canonical
 from timetravel.history.models import BranchInfo, ForkInput, ForkResult, SnapshotRow
-from timetravel.history.snapshot import node_key, now_ms
+from timetravel.history.snapshot import node_key
 from timetravel.store import Database
 from timetravel.store.history import ForkRows, HistoryStore
 

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from timetravel import metrics
+from timetravel.clock import now_ms
 from timetravel.errors import TimeTravelError
 from timetravel.history import canonical
 from timetravel.history.models import (
@@ -32,10 +33,6 @@ __all__ = [
     "node_key",
     "parse_snapshot",
 ]
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def node_key(node: dict[str, Any]) -> str:

@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 
 from timetravel import vcs
+from timetravel.clock import now_ms
 from timetravel.errors import TimeTravelError
 from timetravel.history.models import RerunResult, VcsTag, WorkspaceResult
-from timetravel.history.snapshot import now_ms
 from timetravel.store import Database
 from timetravel.store.history import HistoryStore
 

@@ -1,0 +1,339 @@
+"""Admission and settlement of a mutating saga: the audit row, the per-run lock, the reads.
+
+:meth:`AuditStore.admit` validates (a pure rule, before any transaction), then in one
+transaction finds a row this workflow run already wrote (idempotence), adopts its own lock
+after a Reset from the UI, checks the lock and the rate limit, and inserts the ``in_progress``
+audit row, the lock row and the link to the Temporal workflow. A refused attempt is audited as
+``failed`` by :meth:`AuditStore.refuse` and never counts toward the rate limit.
+:meth:`AuditStore.finish` settles the row and releases the lock. Every saga that changes a run
+(rewind, undo, the task-level sagas) is admitted and settled here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from timetravel import rewind, schema
+from timetravel.clock import now_ms
+from timetravel.errors import TimeTravelError
+from timetravel.models import AuditRow
+from timetravel.store import Database, retry_on_lock
+
+__all__ = ["AuditStore", "latest_frame_no"]
+
+A = schema.audit
+R = schema.runs
+F = schema.frames
+K = schema.run_locks
+L = schema.audit_links
+
+
+def latest_frame_no(conn: Connection, run_id: str) -> int | None:
+    return conn.execute(select(func.max(F.c.frame_no)).where(F.c.run_id == run_id)).scalar()
+
+
+class _Refused(Exception):
+    """Raised inside the admission transaction to roll it back; audited after it."""
+
+    def __init__(self, error: TimeTravelError) -> None:
+        self.error = error
+
+
+class AuditStore:
+    """Audit rows, the per-run lock and the links to Temporal workflows."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- admission --------------------------------------------------------------------------
+
+    def begin(
+        self,
+        *,
+        run_id: Any,
+        frame_no: Any,
+        confirm: Any,
+        caller: Any,
+        limit: rewind.RateLimit,
+        workflow_id: str | None,
+        workflow_run_id: str | None,
+        now: int | None = None,
+    ) -> tuple[int, rewind.ValidInput, int]:
+        """Validate, take the per-run lock and insert the ``in_progress`` audit row.
+
+        Returns:
+            ``(audit_id, valid input, audit timestamp)``.
+
+        Raises:
+            TimeTravelError: validation, ``Busy`` or ``RateLimited``; the refused attempt is
+                audited as ``failed`` (not counted toward the rate limit) before it is raised.
+        """
+        now = now_ms() if now is None else now
+        try:
+            valid = rewind.validate(run_id, frame_no, confirm, caller)
+        except TimeTravelError as err:
+            # A retry of a refused begin finds its refusal row and records nothing twice.
+            self.refuse(run_id, frame_no, caller, err, workflow_id, workflow_run_id, now)
+            raise
+        try:
+            return self._admit(valid, limit, workflow_id, workflow_run_id, now)
+        except _Refused as ref:
+            self.refuse(run_id, frame_no, caller, ref.error, workflow_id, workflow_run_id, now)
+            raise ref.error from None
+        except IntegrityError:
+            # Another rewind of this run inserted its lock row concurrently (PostgreSQL waits
+            # for that transaction, then reports the key conflict).
+            busy = rewind.busy_error(valid.run_id)
+            self.refuse(run_id, frame_no, caller, busy, workflow_id, workflow_run_id, now)
+            raise busy from None
+
+    @retry_on_lock
+    def _admit(
+        self,
+        valid: rewind.ValidInput,
+        limit: rewind.RateLimit,
+        workflow_id: str | None,
+        workflow_run_id: str | None,
+        now: int,
+    ) -> tuple[int, rewind.ValidInput, int]:
+        with self.db.write() as conn:
+            if workflow_run_id is not None:
+                prior = self._prior(conn, workflow_run_id)
+                if prior is not None:
+                    return prior
+            rid = valid.run_id
+            held = conn.execute(
+                select(K.c.audit_id, K.c.workflow_id, A.c.to_frame_no, A.c.caller, A.c.timestamp_ms)
+                .join(A, A.c.id == K.c.audit_id)
+                .where(K.c.run_id == rid)
+            ).first()
+            if (
+                held is not None
+                and workflow_id is not None
+                and held.workflow_id == workflow_id
+                and (held.to_frame_no, held.caller) == (valid.frame_no, valid.caller)
+            ):
+                # The same rewind under a new run id: an operator pressed Reset in the UI (the
+                # workflow id conflict policy allows one running execution per id). Adopt it.
+                for owned in (K, L):
+                    conn.execute(
+                        update(owned)
+                        .where(owned.c.audit_id == held.audit_id)
+                        .values(workflow_run_id=workflow_run_id)
+                    )
+                return held.audit_id, valid, held.timestamp_ms
+            foreign = conn.execute(
+                select(A.c.id).where(A.c.run_id == rid, A.c.result == "in_progress").limit(1)
+            ).first()
+            if held is not None or foreign is not None:
+                raise _Refused(rewind.busy_error(rid))
+            used = self._count_recent(conn, rid, valid.caller, now - limit.window_ms)
+            try:
+                limit.check(rid, used, now)
+            except TimeTravelError as err:
+                raise _Refused(err) from None
+            latest = latest_frame_no(conn, rid)
+            audit_id = conn.execute(
+                insert(A)
+                .values(
+                    run_id=rid,
+                    from_frame_no=latest if latest is not None else -1,
+                    to_frame_no=valid.frame_no,
+                    caller=valid.caller,
+                    timestamp_ms=now,
+                    result="in_progress",
+                    duration_ms=None,
+                )
+                .returning(A.c.id)
+            ).scalar_one()
+            # The lock: the primary key on run_id makes a concurrent second insert fail.
+            conn.execute(
+                insert(K).values(
+                    run_id=rid,
+                    audit_id=audit_id,
+                    workflow_id=workflow_id,
+                    workflow_run_id=workflow_run_id,
+                    acquired_at_ms=now,
+                )
+            )
+            conn.execute(
+                insert(L).values(
+                    audit_id=audit_id,
+                    run_id=rid,
+                    workflow_id=workflow_id,
+                    workflow_run_id=workflow_run_id,
+                    admitted=True,
+                )
+            )
+            return audit_id, valid, now
+
+    @staticmethod
+    def _prior(conn: Connection, workflow_run_id: str) -> tuple[int, rewind.ValidInput, int] | None:
+        """What this workflow run's begin already did (the activity is being retried)."""
+        prior = conn.execute(
+            select(
+                L.c.audit_id,
+                L.c.admitted,
+                L.c.error_code,
+                L.c.error_message,
+                A.c.caller,
+                A.c.timestamp_ms,
+                A.c.run_id,
+                A.c.to_frame_no,
+            )
+            .join(A, A.c.id == L.c.audit_id)
+            .where(L.c.workflow_run_id == workflow_run_id)
+        ).first()
+        if prior is None:
+            return None
+        if not prior.admitted:
+            raise _Refused(TimeTravelError(prior.error_code, prior.error_message))
+        valid = rewind.ValidInput(prior.run_id, prior.to_frame_no, prior.caller)
+        return prior.audit_id, valid, prior.timestamp_ms
+
+    @staticmethod
+    def _count_recent(conn: Connection, run_id: str, caller: str, since_ms: int) -> int:
+        """Terminal audit rows of (run, caller) in the window, refused attempts excluded."""
+        return conn.execute(
+            select(func.count())
+            .select_from(A.outerjoin(L, L.c.audit_id == A.c.id))
+            .where(
+                A.c.run_id == run_id,
+                A.c.caller == caller,
+                A.c.timestamp_ms >= since_ms,
+                A.c.result != "in_progress",
+                (L.c.admitted.is_(None)) | (L.c.admitted.is_(True)),
+            )
+        ).scalar_one()
+
+    @retry_on_lock
+    def refuse(
+        self,
+        run_id: Any,
+        frame_no: Any,
+        caller: Any,
+        err: TimeTravelError,
+        workflow_id: str | None,
+        workflow_run_id: str | None,
+        now: int,
+    ) -> None:
+        """Audit a refused attempt as ``failed`` (once per workflow run)."""
+        with self.db.write() as conn:
+            if (
+                workflow_run_id is not None
+                and conn.execute(
+                    select(L.c.audit_id).where(L.c.workflow_run_id == workflow_run_id)
+                ).first()
+            ):
+                return
+            audit_id = conn.execute(
+                insert(A)
+                .values(
+                    run_id=rewind.audited_run_id(run_id),
+                    from_frame_no=-1,
+                    to_frame_no=rewind.audited_frame_no(frame_no),
+                    caller=rewind.normalise_caller(caller),
+                    timestamp_ms=now,
+                    result="failed",
+                    duration_ms=max(0, now_ms() - now),
+                )
+                .returning(A.c.id)
+            ).scalar_one()
+            conn.execute(
+                insert(L).values(
+                    audit_id=audit_id,
+                    run_id=rewind.audited_run_id(run_id),
+                    workflow_id=workflow_id,
+                    workflow_run_id=workflow_run_id,
+                    admitted=False,
+                    error_code=err.code,
+                    error_message=err.message,
+                )
+            )
+
+    # -- settlement -------------------------------------------------------------------------
+
+    @retry_on_lock
+    def finish(
+        self,
+        *,
+        audit_id: int,
+        run_id: str,
+        result: str,
+        from_frame_no: int | None,
+        mark_run: str | None = None,
+    ) -> AuditRow:
+        """Settle the audit row (only while it is ``in_progress``: idempotent), release the
+        lock, and for a partial rollback mark the run ``failed`` with ``needsAttention``."""
+        with self.db.write() as conn:
+            now = now_ms()
+            row = conn.execute(select(A).where(A.c.id == audit_id)).mappings().first()
+            if row is None:
+                raise TimeTravelError("RewindFailed", f"Audit row {audit_id} is missing.")
+            if row["result"] == "in_progress":
+                values: dict[str, Any] = {
+                    "result": result,
+                    "duration_ms": max(0, now - row["timestamp_ms"]),
+                }
+                if from_frame_no is not None:
+                    values["from_frame_no"] = from_frame_no
+                conn.execute(update(A).where(A.c.id == audit_id).values(**values))
+                if mark_run is not None:
+                    conn.execute(
+                        update(R)
+                        .where(R.c.run_id == run_id)
+                        .values(
+                            status="failed",
+                            finished_at_ms=now,
+                            heartbeat_at_ms=None,
+                            runtime_owner_id=None,
+                            error_json=rewind.needs_attention_payload(mark_run, now),
+                        )
+                    )
+            conn.execute(delete(K).where(K.c.run_id == run_id, K.c.audit_id == audit_id))
+            final = conn.execute(select(A).where(A.c.id == audit_id)).mappings().one()
+            return AuditRow(**final)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def in_progress(self, older_than_ms: int = 0) -> list[dict[str, Any]]:
+        """``in_progress`` audit rows at least ``older_than_ms`` old, with the workflow that
+        owns each (``None`` for a row another tool wrote)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(A.c.id, A.c.run_id, A.c.timestamp_ms, L.c.workflow_id, L.c.workflow_run_id)
+                .select_from(A.outerjoin(L, L.c.audit_id == A.c.id))
+                .where(A.c.result == "in_progress", A.c.timestamp_ms <= now_ms() - older_than_ms)
+                .order_by(A.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def lock_holder(self, run_id: str) -> int | None:
+        """The audit id of the rewind that holds the run's lock, if any."""
+        with self.db.read() as conn:
+            return conn.execute(select(K.c.audit_id).where(K.c.run_id == run_id)).scalar()
+
+    def audit_id_of_workflow_run(self, workflow_run_id: str) -> int | None:
+        """The admitted audit row a workflow run created, if any."""
+        with self.db.read() as conn:
+            return conn.execute(
+                select(L.c.audit_id).where(
+                    L.c.workflow_run_id == workflow_run_id, L.c.admitted.is_(True)
+                )
+            ).scalar()
+
+    def audit_row(self, audit_id: int) -> AuditRow | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(A).where(A.c.id == audit_id)).mappings().first()
+        return None if row is None else AuditRow(**row)
+
+    def list_audit(self, run_id: str | None = None, limit: int = 100) -> list[AuditRow]:
+        """Audit rows in id order (upstream ``listRewindAuditRows``)."""
+        q = select(A).order_by(A.c.id).limit(max(1, limit))
+        if run_id is not None:
+            q = q.where(A.c.run_id == run_id)
+        with self.db.read() as conn:
+            return [AuditRow(**r) for r in conn.execute(q).mappings()]

@@ -1,0 +1,173 @@
+"""Backups shared by every mutating saga, keyed by the saga's audit id.
+
+Two kinds, both written in the same transaction as the change they protect:
+
+* **step records** (``_timetravel_backups``): one small JSON document per ``(audit id, step,
+  key)`` saying what a step did, so the step can return it when it runs again (idempotence) and
+  its compensation can undo it exactly, once (``restored``);
+* **row copies** (``_timetravel_bk_<table>`` and ``_timetravel_bk_outputs``): the rows a step
+  deletes or changes, copied with ``INSERT … SELECT`` over the table's *live* column list (so
+  columns a newer Smithers added are kept too), and put back by :meth:`Backups.restore_rows`.
+
+Every method takes the caller's ``Connection``: a backup is part of its step's unit of work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    TableClause,
+    column,
+    delete,
+    insert,
+    literal,
+    select,
+    table,
+    tuple_,
+    update,
+)
+
+from timetravel import schema
+from timetravel.clock import now_ms
+from timetravel.store import Database, OutputTable, decode_value, encode_value
+
+__all__ = ["Backups", "Predicate", "StepRecord"]
+
+#: Builds a WHERE clause over a table-like object (the live table or a lightweight copy of it).
+Predicate = Callable[[TableClause], ColumnElement[bool]]
+
+B = schema.backups
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What a step recorded before it changed anything."""
+
+    state: dict[str, Any]
+    restored: bool
+
+
+class Backups:
+    """Step records and row copies over one :class:`~timetravel.store.Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- step records -----------------------------------------------------------------------
+
+    @staticmethod
+    def record(conn: Connection, audit_id: int, step: str, key: str = "") -> StepRecord | None:
+        row = conn.execute(
+            select(B.c.state_json, B.c.restored).where(
+                B.c.audit_id == audit_id, B.c.step == step, B.c.key == key
+            )
+        ).first()
+        return None if row is None else StepRecord(json.loads(row.state_json), bool(row.restored))
+
+    @staticmethod
+    def put_record(
+        conn: Connection, audit_id: int, step: str, state: dict[str, Any], key: str = ""
+    ) -> None:
+        conn.execute(
+            insert(B).values(
+                audit_id=audit_id,
+                step=step,
+                key=key,
+                state_json=json.dumps(state),
+                restored=False,
+                created_at_ms=now_ms(),
+            )
+        )
+
+    @staticmethod
+    def mark_restored(conn: Connection, audit_id: int, step: str, key: str = "") -> None:
+        conn.execute(
+            update(B)
+            .where(B.c.audit_id == audit_id, B.c.step == step, B.c.key == key)
+            .values(restored=True)
+        )
+
+    # -- row copies of Smithers tables ------------------------------------------------------
+
+    def live_table(self, conn: Connection, name: str) -> TableClause:
+        """``name`` with its live columns (ours plus any a newer Smithers added)."""
+        return table(name, *(column(c) for c in self.db.columns(conn, name)))
+
+    def _copy_table(self, conn: Connection, name: str) -> TableClause:
+        backup = schema.BACKED_UP_TABLES[name].name
+        cols = ["audit_id", *self.db.columns(conn, name)]
+        return table(backup, *(column(c) for c in cols))
+
+    def copy_rows(self, conn: Connection, name: str, where: Predicate, audit_id: int) -> None:
+        """Copy the rows of table ``name`` matching ``where`` to its backup table."""
+        src = self.live_table(conn, name)
+        cols = [c.name for c in src.c]
+        conn.execute(
+            insert(self._copy_table(conn, name)).from_select(
+                ["audit_id", *cols],
+                select(literal(audit_id, BigInteger), *src.c).where(where(src)),
+            )
+        )
+
+    def delete_copied(self, conn: Connection, name: str, audit_id: int) -> None:
+        """Delete the live rows whose primary keys have a copy (before putting copies back)."""
+        live = schema.metadata.tables[name]
+        bk = self._copy_table(conn, name)
+        keys = [c.name for c in live.primary_key.columns]
+        copied = select(*(bk.c[k] for k in keys)).where(bk.c.audit_id == audit_id)
+        target = live.c[keys[0]] if len(keys) == 1 else tuple_(*(live.c[k] for k in keys))
+        conn.execute(delete(live).where(target.in_(copied)))
+
+    def restore_rows(self, conn: Connection, name: str, audit_id: int) -> None:
+        """Insert every copied row of table ``name`` back."""
+        dst = self.live_table(conn, name)
+        bk = self._copy_table(conn, name)
+        cols = [c.name for c in dst.c]
+        conn.execute(
+            insert(dst).from_select(
+                cols, select(*(bk.c[c] for c in cols)).where(bk.c.audit_id == audit_id)
+            )
+        )
+
+    # -- row copies of per-node output tables (not in our metadata: JSON rows) --------------
+
+    @staticmethod
+    def copy_output_rows(
+        conn: Connection, audit_id: int, out: OutputTable, rows: Iterable[Any]
+    ) -> None:
+        cols = [c.name for c in out.table.columns]
+        conn.execute(
+            insert(schema.bk_outputs),
+            [
+                {
+                    "audit_id": audit_id,
+                    "table_name": out.table.name,
+                    "row_json": json.dumps(
+                        {c: encode_value(v) for c, v in zip(cols, r, strict=True)}
+                    ),
+                }
+                for r in rows
+            ],
+        )
+
+    def restore_output_rows(self, conn: Connection, audit_id: int) -> None:
+        """Insert every copied output row back, one executemany per table."""
+        BO = schema.bk_outputs
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for table_name, row_json in conn.execute(
+            select(BO.c.table_name, BO.c.row_json).where(BO.c.audit_id == audit_id)
+        ):
+            row = {k: decode_value(v) for k, v in json.loads(row_json).items()}
+            by_table.setdefault(table_name, []).append(row)
+        for table_name, rows in by_table.items():
+            out = self.db.output_table(conn, table_name)
+            if out is None:
+                raise RuntimeError(f"output table {table_name} vanished; cannot restore")
+            conn.execute(insert(out.table), rows)

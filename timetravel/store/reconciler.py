@@ -1,0 +1,59 @@
+"""The run's loop (ralph) state: rebuild it from a frame's snapshot, restore it exactly."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, insert, select
+
+from timetravel import rewind, schema
+from timetravel.clock import now_ms
+from timetravel.store import Database, retry_on_lock
+from timetravel.store.backups import Backups
+
+__all__ = ["ReconcilerStore"]
+
+RALPH = schema.ralph
+STEP = "reconciler"
+
+
+class ReconcilerStore:
+    """Loop state over one :class:`~timetravel.store.Database`, backed up per audit id."""
+
+    def __init__(self, db: Database, backups: Backups | None = None) -> None:
+        self.db = db
+        self.backups = backups or Backups(db)
+
+    @retry_on_lock
+    def rebuild_reconciler(self, audit_id: int, run_id: str, frame_no: int) -> bool:
+        """Set the run's loop (ralph) state from the target frame's snapshot, when one exists,
+        after capturing the current rows. Returns whether a snapshot was applied."""
+        bk = self.backups
+        with self.db.write() as conn:
+            if bk.record(conn, audit_id, STEP) is None:
+                bk.copy_rows(conn, RALPH.name, lambda t: t.c.run_id == run_id, audit_id)
+                bk.put_record(conn, audit_id, STEP, {"run_id": run_id})
+            snapshots = schema.snapshots
+            snap = conn.execute(
+                select(snapshots.c.ralph_json).where(
+                    snapshots.c.run_id == run_id, snapshots.c.frame_no == frame_no
+                )
+            ).scalar()
+            if snap is None:
+                return False
+            rows = rewind.reconciler_rows(run_id, snap, now_ms())
+            conn.execute(delete(RALPH).where(RALPH.c.run_id == run_id))
+            if rows:
+                conn.execute(insert(RALPH), rows)
+            return True
+
+    @retry_on_lock
+    def restore_reconciler(self, audit_id: int) -> bool:
+        """Compensation: put the captured loop rows back (no-op when never rebuilt)."""
+        bk = self.backups
+        with self.db.write() as conn:
+            rec = bk.record(conn, audit_id, STEP)
+            if rec is None or rec.restored:
+                return False
+            conn.execute(delete(RALPH).where(RALPH.c.run_id == rec.state["run_id"]))
+            bk.restore_rows(conn, RALPH.name, audit_id)
+            bk.mark_restored(conn, audit_id, STEP)
+            return True
