@@ -58,8 +58,10 @@ EXPECTED_DIFFERENCES: dict[str, dict[str, Any]] = {
     "chain": {},
     "loop": {
         # Upstream's jumpToFrame (DB-backed reconciler hooks) leaves the loop at the latest
-        # iteration, so its resume skips iteration 1 and recomputes step 2 from nothing; ours
-        # sets the loop state from the target frame's snapshot (iteration 1).
+        # iteration: resumed, its run skips iteration 1 (step::1 stays pending), computes
+        # step 2 = 2 instead of 8 and total = 1002 instead of 1008 (observed, x = 1). Ours sets
+        # the loop state from the target frame's snapshot (iteration 1); the resume is right
+        # (test_e2e_resume.py, loop).
         "_smithers_ralph": {
             "ours": [{**LOOP_ROW, "iteration": 1}],
             "upstream": [{**LOOP_ROW, "iteration": 2}],
