@@ -19,6 +19,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import build_activities
 from timetravel.settings import Settings, load_settings
@@ -28,6 +29,19 @@ from workflows.registry import ALL_WORKFLOWS
 log = logging.getLogger("timetravel.worker")
 
 MAX_CONCURRENT_ACTIVITIES = 16
+
+#: Modules the workflow sandbox takes from the host instead of re-importing them. Log
+#: handlers run inside the sandbox when a workflow (or the SDK, on a failed activation) logs:
+#: rich's handler imports lazily and, re-imported there, trips on restricted ``os.getcwd``,
+#: which would fail the workflow task on every retry (issue #10).
+SANDBOX_PASSTHROUGH = ("rich", "pygments", "markdown_it")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The default sandbox, with :data:`SANDBOX_PASSTHROUGH` passed through."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+    )
 
 
 def build_worker(
@@ -63,6 +77,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=ALL_WORKFLOWS,
+        workflow_runner=workflow_runner(),
         activities=acts,
         activity_executor=ThreadPoolExecutor(
             max_workers=MAX_CONCURRENT_ACTIVITIES, thread_name_prefix="timetravel-activity"

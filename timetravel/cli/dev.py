@@ -312,13 +312,33 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _configure_logging() -> None:
+def log_handler() -> logging.Handler:
+    """The root handler of ``timetravel dev``/``worker``: rich on the terminal, except inside
+    the workflow sandbox (a workflow or the SDK logging during a workflow task), where it
+    writes plain lines through the stdlib instead. Rich imports and probes the OS lazily; in
+    the sandbox that fails, and a failing handler fails the workflow task forever (issue #10).
+    """
     from rich.logging import RichHandler
+    from temporalio import workflow
 
+    class _Handler(RichHandler):
+        def __init__(self) -> None:
+            super().__init__(console=err_console, show_path=False)
+            self.plain = logging.StreamHandler(sys.stderr)
+            self.plain.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if workflow.unsafe.in_sandbox():
+                self.plain.emit(record)  # stdlib only; never raises (handleError)
+            else:
+                super().emit(record)
+
+    return _Handler()
+
+
+def _configure_logging() -> None:
     logging.basicConfig(
-        level=logging.INFO,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False)],
+        level=logging.INFO, format="%(name)s: %(message)s", handlers=[log_handler()]
     )
 
 
