@@ -1,4 +1,8 @@
-"""Translate domain errors into Temporal failures, once, for every activity."""
+"""Fail every activity that raises a domain error for good.
+
+The translation itself is :func:`timetravel.errors.to_application_error`, shared with the
+workflows, the client and the CLI.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,10 @@ import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from temporalio.exceptions import ApplicationError
-
-from timetravel.errors import TimeTravelError
+from timetravel.errors import TimeTravelError, to_application_error
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def to_application_error(err: TimeTravelError) -> ApplicationError:
-    """A non-retryable ``ApplicationError`` whose ``type`` is the upstream code."""
-    return ApplicationError(err.message, err.details, type=err.code, non_retryable=True)
 
 
 def domain_errors(fn: Callable[P, T]) -> Callable[P, T]:

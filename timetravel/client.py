@@ -41,7 +41,7 @@ from temporalio.exceptions import (
 from temporalio.exceptions import TimeoutError as WorkflowTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
-from timetravel.errors import TimeTravelError
+from timetravel.errors import TimeTravelError, details_of, from_failure
 from timetravel.models import AuditView, ConfirmInput, RateLimitOptions, RewindInput, RewindResult
 from timetravel.rewind import busy_error
 from workflows.rewind_run import RewindRun
@@ -217,14 +217,6 @@ async def start_rewind(
         raise RewindError(busy.code, busy.message, busy.details, workflow_id=workflow_id) from None
 
 
-def _details(err: ApplicationError) -> dict[str, Any]:
-    """Upstream ``details``: the first detail when it is an object (the activities send one)."""
-    if not err.details:
-        return {}
-    first = err.details[0]
-    return dict(first) if isinstance(first, Mapping) else {"details": list(err.details)}
-
-
 async def await_rewind(handle: WorkflowHandle[Any, RewindResult]) -> RewindResult:
     """Wait for a started rewind and return its result.
 
@@ -237,11 +229,16 @@ async def await_rewind(handle: WorkflowHandle[Any, RewindResult]) -> RewindResul
         return await handle.result()
     except WorkflowFailureError as err:
         cause = err.cause
+        domain = from_failure(cause)
+        if domain is not None:
+            raise RewindError(
+                domain.code, domain.message, domain.details, workflow_id=handle.id
+            ) from None
         if isinstance(cause, ApplicationError):
             raise RewindError(
                 cause.type or "RewindFailed",
                 cause.message,
-                _details(cause),
+                details_of(cause),
                 workflow_id=handle.id,
             ) from None
         if isinstance(cause, WorkflowTimeoutError):

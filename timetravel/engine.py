@@ -1,13 +1,20 @@
 """Engine control: pause and resume the Smithers engine around a rewind (design §5).
 
-* ``database`` (default): pausing is a durable hijack request on the run row
-  (``hijack_requested_at_ms``, ``hijack_target = 'time-travel:<audit id>'``), then a wait,
-  heartbeating, until the run is not live (no owner, a stale heartbeat, or an inactive status).
-  Resuming clears our marker and leaves the run ``running`` with no owner, so the engine's
-  supervisor reclaims it.
-* ``http``: the same through the engine's control endpoints
-  (``POST {engine_url}/runs/{run_id}/pause`` and ``…/resume``).
-* ``none``: nothing (offline databases, no engine).
+* ``database`` (default): on an engine 0.32 database, the durable pause
+  (``_smithers_runs.pause_requested_at_ms``, what ``smithers pause`` sets), then a wait,
+  heartbeating and bounded, until the run is ``paused``, terminal or no longer live (owner pid
+  alive on this host or heartbeat under 30 s; an inactive status is not live). The run is never
+  reported paused before the engine let go, and stays held (``paused``) through the truncate;
+  resuming sets it ``running`` with no owner, so the supervisor or ``smithers up --resume``
+  reclaims it. On a 0.16-shaped database (no pause column) the same with a durable hijack marker
+  (``hijack_target = 'time-travel:<audit id>'``). See :mod:`timetravel.store.engine_rows`.
+* ``http``: the engine's HTTP server has **no pause endpoint** (0.32 has only
+  ``POST /v1/runs/:id/resume`` and ``…/cancel``), so nothing is paused: a live run is refused
+  in ``begin`` with ``RunOwnerAlive`` unless the input says ``force: true``. Resuming calls
+  ``POST {engine_url}/v1/runs/{run_id}/resume`` with the run's ``workflowPath``.
+* ``none``: nothing (offline databases); a live run is refused like ``http``.
+
+``can_pause`` says which: ``begin`` refuses a live run only for a control that cannot pause.
 """
 
 from __future__ import annotations
@@ -18,15 +25,16 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from timetravel.errors import TimeTravelError
+from timetravel.errors import RewindFailed
 from timetravel.store.engine_rows import EngineRowStore
 
 Heartbeat = Callable[..., None]
 
 
 class EngineControl(Protocol):
-    #: Whether the run keeps the pause marker through truncate until resume.
-    keeps_hijack: bool
+    #: Whether this control can make the engine let go of a live run (else ``begin`` refuses
+    #: a live run with ``RunOwnerAlive`` unless forced).
+    can_pause: bool
 
     def pause(self, audit_id: int, run_id: str, timeout_s: float, heartbeat: Heartbeat) -> None:
         """Stop the engine from working on the run; return once it has let go."""
@@ -42,7 +50,7 @@ class EngineControl(Protocol):
 
 
 class NoEngineControl:
-    keeps_hijack = False
+    can_pause = False
 
     def pause(self, audit_id: int, run_id: str, timeout_s: float, heartbeat: Heartbeat) -> None:
         return None
@@ -55,23 +63,24 @@ class NoEngineControl:
 
 
 class DatabaseEngineControl:
-    keeps_hijack = True
+    can_pause = True
     poll_s = 0.1
 
     def __init__(self, store: EngineRowStore) -> None:
         self.store = store
 
     def pause(self, audit_id: int, run_id: str, timeout_s: float, heartbeat: Heartbeat) -> None:
-        self.store.request_hijack(audit_id, run_id)
+        self.store.request_pause(audit_id, run_id)
         deadline = time.monotonic() + timeout_s
         while True:
             live, info = self.store.run_liveness(run_id)
-            if not live:
+            # Not live: hold the run (checked again inside the transaction; live again means
+            # the supervisor reclaimed it meanwhile, so keep waiting).
+            if not live and self.store.hold_paused(audit_id, run_id):
                 return
             heartbeat(info)
             if time.monotonic() >= deadline:
-                raise TimeTravelError(
-                    "RewindFailed",
+                raise RewindFailed(
                     f"Run {run_id} is still owned by the engine after {timeout_s:g}s; "
                     "it did not honour the pause request.",
                     {"runId": run_id, "reason": "pause-timeout", **info},
@@ -86,15 +95,18 @@ class DatabaseEngineControl:
 
 
 class HttpEngineControl:
-    keeps_hijack = False
+    can_pause = False
 
-    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, timeout_s: float = 10.0, store: EngineRowStore | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.store = store
 
     def _post(self, run_id: str, action: str, body: dict[str, Any]) -> None:
         req = urllib.request.Request(
-            f"{self.base_url}/runs/{run_id}/{action}",
+            f"{self.base_url}/v1/runs/{run_id}/{action}",
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
@@ -103,13 +115,19 @@ class HttpEngineControl:
             resp.read()
 
     def pause(self, audit_id: int, run_id: str, timeout_s: float, heartbeat: Heartbeat) -> None:
-        self._post(run_id, "pause", {"auditId": audit_id, "timeoutMs": int(timeout_s * 1000)})
+        return None  # no pause endpoint: begin refused the live run (or it was forced)
 
     def unpause(self, audit_id: int, run_id: str) -> None:
-        self._post(run_id, "resume", {"auditId": audit_id, "compensation": True})
+        return None
 
     def resume(self, audit_id: int, run_id: str) -> None:
-        self._post(run_id, "resume", {"auditId": audit_id})
+        body: dict[str, Any] = {"auditId": audit_id}
+        if self.store is not None:
+            self.store.check_held(audit_id)  # fencing: never resume a run we no longer hold
+            path = self.store.workflow_path(run_id)
+            if path:
+                body["workflowPath"] = path
+        self._post(run_id, "resume", body)
 
 
 def build_engine_control(kind: str, store: EngineRowStore, engine_url: str | None) -> EngineControl:
@@ -118,5 +136,5 @@ def build_engine_control(kind: str, store: EngineRowStore, engine_url: str | Non
     if kind == "http":
         if not engine_url:
             raise ValueError("engine_control=http needs an engine URL")
-        return HttpEngineControl(engine_url)
+        return HttpEngineControl(engine_url, store=store)
     return DatabaseEngineControl(store)

@@ -18,7 +18,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from timetravel.errors import TimeTravelError
+from timetravel.errors import (
+    Busy,
+    ConfirmationRequired,
+    FrameOutOfRange,
+    InvalidFrameNo,
+    InvalidRunId,
+    RateLimited,
+    RunNotFound,
+    TimeTravelError,
+)
 
 RUN_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 MAX_FRAME_NO = 2_147_483_647
@@ -44,22 +53,20 @@ def _as_int(value: Any) -> int | None:
 
 def validate_run_id(run_id: Any) -> str:
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
-        raise TimeTravelError("InvalidRunId", "runId must match /^[a-z0-9_-]{1,64}$/.")
+        raise InvalidRunId("runId must match /^[a-z0-9_-]{1,64}$/.")
     return run_id
 
 
 def validate_frame_no(frame_no: Any) -> int:
     n = _as_int(frame_no)
     if n is None or n < 0 or n > MAX_FRAME_NO:
-        raise TimeTravelError("InvalidFrameNo", "frameNo must be a non-negative i32 integer.")
+        raise InvalidFrameNo("frameNo must be a non-negative i32 integer.")
     return n
 
 
 def validate_confirm(confirm: Any) -> None:
     if confirm is not True:
-        raise TimeTravelError(
-            "ConfirmationRequired", "jumpToFrame is destructive; pass confirm: true to proceed."
-        )
+        raise ConfirmationRequired("jumpToFrame is destructive; pass confirm: true to proceed.")
 
 
 def _storable(text: str) -> str:
@@ -116,8 +123,7 @@ class RateLimit:
             TimeTravelError: ``RateLimited``.
         """
         if used >= self.max_per_window:
-            raise TimeTravelError(
-                "RateLimited",
+            raise RateLimited(
                 self.message(run_id),
                 {
                     "runId": run_id,
@@ -146,21 +152,19 @@ def validate(run_id: Any, frame_no: Any, confirm: Any, caller: Any) -> ValidInpu
 
 def busy_error(run_id: str, **details: Any) -> TimeTravelError:
     """Another rewind of the run holds its lock."""
-    return TimeTravelError(
-        "Busy",
+    return Busy(
         f"Another jumpToFrame is already running for {run_id}.",
         {"runId": run_id, **details},
     )
 
 
 def run_not_found(run_id: str) -> TimeTravelError:
-    return TimeTravelError("RunNotFound", f"Run not found: {run_id}", {"runId": run_id})
+    return RunNotFound(f"Run not found: {run_id}", {"runId": run_id})
 
 
 def frame_missing(run_id: str, frame_no: int) -> TimeTravelError:
     """The target frame number is in range, but its row is gone (a gap)."""
-    return TimeTravelError(
-        "FrameOutOfRange",
+    return FrameOutOfRange(
         f"Frame {frame_no} does not exist for run {run_id}.",
         {"runId": run_id, "frameNo": frame_no},
     )
@@ -174,10 +178,9 @@ def check_frame_range(run_id: str, frame_no: int, latest: int | None) -> bool:
             past the latest one.
     """
     if latest is None:
-        raise TimeTravelError("FrameOutOfRange", f"Run {run_id} has no frames.", {"runId": run_id})
+        raise FrameOutOfRange(f"Run {run_id} has no frames.", {"runId": run_id})
     if frame_no > latest:
-        raise TimeTravelError(
-            "FrameOutOfRange",
+        raise FrameOutOfRange(
             f"frameNo must be between 0 and {latest}.",
             {"runId": run_id, "frameNo": frame_no, "latestFrameNo": latest},
         )

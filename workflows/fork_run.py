@@ -8,7 +8,8 @@ when the step fails for good or the workflow is cancelled, so an activity that c
 could not report back leaves no orphan run, snapshot or branch row.
 
 An input that does not decode (a Web UI form without ``frame_no``, say) fails the workflow
-with a ``ValidationError`` failure instead of failing its task over and over.
+with a typed ``InvalidInput``/``InvalidFrameNo`` failure instead of failing its task over and
+over (:mod:`workflows._input`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
     from activities.history import HistoryActivities
-    from timetravel.errors import CODES
+    from timetravel.errors import from_failure, to_application_error
     from timetravel.history.models import ForkInput, ForkResult, ForkWriteInput
+    from workflows._input import FORK, workflow_input
     from workflows._saga import STEP_RETRY, STEP_TIMEOUT, Saga
 
 
@@ -40,11 +40,9 @@ def reraise_domain(err: BaseException) -> NoReturn:
     """Fail the workflow with the activity's domain error type (e.g. ``SnapshotNotFound``),
     non-retryable, so callers see ``WorkflowFailureError.cause.type``; re-raise anything else
     as it is."""
-    cause = err.cause if isinstance(err, ActivityError) else None
-    if isinstance(cause, ApplicationError) and cause.type in CODES:
-        raise ApplicationError(
-            cause.message, *cause.details, type=cause.type, non_retryable=True
-        ) from None
+    domain = from_failure(err.cause) if isinstance(err, ActivityError) else None
+    if domain is not None:
+        raise to_application_error(domain) from None
     raise err
 
 
@@ -63,12 +61,13 @@ async def write_fork(write: ForkWriteInput) -> ForkResult:
         reraise_domain(err)
 
 
-@workflow.defn(failure_exception_types=[ValidationError])
+@workflow.defn
 class ForkRun:
     """Fork a run at a frame: child run row, frame-0 snapshot and branch row, or nothing."""
 
     @workflow.run
-    async def run(self, input: ForkInput) -> ForkResult:
+    async def run(self, *args: Any) -> ForkResult:
+        input = workflow_input(ForkInput, args, **FORK)  # bad input fails the workflow
         child_run_id = str(workflow.uuid4())
         workflow.set_current_details(
             f"Forking `{input.parent_run_id}` at frame {input.frame_no} into `{child_run_id}`"

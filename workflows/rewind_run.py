@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
         StoreActivities,
         VcsActivities,
     )
-    from timetravel.errors import CODES
+    from timetravel.errors import CODES, from_failure, to_application_error
     from timetravel.models import (
         AuditRef,
         AuditRow,
@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         SandboxInput,
         TruncateInput,
     )
+    from workflows._input import REWIND, audit_id_of, workflow_input
     from workflows._saga import STEP_RETRY, STEP_TIMEOUT, Saga
 
 RUN_ID_KEY = SearchAttributeKey.for_keyword("SmithersRunId")
@@ -59,6 +60,16 @@ FINISH_RETRY = RetryPolicy(
 PAUSE_TIMEOUT_S = 120.0
 PAUSE_HEARTBEAT = timedelta(seconds=10)
 DEFAULT_CONFIRMATION_TIMEOUT_S = 900
+#: Upstream's rewind lease lives 60 s; renew it every 20 s while the rewind lives.
+LEASE_RENEW_EVERY = timedelta(seconds=20)
+LEASE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=2),
+    maximum_attempts=5,
+    non_retryable_error_types=list(CODES),
+)
+#: Steps after which the run may have changed (a rewind that lost its lock then is partial).
+_READ_ONLY_STEPS = ("begin", "snapshot-pre-jump", "await-confirmation")
 
 PARTIAL_MESSAGE = "Rewind failed and rollback was only partial; run needs attention."
 
@@ -82,6 +93,11 @@ class RewindRun:
         self._order: list[str] = []
         self._saga = Saga(self._compensate_step)
         self._pause_timeout = PAUSE_TIMEOUT_S
+        self._lease_task: asyncio.Task[None] | None = None
+        #: Why the lease renewal stopped (Busy: taken away; RewindNotHeld: lock gone).
+        self._lease_lost: ApplicationError | None = None
+        #: The run's latest frame as the truncate saw it (its counts), once it ran.
+        self._from_frame_no: int | None = None
 
     # -- visibility -------------------------------------------------------------------------
 
@@ -103,8 +119,9 @@ class RewindRun:
     def _check_confirm(self, input: ConfirmInput) -> None:
         self._check_pending()
         audit_id = self._view.audit.id if self._view.audit else None
-        if input.audit_id != audit_id:
-            raise ValueError(f"audit_id {input.audit_id} does not match this rewind ({audit_id})")
+        given = audit_id_of(input.audit_id)  # 4, 4.0 or "4"
+        if given is None or given != audit_id:
+            raise ValueError(f"audit_id {input.audit_id!r} does not match this rewind ({audit_id})")
 
     @workflow.update
     def abort(self) -> AuditView:
@@ -217,13 +234,13 @@ class RewindRun:
     # -- the saga ---------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, input: RewindInput) -> RewindResult:
-        if not isinstance(input, RewindInput):  # a `null` payload is not validated at all
-            input = RewindInput()
+    async def run(self, *args: Any) -> RewindResult:
+        # Raw arguments, decoded here: bad input fails the workflow, never its task.
+        input = workflow_input(RewindInput, args, **REWIND)
         dry_run = input.dry_run is True
         await_confirmation = input.await_confirmation is True and not dry_run
         info = workflow.info()
-        self._pause_timeout = _positive(input.pause_timeout_s, PAUSE_TIMEOUT_S)
+        self._pause_timeout = float(input.pause_timeout_s)  # bounded by workflow_input
         self._view.status = "running"
         try:
             begun: BeginResult = await self._step(
@@ -240,6 +257,7 @@ class RewindRun:
                     dry_run=dry_run,
                     workflow_id=info.workflow_id,
                     workflow_run_id=info.run_id,
+                    force=input.force is True,
                 ),
             )
         except ActivityError as err:
@@ -257,6 +275,8 @@ class RewindRun:
             raise error from None
         self._upsert(RUN_ID_KEY, begun.run_id, begun)
         ref = AuditRef(audit_id=begun.audit_id, run_id=begun.run_id)
+        if begun.lease and begun.audit_id is not None:
+            self._lease_task = asyncio.ensure_future(self._keep_lease(ref))
         if begun.audit_id is not None:
             self._view.audit = AuditRow(
                 id=begun.audit_id,
@@ -297,6 +317,12 @@ class RewindRun:
         try:
             counts = await self._rewind(begun, plan, saga)
         except (Exception, asyncio.CancelledError) as err:
+            if _code_of(err) == "RewindNotHeld":
+                # The lock is gone: nothing may be written, not even a compensation (another
+                # rewind may own the run now). Whatever ran stays; the audit row says so.
+                changed = any(step not in _READ_ONLY_STEPS for step in self._view.steps)
+                await self._finish(ref, begun, "partial" if changed else "failed")
+                raise _domain_error(err) from None  # type: ignore[arg-type]
             # Compensate on any failure and on cancellation (shielded from a second one). Not
             # on BaseException: the SDK tears down an instance it evicts from its cache with
             # one, and nothing may run then (the rewind continues on replay).
@@ -327,7 +353,7 @@ class RewindRun:
             engine,
             undoes="pause-event-loop",
         )
-        keep_hijack = await self._step(
+        await self._step(
             "pause-event-loop",
             EngineActivities.pause_event_loop,
             engine,
@@ -357,9 +383,11 @@ class RewindRun:
                 frame_no=b.frame_no,
                 from_frame_no=plan.from_frame_no,
                 caller=b.caller,
-                keep_hijack=keep_hijack,
             ),
         )
+        self._from_frame_no = counts.from_frame_no
+        if self._view.audit is not None and counts.from_frame_no is not None:
+            self._view.audit.from_frame_no = counts.from_frame_no
 
         saga.add(
             "restore-reconciler",
@@ -376,6 +404,26 @@ class RewindRun:
         await self._step("resume-event-loop", EngineActivities.resume_event_loop, engine)
         return counts
 
+    async def _keep_lease(self, ref: AuditRef) -> None:
+        """Renew upstream's rewind lease every 20 s (TTL 60 s) until finish cancels this,
+        including while the rewind waits for a human and during long steps. A renewal that
+        fails for good (the lease was taken away, or our lock is gone) is remembered: a
+        pending confirmation ends with it, and every later step is fenced in the database."""
+        while True:
+            await workflow.sleep(LEASE_RENEW_EVERY)
+            try:
+                await workflow.execute_activity_method(
+                    AuditActivities.renew_lease,
+                    ref,
+                    start_to_close_timeout=timedelta(seconds=15),
+                    retry_policy=LEASE_RETRY,
+                    summary="renew-lease",
+                )
+            except ActivityError as err:
+                self._lease_lost = _domain_error(err)
+                workflow.logger.warning("rewind lease lost: %s", self._lease_lost)
+                return
+
     async def _await_confirmation(self, timeout_s: Any) -> None:
         t = (
             timeout_s
@@ -390,7 +438,8 @@ class RewindRun:
         self._show()
         try:
             await workflow.wait_condition(
-                lambda: self._decision is not None, timeout=timedelta(seconds=timeout)
+                lambda: self._decision is not None or self._lease_lost is not None,
+                timeout=timedelta(seconds=timeout),
             )
         except TimeoutError:
             raise _Aborted(
@@ -400,6 +449,9 @@ class RewindRun:
         finally:
             self._awaiting = False
             self._view.running = None
+        if self._lease_lost is not None and not self._decision:
+            lost = self._lease_lost
+            raise _Aborted(lost.type or "Busy", f"{lost.message} Nothing changed.")
         if not self._decision:
             raise _Aborted("Aborted", "Rewind aborted before any change.")
         self._view.steps.append("await-confirmation")
@@ -417,6 +469,9 @@ class RewindRun:
         workflow_run_id: str | None = None,
     ) -> FinishResult:
         self._view.status = result
+        if self._lease_task is not None:  # finish releases the lease
+            self._lease_task.cancel()
+            self._lease_task = None
         done: FinishResult = await self._step(
             "finish",
             AuditActivities.finish,
@@ -426,7 +481,13 @@ class RewindRun:
                 result=result,  # type: ignore[arg-type]
                 error_message=reason,
                 mark_run=reason is not None,
-                from_frame_no=self._view.plan.from_frame_no if self._view.plan else None,
+                from_frame_no=(
+                    self._from_frame_no
+                    if self._from_frame_no is not None
+                    else self._view.plan.from_frame_no
+                    if self._view.plan
+                    else None
+                ),
                 reverted_sandboxes=sandboxes,
                 workflow_run_id=workflow_run_id,
             ),
@@ -440,12 +501,6 @@ class RewindRun:
         return done
 
 
-def _positive(value: Any, default: float) -> float:
-    """A positive number of seconds from untyped input, else the default."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-    return float(value) if ok else float(default)
-
-
 def _message(err: BaseException) -> str:
     while isinstance(err, ActivityError) and err.cause is not None:
         err = err.cause
@@ -454,10 +509,18 @@ def _message(err: BaseException) -> str:
 
 def _domain_error(err: ActivityError) -> ApplicationError:
     """Re-raise an activity's failure as the workflow's, keeping the upstream code."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.type in CODES:
-        return ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
+    domain = from_failure(err.cause)
+    if domain is not None:
+        return to_application_error(domain)
     return ApplicationError(_message(err), type="RewindFailed", non_retryable=True)
+
+
+def _code_of(err: BaseException) -> str | None:
+    """The domain error code an activity failure carries, if any."""
+    if isinstance(err, ActivityError):
+        domain = from_failure(err.cause)
+        return domain.code if domain is not None else None
+    return None
 
 
 def _partial_reason(failed: list[str], err: BaseException) -> str:
@@ -475,7 +538,9 @@ def _result(
     return RewindResult(
         ok=True,
         audit_id=b.audit_id,
-        from_frame_no=plan.from_frame_no,
+        from_frame_no=(
+            counts.from_frame_no if counts.from_frame_no is not None else plan.from_frame_no
+        ),
         new_frame_no=plan.to_frame_no,
         reverted_sandboxes=len(plan.sandboxes) if not plan.noop else 0,
         deleted_frames=counts.deleted_frames,

@@ -179,6 +179,7 @@ async def _execute(settings: Settings, workflow: Any, arg: Any, workflow_id: str
     from temporalio.client import WorkflowFailureError
     from temporalio.exceptions import ApplicationError
 
+    from timetravel.errors import from_failure
     from worker import connect
 
     try:
@@ -191,6 +192,9 @@ async def _execute(settings: Settings, workflow: Any, arg: Any, workflow_id: str
         )
     except WorkflowFailureError as err:
         cause = err.cause
+        domain = from_failure(cause)
+        if domain is not None:
+            raise _fail(f"{domain.code}: {domain.message}") from None
         if isinstance(cause, ApplicationError) and cause.type:
             raise _fail(f"{cause.type}: {cause.message}") from None
         raise _fail(f"workflow {workflow_id} failed: {cause or err}") from None

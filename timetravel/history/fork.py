@@ -24,7 +24,7 @@ from typing import Any
 
 from timetravel import metrics
 from timetravel.clock import now_ms
-from timetravel.errors import TimeTravelError
+from timetravel.errors import InvalidInput
 from timetravel.history import canonical
 from timetravel.history.models import BranchInfo, ForkInput, ForkResult, SnapshotRow
 from timetravel.history.snapshot import node_key
@@ -141,15 +141,12 @@ def check_fork_input(fork: ForkInput, child_run_id: str) -> None:
     """
     for name, value in (("parent_run_id", fork.parent_run_id), ("child_run_id", child_run_id)):
         if not value or len(value) > 256:
-            raise TimeTravelError(
-                "InvalidInput", f"{name} must be 1 to 256 characters.", {name: value[:300]}
-            )
+            raise InvalidInput(f"{name} must be 1 to 256 characters.", {name: value[:300]})
     texts = [fork.parent_run_id, child_run_id, fork.branch_label, fork.fork_description]
     if any(t and "\x00" in t for t in [*texts, *(fork.reset_nodes or [])]):
-        raise TimeTravelError("InvalidInput", "Run ids, labels and node ids cannot contain NUL.")
+        raise InvalidInput("Run ids, labels and node ids cannot contain NUL.")
     if fork.frame_no < 0 or fork.frame_no > 2_147_483_647:
-        raise TimeTravelError(
-            "InvalidInput",
+        raise InvalidInput(
             "frame_no must be a non-negative i32 integer.",
             {"frameNo": fork.frame_no},
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 from timetravel import metrics
 from timetravel.clock import now_ms
-from timetravel.errors import TimeTravelError
+from timetravel.errors import InvalidInput
 from timetravel.history import canonical
 from timetravel.history.models import (
     ParsedSnapshot,
@@ -96,9 +96,7 @@ def capture_snapshot(
     texts = (run_id, data.vcs_pointer, data.workflow_hash)
     if not run_id or len(run_id) > 256 or any(t and "\x00" in t for t in texts):
         # The JSON parts escape NUL; these plain columns cannot hold it on PostgreSQL.
-        raise TimeTravelError(
-            "InvalidInput", "run_id must be 1 to 256 characters, and no text may contain NUL."
-        )
+        raise InvalidInput("run_id must be 1 to 256 characters, and no text may contain NUL.")
     row = build_snapshot_row(run_id, frame_no, data, now_ms())
     HistoryStore(db).upsert_snapshot(row.model_dump())
     metrics.snapshots_captured.inc()

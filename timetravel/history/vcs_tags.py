@@ -19,7 +19,7 @@ import os
 
 from timetravel import vcs
 from timetravel.clock import now_ms
-from timetravel.errors import TimeTravelError
+from timetravel.errors import TimeTravelError, VcsError, WorkspaceExists
 from timetravel.history.models import RerunResult, VcsTag, WorkspaceResult
 from timetravel.store import Database
 from timetravel.store.history import HistoryStore
@@ -102,8 +102,7 @@ def rerun_at_revision(
     try:
         backend = vcs.backend_for(target)
         if backend.name != tag.vcs_type:
-            raise TimeTravelError(
-                "VcsError",
+            raise VcsError(
                 f"{target} is a {backend.name} working copy; the tag is {tag.vcs_type}.",
                 {"cwd": target, "pointer": tag.vcs_pointer},
             )
@@ -138,15 +137,12 @@ def resolve_workflow_at_revision(
     path = os.path.abspath(workspace_path)
     details = {"runId": run_id, "frameNo": frame_no, "vcsPointer": tag.vcs_pointer}
     if os.path.lexists(path):
-        raise TimeTravelError(
-            "WorkspaceExists",
+        raise WorkspaceExists(
             f"Workspace path {path} already exists; remove it or choose another path.",
             {**details, "workspacePath": path},
         )
     if not tag.vcs_root:
-        raise TimeTravelError(
-            "VcsError", "The VCS tag has no root to create a workspace in.", details
-        )
+        raise VcsError("The VCS tag has no root to create a workspace in.", details)
     backend = vcs.backend_for(tag.vcs_root)
     backend.add_workspace(tag.vcs_root, tag.vcs_pointer, path, workspace_name(run_id, frame_no))
     return WorkspaceResult(workspace_path=path, vcs_pointer=tag.vcs_pointer)

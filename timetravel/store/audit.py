@@ -11,6 +11,7 @@ audit row, the lock row and the link to the Temporal workflow. A refused attempt
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
@@ -18,9 +19,12 @@ from sqlalchemy.exc import IntegrityError
 
 from timetravel import rewind, schema
 from timetravel.clock import now_ms
-from timetravel.errors import TimeTravelError
+from timetravel.enginedb import engine_features, lease
+from timetravel.enginedb.liveness import is_run_likely_live
+from timetravel.errors import RewindFailed, RunOwnerAlive, TimeTravelError
 from timetravel.models import AuditRow
 from timetravel.store import Database, retry_on_lock
+from timetravel.store.fence import hold
 
 __all__ = ["AuditStore", "latest_frame_no"]
 
@@ -29,6 +33,7 @@ R = schema.runs
 F = schema.frames
 K = schema.run_locks
 L = schema.audit_links
+X = schema.refusals
 
 
 def latest_frame_no(conn: Connection, run_id: str) -> int | None:
@@ -61,8 +66,17 @@ class AuditStore:
         workflow_id: str | None,
         workflow_run_id: str | None,
         now: int | None = None,
+        force: bool = False,
+        can_pause: bool = True,
     ) -> tuple[int, rewind.ValidInput, int]:
         """Validate, take the per-run lock and insert the ``in_progress`` audit row.
+
+        Where the database has upstream's ``_smithers_rewind_leases``, the same transaction
+        takes upstream's lease for the run (token ``timetravel:<audit id>:<uuid>``, kept in the
+        lock row); a lease another holder has is ``Busy``. When the engine control cannot pause
+        the engine (``can_pause`` False) a live run is refused with ``RunOwnerAlive`` unless
+        ``force``. On a database whose audit table references ``_smithers_runs`` a run that
+        does not exist is refused here with ``RunNotFound`` (an audit row would violate the key).
 
         Returns:
             ``(audit_id, valid input, audit timestamp)``.
@@ -79,7 +93,9 @@ class AuditStore:
             self.refuse(run_id, frame_no, caller, err, workflow_id, workflow_run_id, now)
             raise
         try:
-            return self._admit(valid, limit, workflow_id, workflow_run_id, now)
+            return self._admit(
+                valid, limit, workflow_id, workflow_run_id, now, force=force, can_pause=can_pause
+            )
         except _Refused as ref:
             self.refuse(run_id, frame_no, caller, ref.error, workflow_id, workflow_run_id, now)
             raise ref.error from None
@@ -98,8 +114,12 @@ class AuditStore:
         workflow_id: str | None,
         workflow_run_id: str | None,
         now: int,
+        *,
+        force: bool = False,
+        can_pause: bool = True,
     ) -> tuple[int, rewind.ValidInput, int]:
         with self.db.write() as conn:
+            features = engine_features(conn)
             if workflow_run_id is not None:
                 prior = self._prior(conn, workflow_run_id)
                 if prior is not None:
@@ -130,6 +150,26 @@ class AuditStore:
             ).first()
             if held is not None or foreign is not None:
                 raise _Refused(rewind.busy_error(rid))
+            run = conn.execute(
+                select(R.c.status, R.c.runtime_owner_id, R.c.heartbeat_at_ms).where(
+                    R.c.run_id == rid
+                )
+            ).first()
+            if run is None and features.audit_run_foreign_key:
+                raise _Refused(rewind.run_not_found(rid))
+            if run is not None and not can_pause and not force and _live(run._mapping, now):
+                raise _Refused(
+                    RunOwnerAlive(
+                        f"Run {rid} is still driven by a live engine and this engine control "
+                        "cannot pause it; pass force: true to rewind it anyway.",
+                        {
+                            "runId": rid,
+                            "status": run.status,
+                            "runtimeOwnerId": run.runtime_owner_id,
+                            "heartbeatAtMs": run.heartbeat_at_ms,
+                        },
+                    )
+                )
             used = self._count_recent(conn, rid, valid.caller, now - limit.window_ms)
             try:
                 limit.check(rid, used, now)
@@ -150,6 +190,18 @@ class AuditStore:
                 .returning(A.c.id)
             ).scalar_one()
             # The lock: the primary key on run_id makes a concurrent second insert fail.
+            lease_rid = token = None
+            if features.rewind_leases:
+                # Upstream's lease, in the same transaction as our lock: both or neither.
+                lease_rid = lease.lease_run_id(conn, rid)
+                token = f"timetravel:{audit_id}:{uuid.uuid4().hex}"
+                if not lease.acquire(conn, lease_rid, token, now):
+                    holder = lease.lease_token(conn, lease_rid)
+                    raise _Refused(
+                        rewind.busy_error(
+                            rid, reason="lease", leaseHolder=holder[0] if holder else None
+                        )
+                    )
             conn.execute(
                 insert(K).values(
                     run_id=rid,
@@ -157,6 +209,8 @@ class AuditStore:
                     workflow_id=workflow_id,
                     workflow_run_id=workflow_run_id,
                     acquired_at_ms=now,
+                    lease_run_id=lease_rid,
+                    lease_token=token,
                 )
             )
             conn.execute(
@@ -190,7 +244,7 @@ class AuditStore:
         if prior is None:
             return None
         if not prior.admitted:
-            raise _Refused(TimeTravelError(prior.error_code, prior.error_message))
+            raise _Refused(TimeTravelError.of(prior.error_code, prior.error_message))
         valid = rewind.ValidInput(prior.run_id, prior.to_frame_no, prior.caller)
         return prior.audit_id, valid, prior.timestamp_ms
 
@@ -220,14 +274,38 @@ class AuditStore:
         workflow_run_id: str | None,
         now: int,
     ) -> None:
-        """Audit a refused attempt as ``failed`` (once per workflow run)."""
+        """Audit a refused attempt as ``failed`` (once per workflow run).
+
+        Where the audit table references ``_smithers_runs`` (engine 0.32) and the run does not
+        exist, the refusal goes to ``_timetravel_refusals`` instead (no audit row).
+        """
         with self.db.write() as conn:
-            if (
-                workflow_run_id is not None
-                and conn.execute(
+            if workflow_run_id is not None and (
+                conn.execute(
                     select(L.c.audit_id).where(L.c.workflow_run_id == workflow_run_id)
                 ).first()
+                or conn.execute(
+                    select(X.c.id).where(X.c.workflow_run_id == workflow_run_id)
+                ).first()
             ):
+                return
+            audited = rewind.audited_run_id(run_id)
+            if (
+                engine_features(conn).audit_run_foreign_key
+                and conn.execute(select(R.c.run_id).where(R.c.run_id == audited)).first() is None
+            ):
+                conn.execute(
+                    insert(X).values(
+                        run_id=audited,
+                        frame_no=rewind.audited_frame_no(frame_no),
+                        caller=rewind.normalise_caller(caller),
+                        timestamp_ms=now,
+                        error_code=err.code,
+                        error_message=err.message,
+                        workflow_id=workflow_id,
+                        workflow_run_id=workflow_run_id,
+                    )
+                )
                 return
             audit_id = conn.execute(
                 insert(A)
@@ -267,12 +345,22 @@ class AuditStore:
         mark_run: str | None = None,
     ) -> AuditRow:
         """Settle the audit row (only while it is ``in_progress``: idempotent), release the
-        lock, and for a partial rollback mark the run ``failed`` with ``needsAttention``."""
+        lock (and upstream's lease), and for a partial rollback mark the run ``failed`` with
+        ``needsAttention`` — only while this rewind still holds the run, or nobody does (an
+        unowned row another tool left): never over another rewind's run."""
         with self.db.write() as conn:
             now = now_ms()
+            lock = conn.execute(select(K).where(K.c.run_id == run_id).with_for_update()).first()
+            ours = lock is not None and lock.audit_id == audit_id
+            if lock is not None and not ours:
+                mark_run = None
+            if ours and lock is not None and lock.lease_token and lock.lease_run_id:
+                current = lease.lease_token(conn, lock.lease_run_id)
+                if current is not None and current[0] != lock.lease_token and current[1] > now:
+                    mark_run = None  # upstream holds the run now: not ours to mark
             row = conn.execute(select(A).where(A.c.id == audit_id)).mappings().first()
             if row is None:
-                raise TimeTravelError("RewindFailed", f"Audit row {audit_id} is missing.")
+                raise RewindFailed(f"Audit row {audit_id} is missing.")
             if row["result"] == "in_progress":
                 values: dict[str, Any] = {
                     "result": result,
@@ -293,6 +381,8 @@ class AuditStore:
                             error_json=rewind.needs_attention_payload(mark_run, now),
                         )
                     )
+            if ours and lock is not None and lock.lease_token and lock.lease_run_id:
+                lease.release(conn, lock.lease_run_id, lock.lease_token)
             conn.execute(delete(K).where(K.c.run_id == run_id, K.c.audit_id == audit_id))
             final = conn.execute(select(A).where(A.c.id == audit_id)).mappings().one()
             return AuditRow(**final)
@@ -316,6 +406,35 @@ class AuditStore:
         with self.db.read() as conn:
             return conn.execute(select(K.c.audit_id).where(K.c.run_id == run_id)).scalar()
 
+    def lease_of(self, audit_id: int) -> tuple[str, str] | None:
+        """``(lease run id, token)`` of upstream's lease this rewind holds, if it took one."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(K.c.lease_run_id, K.c.lease_token).where(K.c.audit_id == audit_id)
+            ).first()
+        if row is None or row.lease_token is None:
+            return None
+        return str(row.lease_run_id), str(row.lease_token)
+
+    @retry_on_lock
+    def renew_lease(self, audit_id: int) -> bool:
+        """Renew upstream's lease (fenced: the lock must still be ours, the lease unexpired).
+        Returns whether there is a lease at all.
+
+        Raises:
+            RewindNotHeld: the lock is gone. Busy: the lease is no longer ours.
+        """
+        with self.db.write() as conn:
+            return hold(conn, audit_id).lease_token is not None
+
+    def refusals(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Refused attempts kept in ``_timetravel_refusals`` (no audit row possible)."""
+        q = select(X).order_by(X.c.id)
+        if run_id is not None:
+            q = q.where(X.c.run_id == run_id)
+        with self.db.read() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
     def audit_id_of_workflow_run(self, workflow_run_id: str) -> int | None:
         """The admitted audit row a workflow run created, if any."""
         with self.db.read() as conn:
@@ -337,3 +456,9 @@ class AuditStore:
             q = q.where(A.c.run_id == run_id)
         with self.db.read() as conn:
             return [AuditRow(**r) for r in conn.execute(q).mappings()]
+
+
+def _live(run: Any, now: int) -> bool:
+    """Upstream 0.32's "run likely live" (owner pid alive here, or a heartbeat under 30 s),
+    for a run whose status is active; any other status is not live."""
+    return run["status"] in rewind.ACTIVE_RUN_STATUSES and is_run_likely_live(run, now)

@@ -11,7 +11,7 @@ by commit id, jj by operation id (``jj op restore``). The exact revert/restore s
 backend are in :mod:`timetravel.vcs.git` and :mod:`timetravel.vcs.jj`.
 
 Every command runs as a list of arguments with a timeout and no prompt (``_run``). Failures are
-``TimeTravelError("VcsError", …, {"cwd", "pointer"})``, which Temporal must not retry; a timeout
+``VcsError(…, {"cwd", "pointer"})``, which Temporal must not retry; a timeout
 is a plain :class:`TimeoutError`, which it may.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from typing import Any, Protocol
 
-from timetravel.errors import TimeTravelError
+from timetravel.errors import TimeTravelError, UnsupportedSandbox
 from timetravel.vcs._run import base_env, run
 from timetravel.vcs.git import GitBackend
 from timetravel.vcs.jj import JjBackend, jj_binary
@@ -125,8 +125,7 @@ def backend_for(cwd: str) -> VcsBackend:
         return JjBackend()
     if kind == "git":
         return GitBackend()
-    raise TimeTravelError(
-        "UnsupportedSandbox",
+    raise UnsupportedSandbox(
         f"Could not resolve a rewind pointer for sandbox cwd {cwd}.",
         {"cwd": cwd},
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from timetravel.errors import TimeTravelError
+from timetravel.errors import WorkspaceExists
 
 __all__ = ["overwrite_conflicts"]
 
@@ -23,8 +23,7 @@ def new_workspace_path(root: str, path: str, name: str) -> str:
     """
     path = os.path.abspath(path)
     if os.path.lexists(path):
-        raise TimeTravelError(
-            "WorkspaceExists",
+        raise WorkspaceExists(
             f"Workspace path already exists: {path}",
             {"root": root, "path": path, "name": name},
         )

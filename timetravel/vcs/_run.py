@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from timetravel.errors import TimeTravelError
+from timetravel.errors import TimeTravelError, VcsError
 
 __all__ = ["TIMEOUT_S", "Result", "run", "vcs_error"]
 
@@ -120,7 +120,7 @@ def run(
 
 def vcs_error(message: str, cwd: str, pointer: str | None, **extra: Any) -> TimeTravelError:
     """A ``VcsError`` with the upstream details ``{cwd, pointer}`` (plus any ``extra``)."""
-    return TimeTravelError("VcsError", message, {"cwd": cwd, "pointer": pointer, **extra})
+    return VcsError(message, {"cwd": cwd, "pointer": pointer, **extra})
 
 
 def failure_text(tool: str, result: Result) -> str:

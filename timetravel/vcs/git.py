@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from timetravel.errors import TimeTravelError
+from timetravel.errors import RevisionNotFound
 from timetravel.vcs._paths import new_workspace_path, overwrite_conflicts
 from timetravel.vcs._run import Result, base_env, failure_text, run, vcs_error
 
@@ -193,8 +193,7 @@ class GitBackend:
         path = new_workspace_path(root, path, name)
         target = self._resolve(root, pointer)
         if target is None:
-            raise TimeTravelError(
-                "RevisionNotFound",
+            raise RevisionNotFound(
                 f"Revision not found: {pointer}",
                 {"root": root, "pointer": pointer},
             )

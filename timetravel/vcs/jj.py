@@ -28,7 +28,7 @@ import shutil
 import time
 from typing import Any
 
-from timetravel.errors import TimeTravelError
+from timetravel.errors import RevisionNotFound, WorkspaceExists
 from timetravel.vcs._paths import new_workspace_path, overwrite_conflicts
 from timetravel.vcs._run import Result, base_env, failure_text, run, vcs_error
 
@@ -187,8 +187,7 @@ class JjBackend:
         existing = self._workspaces(root)
         if name in existing:
             if os.path.lexists(existing[name]):
-                raise TimeTravelError(
-                    "WorkspaceExists",
+                raise WorkspaceExists(
                     f"Workspace {name!r} already exists at {existing[name]}",
                     {"root": root, "path": existing[name], "name": name},
                 )
@@ -253,8 +252,7 @@ class JjBackend:
                 return lines[0]
             if not result.ok and "no jj repo" in result.stderr.lower():
                 raise vcs_error(failure_text("jj", result), root, pointer)
-        raise TimeTravelError(
-            "RevisionNotFound",
+        raise RevisionNotFound(
             f"Revision not found: {pointer}",
             {"root": root, "pointer": pointer},
         )
