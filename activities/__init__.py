@@ -36,6 +36,7 @@ def build_activities(
     from activities.history import HistoryActivities
     from activities.recovery import RecoveryActivities
     from activities.rewind import AuditActivities, EngineActivities, StoreActivities, VcsActivities
+    from activities.tasks import TaskActivities
     from timetravel.engine import build_engine_control
     from timetravel.rewind import RateLimit
     from timetravel.store.audit import AuditStore
@@ -61,6 +62,9 @@ def build_activities(
     vcs = build(VcsActivities, SandboxStore(db, backups))
     history = build(HistoryActivities, db)
     recovery = build(RecoveryActivities, audit_store, client)
+    from timetravel.store.tasks import TaskStore
+
+    task = build(TaskActivities, TaskStore(db, backups), search_attributes)
     return [
         audit.begin,
         audit.finish,
@@ -79,4 +83,8 @@ def build_activities(
         history.history_vcs_restore,
         recovery.find_stale_rewinds,
         recovery.settle_stale_rewind,
+        task.task_begin,
+        task.task_plan,
+        task.task_reset,
+        task.task_restore,
     ]

@@ -13,6 +13,17 @@ from typing import Any
 from workflows.fork_run import ForkRun
 from workflows.recover_rewind_audits import RecoverRewindAudits
 from workflows.replay_from_checkpoint import ReplayFromCheckpoint
+from workflows.retry_task import RetryTask
+from workflows.revert_to_attempt import RevertToAttempt
 from workflows.rewind_run import RewindRun
+from workflows.time_travel_to_attempt import TimeTravelToAttempt
 
-ALL_WORKFLOWS: list[type[Any]] = [ForkRun, RecoverRewindAudits, ReplayFromCheckpoint, RewindRun]
+ALL_WORKFLOWS: list[type[Any]] = [
+    ForkRun,
+    RecoverRewindAudits,
+    ReplayFromCheckpoint,
+    RewindRun,
+    RetryTask,
+    TimeTravelToAttempt,
+    RevertToAttempt,
+]

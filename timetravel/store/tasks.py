@@ -1,0 +1,632 @@
+"""The database side of the task-level sagas (``RetryTask``, ``TimeTravelToAttempt``,
+``RevertToAttempt``): admission, a read-only plan, the reset in ONE transaction (everything it
+changes backed up first, keyed by the audit id) and its exact restore.
+
+**Audit row of a task-level operation.** Admission is :class:`~timetravel.store.audit.AuditStore`'s
+(same per-run lock row, same ``_timetravel_audit_links`` row, same Reset adoption), with a
+*frame of -1*: ``to_frame_no = -1`` marks a task-level operation (a rewind's target is always
+``>= 0``), ``from_frame_no`` is the run's latest frame at admission. Which operation it was and
+on which node/iteration/attempt is the step record ``task-op`` of ``_timetravel_backups``
+(``{"op", "node_id", "iteration", "attempt", ...}``), and the workflow id
+(``retry-task-<run>``, ``time-travel-<run>``, ``revert-<run>``) is in the link row. Task-level
+operations are not rate-limited (upstream has no limit for them), but their settled rows count
+toward the rewind rate limit of the same (run, caller), since they are audited the same way.
+
+The rules (which nodes, attempts, outputs and frames) are the pure functions of
+:mod:`timetravel.tasks`; only reads and writes are here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, select, text, tuple_, update
+from sqlalchemy.exc import IntegrityError
+
+from timetravel import rewind, schema, tasks
+from timetravel.clock import now_ms
+from timetravel.enginedb import engine_features, is_run_likely_live, lease, resolve_output_table
+from timetravel.enginedb._sql import insert_rows
+from timetravel.enginedb.features import OUTPUT_PROVENANCE
+from timetravel.errors import (
+    AttemptNotFound,
+    Busy,
+    NodeNotFound,
+    NoVcsPointer,
+    RewindFailed,
+    RunOwnerAlive,
+    RunStillActive,
+    TimeTravelError,
+)
+from timetravel.store import Database, OutputTable, retry_on_lock
+from timetravel.store.audit import AuditStore
+from timetravel.store.backups import Backups
+from timetravel.task_models import TaskPlan
+
+__all__ = ["NO_TASK_FRAME", "TaskStore"]
+
+#: ``to_frame_no`` of a task-level operation's audit row.
+NO_TASK_FRAME = -1
+OP_STEP = "task-op"
+RESET_STEP = "task-reset"
+#: Task-level operations are not rate-limited (upstream has no limit for them).
+_NO_LIMIT = rewind.RateLimit(max_per_window=2**62, window_ms=1)
+
+RUNS = schema.runs
+NODES = schema.nodes
+ATTEMPTS = schema.attempts
+FRAMES = schema.frames
+EVENTS = schema.events
+LOCKS = schema.run_locks
+
+_ATTEMPT_ORDER = (
+    ATTEMPTS.c.started_at_ms,
+    ATTEMPTS.c.node_id,
+    ATTEMPTS.c.iteration,
+    ATTEMPTS.c.attempt,
+)
+
+
+def _node_key(run_id: str, keys: Sequence[tuple[str, int]]) -> Any:
+    def where(t: Any) -> Any:
+        return and_(t.c.run_id == run_id, tuple_(t.c.node_id, t.c.iteration).in_(list(keys)))
+
+    return where
+
+
+class _Read:
+    """Everything a task-level decision reads, from one connection."""
+
+    def __init__(self, conn: Connection, run_id: str) -> None:
+        self.conn, self.run_id = conn, run_id
+        run = conn.execute(select(RUNS).where(RUNS.c.run_id == run_id)).mappings().first()
+        self.run: dict[str, Any] | None = None if run is None else dict(run)
+
+    def node(self, node_id: str, iteration: int) -> dict[str, Any] | None:
+        row = (
+            self.conn.execute(
+                select(NODES).where(
+                    NODES.c.run_id == self.run_id,
+                    NODES.c.node_id == node_id,
+                    NODES.c.iteration == iteration,
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else dict(row)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        q = select(NODES).where(NODES.c.run_id == self.run_id)
+        return [
+            dict(r._mapping)
+            for r in self.conn.execute(q.order_by(NODES.c.node_id, NODES.c.iteration))
+        ]
+
+    def attempts(self) -> list[dict[str, Any]]:
+        q = select(ATTEMPTS).where(ATTEMPTS.c.run_id == self.run_id).order_by(*_ATTEMPT_ORDER)
+        return [dict(r._mapping) for r in self.conn.execute(q)]
+
+    def attempt(self, node_id: str, iteration: int, attempt: int | None) -> dict[str, Any] | None:
+        """The requested attempt, or the highest one when ``attempt`` is None."""
+        q = select(ATTEMPTS).where(
+            ATTEMPTS.c.run_id == self.run_id,
+            ATTEMPTS.c.node_id == node_id,
+            ATTEMPTS.c.iteration == iteration,
+        )
+        if attempt is not None:
+            q = q.where(ATTEMPTS.c.attempt == attempt)
+        row = self.conn.execute(q.order_by(ATTEMPTS.c.attempt.desc()).limit(1)).mappings().first()
+        return None if row is None else dict(row)
+
+    def frames(self) -> list[tuple[int, int]]:
+        q = select(FRAMES.c.frame_no, FRAMES.c.created_at_ms).where(FRAMES.c.run_id == self.run_id)
+        return [(int(a), int(b)) for a, b in self.conn.execute(q)]
+
+
+class _Decision:
+    """What one operation changes, decided from a :class:`_Read`."""
+
+    def __init__(
+        self,
+        plan: TaskPlan,
+        reset: list[dict[str, Any]],
+        cancels: list[dict[str, Any]],
+        frame_cut: int | None,
+        cutoff_ms: int | None,
+    ) -> None:
+        self.plan, self.reset, self.cancels = plan, reset, cancels
+        self.frame_cut, self.cutoff_ms = frame_cut, cutoff_ms
+
+
+class TaskStore:
+    """Admission, plan, reset and restore of the task-level operations."""
+
+    def __init__(self, db: Database, backups: Backups | None = None) -> None:
+        self.db = db
+        self.backups = backups or Backups(db)
+        self.audit = AuditStore(db)
+
+    # -- checks and decisions (pure over what is read) --------------------------------------
+
+    @staticmethod
+    def _check(r: _Read, v: tasks.ValidTaskInput, now: int) -> None:
+        """Upstream's lookups in its order, then the liveness rules.
+
+        Raises:
+            TimeTravelError: ``AttemptNotFound``, ``NodeNotFound``, ``RunNotFound``,
+                ``NoVcsPointer``, ``RunStillActive``, ``RunOwnerAlive``.
+        """
+        rid, node, it = v.run_id, v.node_id, v.iteration
+        key = {"runId": rid, "nodeId": node, "iteration": it}
+        if v.op == "retry-task":
+            if r.node(node, it) is None:
+                raise NodeNotFound(f"Node not found: {rid}/{node}/{it}", key)
+            if r.run is None:
+                raise rewind.run_not_found(rid)
+        else:
+            att = r.attempt(node, it, v.attempt)
+            if att is None:
+                which = "latest" if v.attempt is None else v.attempt
+                raise AttemptNotFound(
+                    f"Attempt not found: {rid}/{node}/{it}/{which}", {**key, "attempt": v.attempt}
+                )
+            if v.op == "time-travel" and r.node(node, it) is None:
+                raise NodeNotFound(f"Node not found: {rid}/{node}/{it}", key)
+            if v.op == "revert" and not att.get("jj_pointer"):
+                raise NoVcsPointer(
+                    "Attempt has no jjPointer recorded",
+                    {**key, "attempt": att["attempt"]},
+                )
+            if r.run is None:
+                raise rewind.run_not_found(rid)
+        run = r.run
+        assert run is not None
+        if v.force:
+            return
+        if v.op == "retry-task" and run.get("status") in tasks.ACTIVE_RUN_STATUSES:
+            raise RunStillActive(
+                f"Run is still running: {rid}", {"runId": rid, "status": run["status"]}
+            )
+        if run.get("status") == "running" and is_run_likely_live(run, now):
+            raise RunOwnerAlive(
+                f"Run {rid} is still running (live owner or fresh heartbeat). Stop it before "
+                "time travel, or pass force: true.",
+                {"runId": rid, "runtimeOwnerId": run.get("runtime_owner_id")},
+            )
+
+    def _decide(self, r: _Read, v: tasks.ValidTaskInput, now: int) -> _Decision:
+        self._check(r, v, now)
+        run = r.run
+        assert run is not None
+        plan = TaskPlan(
+            op=v.op,
+            run_id=v.run_id,
+            node_id=v.node_id,
+            iteration=v.iteration,
+            attempt=v.attempt,
+            run_status=run.get("status"),
+        )
+        if v.op == "retry-task":
+            target = r.node(v.node_id, v.iteration)
+            assert target is not None
+            reset = list(
+                tasks.retry_reset_nodes(r.nodes(), r.attempts(), target, v.reset_dependents)
+            )
+            keys = {(n["node_id"], n["iteration"]) for n in reset}
+            cancels = [
+                a
+                for a in r.attempts()
+                if (a["node_id"], a["iteration"]) in keys and tasks.retry_cancels(a)
+            ]
+            d = _Decision(plan, [dict(n) for n in reset], cancels, None, None)
+        else:
+            att = r.attempt(v.node_id, v.iteration, v.attempt)
+            assert att is not None
+            plan.attempt = int(att["attempt"])
+            plan.jj_pointer = att.get("jj_pointer") or None
+            plan.jj_cwd = att.get("jj_cwd") or None
+            cutoff = int(att["started_at_ms"])
+            last = tasks.last_valid_frame(r.frames(), cutoff)
+            if v.op == "revert":
+                d = _Decision(plan, [], [], last, cutoff)
+                plan.restore_vcs = True
+            else:
+                target = r.node(v.node_id, v.iteration)
+                assert target is not None
+                attempts = r.attempts()
+                reset = list(
+                    tasks.time_travel_reset_nodes(
+                        r.nodes(), attempts, target, att, v.reset_dependents
+                    )
+                )
+                keys = {(n["node_id"], n["iteration"]) for n in reset}
+                cancels = [
+                    a
+                    for a in attempts
+                    if (a["node_id"], a["iteration"]) in keys
+                    and tasks.time_travel_cancels(a, cutoff)
+                ]
+                d = _Decision(plan, [dict(n) for n in reset], cancels, last, cutoff)
+                plan.restore_vcs = v.restore_vcs and plan.jj_pointer is not None
+        plan.reset_nodes = tasks.unique_node_ids(d.reset)
+        plan.reset_keys = [(n["node_id"], int(n["iteration"])) for n in d.reset]
+        plan.cancelled_attempts = len(d.cancels)
+        if d.frame_cut is not None:
+            plan.deleted_frames = sum(1 for no, _ in r.frames() if no > d.frame_cut)
+        plan.deleted_outputs = sum(
+            len(self._output_rows(r.conn, v.run_id, n)[1]) for n in d.reset if n["output_table"]
+        )
+        return d
+
+    def _output_table(self, conn: Connection, node: Mapping[str, Any]) -> OutputTable:
+        """The node's output table (a 0.32 schema key resolved to its physical table).
+
+        Raises:
+            RewindFailed: upstream's ``deleteOutputRow`` refuses a missing table too.
+        """
+        name = node["output_table"]
+        physical = resolve_output_table(conn, name)
+        out = self.db.output_table(conn, physical) if physical is not None else None
+        if out is None:
+            raise RewindFailed(
+                f"Output table {name} is missing runId/nodeId columns",
+                {"nodeId": node["node_id"], "outputTable": str(name)[:200]},
+            )
+        return out
+
+    def _output_rows(
+        self, conn: Connection, run_id: str, node: Mapping[str, Any]
+    ) -> tuple[OutputTable, list[Any], Any]:
+        """Upstream ``deleteOutputRow``'s rows: by run/node/iteration, or run/node when the
+        table has no iteration column."""
+        out = self._output_table(conn, node)
+        t = out.table
+        where = and_(t.c[out.run_col] == run_id, t.c[out.node_col] == node["node_id"])
+        if out.iteration_col is not None:
+            where = and_(where, t.c[out.iteration_col] == int(node["iteration"] or 0))
+        return out, list(conn.execute(select(t).where(where))), where
+
+    # -- admission --------------------------------------------------------------------------
+
+    def begin(
+        self,
+        op: tasks.TaskOp,
+        raw: Mapping[str, Any],
+        *,
+        dry_run: bool,
+        workflow_id: str | None,
+        workflow_run_id: str | None,
+    ) -> tuple[int | None, tasks.ValidTaskInput, int]:
+        """Validate, check the run (upstream's lookups and liveness), then take the per-run
+        lock and insert the ``in_progress`` audit row (frame -1). A dry run stops after the
+        checks: no audit row, no lock.
+
+        Returns:
+            ``(audit_id or None for a dry run, valid input, timestamp)``.
+        """
+        now = now_ms()
+        try:
+            v = tasks.validate_task_input(op, **raw, needs_confirm=not dry_run)
+            with self.db.read() as conn:
+                self._check(_Read(conn, v.run_id), v, now)
+        except TimeTravelError as err:
+            if not dry_run:
+                self._refuse(raw, err, workflow_id, workflow_run_id, now)
+            raise
+        if dry_run:
+            return None, v, now
+        valid = rewind.ValidInput(v.run_id, NO_TASK_FRAME, v.caller)
+        try:
+            audit_id, _, ts = self.audit._admit(  # the shared admission (lock, link, Reset)
+                valid, _NO_LIMIT, workflow_id, workflow_run_id, now
+            )
+        except IntegrityError:
+            busy = rewind.busy_error(v.run_id)
+            self._refuse(raw, busy, workflow_id, workflow_run_id, now)
+            raise busy from None
+        except Exception as err:
+            refused = getattr(err, "error", None)
+            if isinstance(refused, TimeTravelError):  # the admission's own refusal (Busy)
+                self._refuse(raw, refused, workflow_id, workflow_run_id, now)
+                raise refused from None
+            raise
+        self._record_op(audit_id, v)
+        return audit_id, v, ts
+
+    def _refuse(
+        self,
+        raw: Mapping[str, Any],
+        err: TimeTravelError,
+        workflow_id: str | None,
+        workflow_run_id: str | None,
+        now: int,
+    ) -> None:
+        # Engine 0.32: the audit table references _smithers_runs; a run that does not exist
+        # cannot be audited (upstream 0.32 writes no row either).
+        with contextlib.suppress(IntegrityError):
+            self.audit.refuse(
+                raw.get("run_id"),
+                NO_TASK_FRAME,
+                raw.get("caller"),
+                err,
+                workflow_id,
+                workflow_run_id,
+                now,
+            )
+
+    @retry_on_lock
+    def _record_op(self, audit_id: int, v: tasks.ValidTaskInput) -> None:
+        with self.db.write() as conn:
+            if self.backups.record(conn, audit_id, OP_STEP) is None:
+                self.backups.put_record(
+                    conn,
+                    audit_id,
+                    OP_STEP,
+                    {
+                        "op": v.op,
+                        "node_id": v.node_id,
+                        "iteration": v.iteration,
+                        "attempt": v.attempt,
+                        "reset_dependents": v.reset_dependents,
+                        "force": v.force,
+                        "restore_vcs": v.restore_vcs,
+                    },
+                )
+
+    def operation(self, audit_id: int) -> dict[str, Any] | None:
+        """The ``task-op`` record of an audit row (None: not a task-level operation)."""
+        with self.db.read() as conn:
+            rec = self.backups.record(conn, audit_id, OP_STEP)
+        return None if rec is None else dict(rec.state)
+
+    # -- plan (read-only) -------------------------------------------------------------------
+
+    def plan(self, v: tasks.ValidTaskInput) -> TaskPlan:
+        with self.db.read() as conn:
+            return self._decide(_Read(conn, v.run_id), v, now_ms()).plan
+
+    # -- the reset: one transaction, backed up first ----------------------------------------
+
+    @retry_on_lock
+    def reset(
+        self,
+        audit_id: int,
+        v: tasks.ValidTaskInput,
+        *,
+        jj_pointer: str | None = None,
+        vcs_restored: bool = False,
+    ) -> TaskPlan:
+        """Apply the operation's database change and its two event rows, once per audit id.
+
+        Re-decides inside the transaction (the plan may be stale), holding the per-run lock
+        row and, where the table exists, upstream's rewind lease for the transaction.
+        """
+        bk = self.backups
+        with self.db.write() as conn:
+            done = bk.record(conn, audit_id, RESET_STEP)
+            if done is not None:
+                return TaskPlan(**done.state["plan"])
+            if (
+                conn.execute(select(LOCKS.c.run_id).where(LOCKS.c.audit_id == audit_id)).first()
+                is None
+            ):
+                raise Busy(
+                    f"Operation {audit_id} no longer holds the lock of {v.run_id}.",
+                    {"runId": v.run_id, "auditId": audit_id},
+                )
+            now = now_ms()
+            token = f"timetravel-task:{audit_id}"
+            leased = engine_features(conn).rewind_leases
+            lease_run = lease.lease_run_id(conn, v.run_id) if leased else None
+            if lease_run is not None and not lease.acquire(conn, lease_run, token, now):
+                raise rewind.busy_error(v.run_id, reason="upstream-lease")
+            d = self._decide(_Read(conn, v.run_id), v, now)
+            record: dict[str, Any] = {"run_id": v.run_id}
+            mark = engine_features(conn).is_v032
+            # Attempts: cancel (0.32: merge the resetCancelled marker into meta_json).
+            keys3 = [(a["node_id"], a["iteration"], a["attempt"]) for a in d.cancels]
+            if keys3:
+                bk.copy_rows(
+                    conn,
+                    ATTEMPTS.name,
+                    lambda t: and_(
+                        t.c.run_id == v.run_id,
+                        tuple_(t.c.node_id, t.c.iteration, t.c.attempt).in_(keys3),
+                    ),
+                    audit_id,
+                )
+                for a in d.cancels:
+                    values: dict[str, Any] = {"state": "cancelled"}
+                    if a.get("finished_at_ms") is None:
+                        values["finished_at_ms"] = now
+                    if mark:
+                        values["meta_json"] = tasks.mark_reset_cancelled(a.get("meta_json"))
+                    conn.execute(
+                        update(ATTEMPTS)
+                        .where(
+                            ATTEMPTS.c.run_id == v.run_id,
+                            ATTEMPTS.c.node_id == a["node_id"],
+                            ATTEMPTS.c.iteration == a["iteration"],
+                            ATTEMPTS.c.attempt == a["attempt"],
+                        )
+                        .values(**values)
+                    )
+                record["attempts"] = True
+            # Outputs (and 0.32 provenance) of the reset nodes.
+            provenance = engine_features(conn).output_provenance
+            if provenance and d.reset:
+                rows = [
+                    dict(r._mapping)
+                    for r in conn.execute(
+                        text(f"SELECT * FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"),
+                        {"r": v.run_id},
+                    )
+                ]
+                bk.copy_json_rows(conn, audit_id, OUTPUT_PROVENANCE, rows)
+                record["provenance"] = True
+            for n in d.reset:
+                if not n["output_table"]:
+                    continue
+                out, rows, where = self._output_rows(conn, v.run_id, n)
+                if rows:
+                    bk.copy_output_rows(conn, audit_id, out, rows)
+                    conn.execute(delete(out.table).where(where))
+                    record.setdefault("outputs", []).append(out.table.name)
+                if provenance:
+                    sql = (
+                        f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r AND node_id = :n "
+                        "AND output_table IN (:t, :k)"
+                    )
+                    params = {
+                        "r": v.run_id,
+                        "n": n["node_id"],
+                        "t": out.table.name,
+                        "k": str(n["output_table"]),
+                    }
+                    if out.iteration_col is not None:
+                        sql += " AND iteration = :i"
+                        params["i"] = int(n["iteration"] or 0)
+                    conn.execute(text(sql), params)
+            # Nodes back to pending (last_attempt, output table and label kept).
+            keys2 = [(n["node_id"], int(n["iteration"])) for n in d.reset]
+            if keys2:
+                where2 = _node_key(v.run_id, keys2)
+                bk.copy_rows(conn, NODES.name, where2, audit_id)
+                conn.execute(
+                    update(NODES).where(where2(NODES)).values(state="pending", updated_at_ms=now)
+                )
+                record["nodes"] = True
+            # Frames after the newest one that predates the target attempt (none: keep all).
+            if d.frame_cut is not None:
+                cut = d.frame_cut
+
+                def later(t: Any) -> Any:
+                    return and_(t.c.run_id == v.run_id, t.c.frame_no > cut)
+
+                bk.copy_rows(conn, FRAMES.name, later, audit_id)
+                conn.execute(delete(FRAMES).where(later(FRAMES)))
+            # The run back to running, control fields cleared (not for a revert).
+            if v.op != "revert":
+                bk.copy_rows(conn, RUNS.name, lambda t: t.c.run_id == v.run_id, audit_id)
+                conn.execute(
+                    update(RUNS)
+                    .where(RUNS.c.run_id == v.run_id)
+                    .values(
+                        status="running",
+                        finished_at_ms=None,
+                        heartbeat_at_ms=None,
+                        runtime_owner_id=None,
+                        cancel_requested_at_ms=None,
+                        hijack_requested_at_ms=None,
+                        hijack_target=None,
+                        error_json=None,
+                    )
+                )
+                record["run"] = True
+            record["event_seqs"] = self._events(conn, v, d.plan, now, jj_pointer, vcs_restored)
+            if lease_run is not None:
+                lease.release(conn, lease_run, token)
+            record["plan"] = d.plan.model_dump(mode="json")
+            bk.put_record(conn, audit_id, RESET_STEP, record)
+            return d.plan
+
+    @staticmethod
+    def _events(
+        conn: Connection,
+        v: tasks.ValidTaskInput,
+        plan: TaskPlan,
+        now: int,
+        jj_pointer: str | None,
+        vcs_restored: bool,
+    ) -> list[int]:
+        """The operation's Started/Finished event rows (upstream's progress events)."""
+        base = {"runId": v.run_id, "nodeId": v.node_id, "iteration": v.iteration}
+        if v.op == "retry-task":
+            started = tasks.event_payload(
+                "RetryTaskStarted",
+                **base,
+                resetDependents=v.reset_dependents,
+                resetNodes=plan.reset_nodes,
+                timestampMs=now,
+            )
+            finished = tasks.event_payload(
+                "RetryTaskFinished",
+                **base,
+                resetNodes=plan.reset_nodes,
+                success=True,
+                timestampMs=now,
+            )
+            names = ("RetryTaskStarted", "RetryTaskFinished")
+        elif v.op == "time-travel":
+            head = {**base, "attempt": plan.attempt, "jjPointer": plan.jj_pointer}
+            started = tasks.event_payload("TimeTravelStarted", **head, timestampMs=now)
+            finished = tasks.event_payload(
+                "TimeTravelFinished",
+                **head,
+                success=True,
+                vcsRestored=vcs_restored,
+                resetNodes=plan.reset_nodes,
+                timestampMs=now,
+            )
+            names = ("TimeTravelStarted", "TimeTravelFinished")
+        else:
+            head = {**base, "attempt": plan.attempt, "jjPointer": jj_pointer or plan.jj_pointer}
+            started = tasks.event_payload("RevertStarted", **head, timestampMs=now)
+            finished = tasks.event_payload("RevertFinished", **head, success=True, timestampMs=now)
+            names = ("RevertStarted", "RevertFinished")
+        seq = conn.execute(
+            select(func.coalesce(func.max(EVENTS.c.seq), -1) + 1).where(EVENTS.c.run_id == v.run_id)
+        ).scalar_one()
+        conn.execute(
+            insert(EVENTS),
+            [
+                {
+                    "run_id": v.run_id,
+                    "seq": seq,
+                    "timestamp_ms": now,
+                    "type": names[0],
+                    "payload_json": started,
+                },
+                {
+                    "run_id": v.run_id,
+                    "seq": seq + 1,
+                    "timestamp_ms": now,
+                    "type": names[1],
+                    "payload_json": finished,
+                },
+            ],
+        )
+        return [int(seq), int(seq) + 1]
+
+    @retry_on_lock
+    def restore(self, audit_id: int) -> bool:
+        """Undo :meth:`reset` exactly from its backups; False when there is nothing to undo."""
+        bk = self.backups
+        with self.db.write() as conn:
+            rec = bk.record(conn, audit_id, RESET_STEP)
+            if rec is None or rec.restored:
+                return False
+            s, run_id = rec.state, rec.state["run_id"]
+            conn.execute(
+                delete(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.seq.in_(s["event_seqs"]))
+            )
+            if s.get("run"):
+                bk.update_from_copies(conn, RUNS.name, audit_id)
+            bk.restore_rows(conn, FRAMES.name, audit_id)
+            for name, flag in ((NODES.name, "nodes"), (ATTEMPTS.name, "attempts")):
+                if s.get(flag):
+                    bk.delete_copied(conn, name, audit_id)
+                    bk.restore_rows(conn, name, audit_id)
+            bk.restore_output_rows(conn, audit_id)
+            if s.get("provenance"):
+                conn.execute(
+                    text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": run_id}
+                )
+                insert_rows(
+                    conn, OUTPUT_PROVENANCE, bk.json_rows(conn, audit_id, OUTPUT_PROVENANCE)
+                )
+            bk.mark_restored(conn, audit_id, RESET_STEP)
+            return True
