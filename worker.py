@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Iterable, Sequence
@@ -17,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import build_activities
+from timetravel.converter import LenientPayloadConverter, data_converter
 from timetravel.settings import Settings, load_settings
 from timetravel.store import Database
 from workflows.registry import ALL_WORKFLOWS
@@ -66,6 +67,7 @@ def build_worker(
     """
     if db is None:
         db = Database(settings.database_url.get_secret_value())
+    client = with_lenient_inputs(client)
     acts = (
         list(activities)
         if activities is not None
@@ -87,12 +89,25 @@ def build_worker(
 
 
 async def connect(settings: Settings) -> Client:
-    """A Temporal client with the pydantic data converter."""
+    """A Temporal client with the service's (pydantic) data converter."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
     )
+
+
+def with_lenient_inputs(client: Client) -> Client:
+    """``client``, with :mod:`timetravel.converter`'s converter if it has another: a worker
+    must hand undecodable workflow inputs to the workflow raw (issue #10), whatever converter
+    the caller connected with (tests use ``pydantic_data_converter``)."""
+    if isinstance(client.data_converter.payload_converter, LenientPayloadConverter):
+        return client
+    config = client.config()
+    config["data_converter"] = dataclasses.replace(
+        client.data_converter, payload_converter_class=LenientPayloadConverter
+    )
+    return Client(**config)
 
 
 SEARCH_ATTRIBUTES = ("SmithersRunId", "SmithersRewindResult")

@@ -7,11 +7,14 @@ this workflow every few minutes (``timetravel schedule recovery --every 5m``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.recovery import RecoveryActivities
     from timetravel.models import RecoveredAudit, RecoverInput, RecoverResult, StaleRewind
+    from workflows._input import RECOVER, workflow_input
     from workflows._saga import STEP_RETRY, STEP_TIMEOUT
 
 
@@ -20,9 +23,9 @@ class RecoverRewindAudits:
     """Find rewinds that died in progress and settle each one."""
 
     @workflow.run
-    async def run(self, input: RecoverInput) -> RecoverResult:
-        if not isinstance(input, RecoverInput):  # a `null` payload
-            input = RecoverInput()
+    async def run(self, *args: Any) -> RecoverResult:
+        # No input (a Schedule's action) means defaults; anything else is decoded here.
+        input = workflow_input(RecoverInput, args or ({},), **RECOVER)
         stale: list[StaleRewind] = await workflow.execute_activity_method(
             RecoveryActivities.find_stale_rewinds,
             input,

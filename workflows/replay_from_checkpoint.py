@@ -10,13 +10,12 @@ act on (restore by hand, or replay again). Only a cancellation discards the fork
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
     from activities.history import HistoryActivities
     from timetravel.history.models import (
         ForkWriteInput,
@@ -26,16 +25,18 @@ with workflow.unsafe.imports_passed_through():
         VcsRestoreInput,
     )
     from timetravel.history.replay import replay_fork_input
+    from workflows._input import FORK, workflow_input
     from workflows._saga import Saga
     from workflows.fork_run import run_step, write_fork
 
 
-@workflow.defn(failure_exception_types=[ValidationError])
+@workflow.defn
 class ReplayFromCheckpoint:
     """Fork a run at a frame for a replay, and restore the frame's revision if asked."""
 
     @workflow.run
-    async def run(self, input: ReplayInput) -> ReplayResult:
+    async def run(self, *args: Any) -> ReplayResult:
+        input = workflow_input(ReplayInput, args, **FORK)  # bad input fails the workflow
         write = ForkWriteInput(
             fork=replay_fork_input(input), child_run_id=str(workflow.uuid4()), replay=True
         )

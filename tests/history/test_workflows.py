@@ -249,5 +249,5 @@ async def test_undecodable_input_fails_the_workflow(
                 execution_timeout=timedelta(seconds=20),
             )
     assert isinstance(err.value.cause, ApplicationError)
-    assert err.value.cause.type == "ValidationError"
-    assert "frame_no" in err.value.cause.message
+    assert err.value.cause.type == "InvalidFrameNo" and err.value.cause.non_retryable
+    assert err.value.cause.message == "missing field frame_no"
