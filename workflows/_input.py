@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from timetravel.errors import TimeTravelError
     from timetravel.history.models import ForkInput, ReplayInput
     from timetravel.models import RecoverInput, RewindInput
+    from timetravel.task_models import RetryTaskInput, RevertInput, TimeTravelInput
 
 __all__ = [
     "MAX_CONFIRMATION_TIMEOUT_S",
@@ -369,10 +370,33 @@ FORK: Spec = {
 }
 RECOVER: Spec = {"example": '{"older_than_ms": 600000}', "check": check_recover}
 
+
+def check_task(inp: M) -> M:
+    """``RetryTask``, ``TimeTravelToAttempt``, ``RevertToAttempt``: a bounded wait (the ids and
+    numbers are checked, and audited, by their ``begin``)."""
+    timeout = getattr(inp, "confirmation_timeout_s")  # noqa: B009
+    return inp.model_copy(
+        update={
+            "confirmation_timeout_s": seconds(
+                timeout, "confirmation_timeout_s", 900, MAX_CONFIRMATION_TIMEOUT_S
+            )
+        }
+    )
+
+
+TASK: Spec = {
+    "example": '{"run_id": "run-1", "node_id": "task:a", "confirm": true}',
+    "codes": {"run_id": "InvalidRunId"},
+    "check": check_task,
+}
+
 #: workflow type → (input model, keyword arguments of :func:`decode_input`)
 SPECS: dict[str, tuple[type[BaseModel], Spec]] = {
     "RewindRun": (RewindInput, REWIND),
     "ForkRun": (ForkInput, FORK),
     "ReplayFromCheckpoint": (ReplayInput, FORK),
     "RecoverRewindAudits": (RecoverInput, RECOVER),
+    "RetryTask": (RetryTaskInput, TASK),
+    "TimeTravelToAttempt": (TimeTravelInput, TASK),
+    "RevertToAttempt": (RevertInput, TASK),
 }

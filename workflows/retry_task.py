@@ -4,10 +4,13 @@ runs it again (upstream ``retryTask``, upstream.md §2.11), as a saga
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from timetravel.task_models import RetryTaskInput, RetryTaskResult
+    from workflows._input import TASK, workflow_input
     from workflows._task_saga import TaskSaga
 
 
@@ -16,9 +19,8 @@ class RetryTask(TaskSaga):
     OP = "retry-task"
 
     @workflow.run
-    async def run(self, input: RetryTaskInput) -> RetryTaskResult:
-        if not isinstance(input, RetryTaskInput):  # a `null` payload is not validated at all
-            input = RetryTaskInput()
+    async def run(self, *args: Any) -> RetryTaskResult:
+        input = workflow_input(RetryTaskInput, args, **TASK)  # bad input fails the workflow
         fields = {
             "run_id": input.run_id,
             "node_id": input.node_id,

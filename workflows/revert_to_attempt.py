@@ -4,10 +4,13 @@ outputs and the run row are left as they are, as upstream does (§4 item 32)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from timetravel.task_models import RevertInput, RevertResult
+    from workflows._input import TASK, workflow_input
     from workflows._task_saga import TaskSaga
 
 
@@ -16,9 +19,8 @@ class RevertToAttempt(TaskSaga):
     OP = "revert"
 
     @workflow.run
-    async def run(self, input: RevertInput) -> RevertResult:
-        if not isinstance(input, RevertInput):
-            input = RevertInput()
+    async def run(self, *args: Any) -> RevertResult:
+        input = workflow_input(RevertInput, args, **TASK)  # bad input fails the workflow
         fields = {
             "run_id": input.run_id,
             "node_id": input.node_id,

@@ -4,10 +4,13 @@ drop the frames after the attempt (upstream ``timeTravel``, upstream.md §2.10),
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from timetravel.task_models import TimeTravelInput, TimeTravelResult
+    from workflows._input import TASK, workflow_input
     from workflows._task_saga import TaskSaga
 
 
@@ -16,9 +19,8 @@ class TimeTravelToAttempt(TaskSaga):
     OP = "time-travel"
 
     @workflow.run
-    async def run(self, input: TimeTravelInput) -> TimeTravelResult:
-        if not isinstance(input, TimeTravelInput):
-            input = TimeTravelInput()
+    async def run(self, *args: Any) -> TimeTravelResult:
+        input = workflow_input(TimeTravelInput, args, **TASK)  # bad input fails the workflow
         fields = {
             "run_id": input.run_id,
             "node_id": input.node_id,

@@ -222,6 +222,13 @@ START_CASES: list[tuple[str, list[Any]]] = [
     ("RecoverRewindAudits", [_json([])]),
     ("RecoverRewindAudits", [_json({"olderThanMs": 5})]),
     ("RecoverRewindAudits", [_raw(b'{"older_than_ms": 1e999}')]),
+    ("RetryTask", []),
+    ("RetryTask", [_json({"run_id": "run-x", "node_id": "\ud800", "confirm": True})]),
+    (
+        "TimeTravelToAttempt",
+        [_json({"run_id": "run-x", "node_id": "task:one", "confirmation_timeout_s": 1e15})],
+    ),
+    ("RevertToAttempt", [_json({"runId": "run-x"})]),
 ]
 
 
