@@ -23,6 +23,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.rewind import AuditActivities, VcsActivities
     from activities.tasks import TaskActivities
+    from timetravel.checklist import Checklist, task_plan_sentence
     from timetravel.errors import CODES, from_failure, to_application_error
     from timetravel.models import AuditRef, AuditRow, ConfirmInput, FinishInput, SandboxInput
     from timetravel.task_models import (
@@ -123,36 +124,32 @@ class TaskSaga:
                 f"**{_TITLES[self.OP]} `{p.run_id}`** node `{p.node_id}` "
                 f"iteration {p.iteration}{at}"
             )
-        lines = [head, f"status: `{v.status}`", ""]
-        for label in self._order:
-            if self._saga.undo_failed(label):
-                lines.append(f"- [x] {label} (compensation FAILED: needs attention)")
-            elif label == v.failed_step:
-                undone = " (compensated)" if self._saga.undone(label) else ""
-                lines.append(f"- [ ] {label} **FAILED**{undone}")
-            elif label in v.steps and self._saga.undone(label):
-                lines.append(f"- [x] ~~{label}~~ (compensated)")
-            elif label in v.steps:
-                lines.append(f"- [x] {label}")
-            elif label == v.running:
-                lines.append(f"- [ ] **{label}** (running)")
-            else:
-                lines.append(f"- [ ] {label}")
+        plan = None
         if v.plan is not None and v.status in ("awaiting confirmation", "dry run"):
             p = v.plan
-            lines += [
-                "",
-                f"Resets nodes: {', '.join(p.reset_nodes) or '(none)'}; cancels "
-                f"{p.cancelled_attempts} attempts, deletes {p.deleted_outputs} outputs and "
-                f"{p.deleted_frames} frames"
-                + (f"; reverts `{p.jj_cwd}` to `{p.jj_pointer}`." if p.restore_vcs else "."),
-            ]
-            if v.status == "awaiting confirmation":
-                audit_id = v.audit.id if v.audit else None
-                lines.append(
-                    f'Confirm with update `confirm` {{"audit_id": {audit_id}}} or `abort`.'
-                )
-        workflow.set_current_details("\n".join(lines))
+            plan = task_plan_sentence(
+                reset_nodes=p.reset_nodes,
+                cancelled_attempts=p.cancelled_attempts,
+                deleted_outputs=p.deleted_outputs,
+                deleted_frames=p.deleted_frames,
+                vcs=(p.jj_cwd, p.jj_pointer)
+                if p.restore_vcs and p.jj_cwd and p.jj_pointer
+                else None,
+            )
+        waiting = v.status == "awaiting confirmation"
+        checklist = Checklist(
+            title=head,
+            status=v.status,
+            order=self._order,
+            done=v.steps,
+            running=v.running,
+            failed_step=v.failed_step,
+            undone=self._saga.undone,
+            undo_failed=self._saga.undo_failed,
+        )
+        workflow.set_current_details(
+            checklist.render(plan, v.audit.id if waiting and v.audit else None)
+        )
 
     # -- steps ------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         StoreActivities,
         VcsActivities,
     )
+    from timetravel.checklist import Checklist, rewind_plan_sentence
     from timetravel.errors import CODES, from_failure, to_application_error
     from timetravel.models import (
         AuditRef,
@@ -140,39 +141,37 @@ class RewindRun:
             raise ValueError("this rewind was already confirmed or aborted")
 
     def _show(self) -> None:
-        """The step list as a Markdown checklist in the UI's current details."""
+        """The step checklist in the UI's current details (timetravel.checklist renders it)."""
         v = self._view
-        head = "**Rewind**"
+        title = "**Rewind**"
         if v.plan is not None:
-            head = (
+            title = (
                 f"**Rewind `{v.plan.run_id}`** frame {v.plan.from_frame_no} → {v.plan.to_frame_no}"
             )
-        lines = [head, f"status: `{v.status}`", ""]
-        for label in self._order:
-            if self._saga.undo_failed(label):
-                lines.append(f"- [x] {label} (compensation FAILED: needs attention)")
-            elif label == v.failed_step:
-                undone = " (compensated)" if self._saga.undone(label) else ""
-                lines.append(f"- [ ] {label} **FAILED**{undone}")
-            elif label in v.steps and self._saga.undone(label):
-                lines.append(f"- [x] ~~{label}~~ (compensated)")
-            elif label in v.steps:
-                lines.append(f"- [x] {label}")
-            elif label == v.running:
-                lines.append(f"- [ ] **{label}** (running)")
-            else:
-                lines.append(f"- [ ] {label}")
-        if v.plan is not None and v.status == "awaiting confirmation":
+        waiting = v.plan is not None and v.status == "awaiting confirmation"
+        plan = None
+        if waiting and v.plan is not None:
             c = v.plan.counts
-            lines += [
-                "",
-                f"Will delete {c.deleted_frames} frames, {c.deleted_attempts} attempts, "
-                f"{c.deleted_outputs} outputs, invalidate {c.invalidated_diffs} diffs and revert "
-                f"{len(v.plan.sandboxes)} sandboxes.",
-                f'Confirm with update `confirm` {{"audit_id": {v.audit.id if v.audit else None}}}'
-                " or `abort`.",
-            ]
-        workflow.set_current_details("\n".join(lines))
+            plan = rewind_plan_sentence(
+                deleted_frames=c.deleted_frames,
+                deleted_attempts=c.deleted_attempts,
+                deleted_outputs=c.deleted_outputs,
+                invalidated_diffs=c.invalidated_diffs,
+                sandboxes=len(v.plan.sandboxes),
+            )
+        checklist = Checklist(
+            title=title,
+            status=v.status,
+            order=self._order,
+            done=v.steps,
+            running=v.running,
+            failed_step=v.failed_step,
+            undone=self._saga.undone,
+            undo_failed=self._saga.undo_failed,
+        )
+        workflow.set_current_details(
+            checklist.render(plan, v.audit.id if waiting and v.audit else None)
+        )
 
     # -- step execution ---------------------------------------------------------------------
 

@@ -94,10 +94,10 @@ async def test_waiting_rewind_is_confirmed_through_send_an_update(
         workflow_type="RewindRun",
         input_text=json.dumps(inp),
     )
-    details = await ui.current_details(page, containing="Confirm with update")
+    details = await ui.current_details(page, containing="Send an Update named confirm")
     await screenshot(page, "01-awaiting-confirmation")
     assert "status: awaiting confirmation" in details
-    assert "await-confirmation (running)" in details
+    assert "await-confirmation: running" in details
     assert "Will delete 5 frames" in details
 
     view = await ui.run_query(page, "audit")
@@ -131,13 +131,6 @@ async def test_waiting_rewind_is_confirmed_through_send_an_update(
     assert "await-confirmation" in details
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason='Current Details renders the confirm payload {"audit_id": N} with Markdown smart '
-    "quotes ({“audit_id”: N}), which Send an Update refuses as invalid JSON; fixed in "
-    "RewindRun._show (workflow code), then drop this mark",
-)
 async def test_confirm_by_pasting_the_payload_current_details_shows(
     page: Page, web_ui: WebUI, ui: ModuleType, screenshot: Screenshot
 ) -> None:
@@ -149,7 +142,7 @@ async def test_confirm_by_pasting_the_payload_current_details_shows(
         page, web_ui, workflow_id=workflow_id, workflow_type="RewindRun", input_text=json.dumps(inp)
     )
     try:
-        details = await ui.current_details(page, containing="Confirm with update")
+        details = await ui.current_details(page, containing="Send an Update named confirm")
         await screenshot(page, "01-awaiting-confirmation")
         payload = confirm_payload_shown(details)
 
@@ -170,13 +163,6 @@ async def test_confirm_by_pasting_the_payload_current_details_shows(
             await handle.execute_update("abort")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Current Details writes the steps as a Markdown task list (- [x] step) and the "
-    "UI's renderer has no task lists, so '[x]' shows as literal text; fixed in "
-    "RewindRun._show (workflow code), then drop this mark",
-)
 async def test_current_details_shows_no_raw_markdown(
     page: Page, web_ui: WebUI, ui: ModuleType, screenshot: Screenshot
 ) -> None:

@@ -101,7 +101,7 @@ async def test_audit_query_at_each_step(client, db: Database, settings, new_work
                 assert view.audit is not None and view.audit.result == "in_progress"
             if i >= 2:
                 assert view.plan is not None and view.plan.counts.deleted_frames == 1
-            assert f"**{label}** (running)" in await current_details(handle)
+            assert f"- ▶ {label}: running" in await current_details(handle)
             gates[method].set()
         result = await handle.result()
         view = await handle.query(RewindRun.audit)
@@ -112,7 +112,7 @@ async def test_audit_query_at_each_step(client, db: Database, settings, new_work
     assert view.audit.id == result.audit_id and view.audit.from_frame_no == 2
     assert view.status == "success"
     assert details.splitlines()[0] == "**Rewind `run-watch`** frame 2 → 1"
-    assert all(f"- [x] {label}" in details for label in LABELS)
+    assert all(f"- ✓ {label}" in details for label in LABELS)
     attrs = desc.typed_search_attributes
     assert attrs.get(SearchAttributeKey.for_keyword("SmithersRunId")) == "run-watch"
     assert attrs.get(SearchAttributeKey.for_keyword("SmithersRewindResult")) == "success"
@@ -129,10 +129,10 @@ async def test_current_details_after_compensation(
             await handle.result()
         details = await current_details(handle)
         desc = await handle.describe()
-    assert "status: `failed`" in details
-    assert "- [x] ~~truncate~~ (compensated)" in details
-    assert "- [x] ~~pause-event-loop~~ (compensated)" in details
-    assert "- [ ] rebuild-reconciler **FAILED** (compensated)" in details
+    assert "status: **failed**" in details
+    assert "- ↺ truncate: compensated" in details
+    assert "- ↺ pause-event-loop: compensated" in details
+    assert "- ✗ rebuild-reconciler: failed, compensated" in details
     assert (
         desc.typed_search_attributes.get(SearchAttributeKey.for_keyword("SmithersRewindResult"))
         == "failed"
@@ -240,7 +240,7 @@ async def test_confirmation_by_update(client, db: Database, new_worker) -> None:
         handle, view = await _pending(client, w.task_queue, "run-confirm")
         assert view.audit is not None and view.plan is not None
         details = await current_details(handle)
-        assert f'`confirm` {{"audit_id": {view.audit.id}}}' in details
+        assert f'```json\n{{"audit_id": {view.audit.id}}}\n```' in details
         assert "Will delete 1 frames, 1 attempts, 1 outputs" in details
         assert db.dump() == before  # nothing changes while it waits
         with pytest.raises(WorkflowUpdateFailedError):

@@ -165,10 +165,10 @@ async def test_failing_compensation_is_partial_and_marks_the_run(
     assert details["cause"] == "inject failure after truncate"
     assert view.compensation_failed == [f"restore-sandbox {sb_a}"]
     assert "restore-database" in view.compensated
-    assert f"- [x] revert-sandbox {sb_a} (compensation FAILED: needs attention)" in checklist
-    assert "- [ ] truncate **FAILED** (compensated)" in checklist
-    assert "- [x] ~~pause-event-loop~~ (compensated)" in checklist
-    assert "status: `partial`" in checklist
+    assert f"- ⚠ revert-sandbox {sb_a}: compensation FAILED, needs attention" in checklist
+    assert "- ✗ truncate: failed, compensated" in checklist
+    assert "- ↺ pause-event-loop: compensated" in checklist
+    assert "status: **partial**" in checklist
     (audit,) = audit_rows(db, run_id)
     assert audit.result == "partial" and audit.duration_ms is not None
     with db.read() as conn:

@@ -53,6 +53,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from timetravel.checklist import rewind_plan_sentence
 from timetravel.cli import app
 from timetravel.cli._common import console, err_console, settings_or_exit
 from timetravel.errors import TimeTravelError
@@ -213,9 +214,14 @@ def _confirm_hint(run_id: str, view: AuditView) -> list[str]:
         c = view.plan.counts
         lines.append(
             f"Rewinding {run_id} from frame {view.plan.from_frame_no} to "
-            f"{view.plan.to_frame_no} will delete {c.deleted_frames} frames, "
-            f"{c.deleted_attempts} attempts, {c.deleted_outputs} outputs, invalidate "
-            f"{c.invalidated_diffs} diffs and revert {len(view.plan.sandboxes)} sandboxes."
+            f"{view.plan.to_frame_no}. "
+            + rewind_plan_sentence(
+                deleted_frames=c.deleted_frames,
+                deleted_attempts=c.deleted_attempts,
+                deleted_outputs=c.deleted_outputs,
+                invalidated_diffs=c.invalidated_diffs,
+                sandboxes=len(view.plan.sandboxes),
+            )
         )
     lines.append(
         f"Waiting for confirmation: timetravel confirm {run_id} {audit_id}"
