@@ -28,7 +28,12 @@ hook would run with the worker's rights) and with a fixed identity for the stash
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import threading
+import time
+from collections import Counter
 from typing import Any
 
 from timetravel.errors import RevisionNotFound
@@ -40,6 +45,17 @@ __all__ = ["KEEP_REF_PREFIX", "GitBackend"]
 #: Refs that keep captured commits alive across ``git gc``; one per commit id, so re-capturing
 #: the same state adds nothing.
 KEEP_REF_PREFIX = "refs/timetravel/keep/"
+
+#: An ``index.lock`` older than this, with no git process of ours (or anyone's, as far as
+#: ``/proc`` tells) working in the repository, is left over by a killed git and is removed
+#: before a capture, revert or restore. Longer than a git command may run (``TIMEOUT_S``).
+STALE_LOCK_S = 60.0
+
+log = logging.getLogger(__name__)
+
+#: Work trees our git commands are running in right now (realpath -> count).
+_running: Counter[str] = Counter()
+_running_lock = threading.Lock()
 
 _CONFIG = (
     "-c",
@@ -93,6 +109,7 @@ class GitBackend:
             TimeTravelError: ``VcsError`` when HEAD has no commit or git fails (for example
                 with unmerged paths, which ``git stash create`` cannot record).
         """
+        self._clear_stale_lock(cwd)
         head = self._head(cwd)
         if head is None:
             raise vcs_error(f"Sandbox {cwd} has no commit to capture.", cwd, None)
@@ -120,6 +137,7 @@ class GitBackend:
             TimeTravelError: ``VcsError`` (details ``{cwd, pointer}``) when ``pointer`` is not a
                 commit, or when it would overwrite an untracked file (nothing is changed then).
         """
+        self._clear_stale_lock(cwd)
         target = self._resolve(cwd, pointer)
         if target is None:
             raise vcs_error(f"Unknown pointer {pointer!r} in sandbox {cwd}.", cwd, pointer)
@@ -138,6 +156,7 @@ class GitBackend:
                 an untracked file would be overwritten (nothing is changed then).
         """
         head, branch, stash, missing = _parse_state(cwd, state)
+        self._clear_stale_lock(cwd)
         for sha in (head, stash):
             if sha is not None and self._resolve(cwd, sha) != sha:
                 raise vcs_error(f"Captured commit {sha} is missing from {cwd}.", cwd, head)
@@ -218,7 +237,16 @@ class GitBackend:
         # GIT_REFLOG_ACTION labels our ref moves in the reflog ("timetravel revert: …").
         extra = {"GIT_REFLOG_ACTION": f"timetravel {action}"} if action else None
         argv = [self.binary, *_CONFIG, *args]
-        result = run(argv, cwd, env=base_env(extra), pointer=pointer, input=input)
+        where = os.path.realpath(cwd)
+        with _running_lock:
+            _running[where] += 1
+        try:
+            result = run(argv, cwd, env=base_env(extra), pointer=pointer, input=input)
+        finally:
+            with _running_lock:
+                _running[where] -= 1
+                if not _running[where]:
+                    del _running[where]
         if check and not result.ok:
             raise vcs_error(failure_text("git", result), cwd, pointer)
         return result
@@ -236,6 +264,8 @@ class GitBackend:
         ref = result.stdout.strip()
         if result.ok and ref.startswith("refs/heads/"):
             return ref.removeprefix("refs/heads/")
+        if result.returncode not in (0, 1):  # 1: detached HEAD; anything else is a failure
+            raise vcs_error(failure_text("git", result), cwd, None)
         return None
 
     def _resolve(self, cwd: str, pointer: str) -> str | None:
@@ -262,11 +292,52 @@ class GitBackend:
         """A stash commit of the uncommitted tracked changes (None if there are none)."""
         # `stash create` exits 1, silently, when it had to refresh stale stat data and found
         # no change (a copied or touched work tree); refresh first and accept that case.
-        self._git(cwd, "update-index", "-q", "--refresh", pointer=pointer, check=False)
+        # Every exit status counts: with a leftover index.lock the refresh fails (128) and
+        # `stash create` then exits 1 silently too, which must not read as "no changes".
+        refresh = self._git(cwd, "update-index", "-q", "--refresh", pointer=pointer, check=False)
+        if not refresh.ok:  # `-q` also silences why; the usual reason is another git's lock
+            lock = self._git(cwd, "rev-parse", "--git-path", "index.lock", check=False)
+            held = lock.ok and os.path.exists(os.path.join(cwd, lock.stdout.strip()))
+            reason = " (index.lock is held by another git)" if held else ""
+            raise vcs_error(
+                f"git update-index --refresh failed in {cwd}{reason}: "
+                f"{failure_text('git', refresh)}",
+                cwd,
+                pointer,
+            )
         result = self._git(cwd, "stash", "create", pointer=pointer, check=False)
-        if result.ok or (result.returncode == 1 and not (result.stdout + result.stderr).strip()):
-            return result.stdout.strip() or None
-        raise vcs_error(failure_text("git", result), cwd, pointer)
+        if result.ok and result.stdout.strip():
+            return result.stdout.strip()
+        if result.returncode not in (0, 1) or (result.stdout + result.stderr).strip():
+            raise vcs_error(failure_text("git", result), cwd, pointer)
+        # "Nothing to stash": believe it only if git agrees there is no tracked change.
+        staged = self._git(cwd, "diff-index", "--quiet", "--cached", "HEAD", "--", check=False)
+        unstaged = self._git(cwd, "diff-files", "--quiet", check=False)
+        if staged.returncode == 0 and unstaged.returncode == 0:
+            return None
+        if staged.returncode > 1 or unstaged.returncode > 1:
+            bad = staged if staged.returncode > 1 else unstaged
+            raise vcs_error(failure_text("git", bad), cwd, pointer)
+        raise vcs_error(
+            f"git stash create recorded nothing, but {cwd} has uncommitted changes.", cwd, pointer
+        )
+
+    def _clear_stale_lock(self, cwd: str) -> None:
+        """Remove an ``index.lock`` a killed git left behind (see :data:`STALE_LOCK_S`)."""
+        found = self._git(cwd, "rev-parse", "--git-path", "index.lock", check=False)
+        if not found.ok:
+            return  # not a repository: the command that follows says so
+        lock = os.path.join(cwd, found.stdout.strip())
+        try:
+            age = time.time() - os.stat(lock).st_mtime
+        except FileNotFoundError:
+            return
+        top = os.path.realpath(self._top(cwd, None))
+        if age < STALE_LOCK_S or _git_running_in(top):
+            return
+        log.warning("removing stale %s (%.0fs old, no git running in %s)", lock, age, top)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
 
     def _top(self, cwd: str, pointer: str | None) -> str:
         return self._git(cwd, "rev-parse", "--show-toplevel", pointer=pointer).stdout.strip()
@@ -364,3 +435,26 @@ def _parse_state(cwd: str, state: dict[str, Any]) -> tuple[str, str | None, str 
     ):
         raise vcs_error(f"Not a git capture for {cwd}: {state!r}", cwd, None)
     return head, branch or None, stash or None, missing
+
+
+def _git_running_in(top: str) -> bool:
+    """Whether a git command of ours, or any git process ``/proc`` shows, works in ``top``."""
+    inside = top + os.sep
+    with _running_lock:
+        if any(p == top or p.startswith(inside) for p in _running):
+            return True
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if not f.read().strip().startswith("git"):
+                    continue
+            where = os.path.realpath(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            continue
+        if where == top or where.startswith(inside):
+            return True
+    return False
