@@ -369,3 +369,10 @@ async def abort_rewind(client: Client, run_id: Any, *, workflow_id: str | None =
         RewindError: ``InvalidInput`` when no rewind of the run is waiting for confirmation.
     """
     return await _update(client, run_id, workflow_id, RewindRun.abort)
+
+
+# The task-level helpers (RetryTask, TimeTravelToAttempt, RevertToAttempt) live in their own
+# module; imported last because they use RewindError and await_rewind from this one.
+from timetravel.task_client import retry_task, revert_to_attempt, time_travel  # noqa: E402
+
+__all__ += ["retry_task", "revert_to_attempt", "time_travel"]

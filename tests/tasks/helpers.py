@@ -45,6 +45,7 @@ def seed_chain(
     tables: Sequence[str] | None = None,
     attempt_kw: dict[str, dict[str, Any]] | None = None,
     create_tables: bool = True,
+    physical: Sequence[str] | None = None,
 ) -> None:
     """Tasks run one after another (t = 100 * (i + 1) + 10), frames between them (frame i at
     100 * (i + 1)); ``failed`` names a task whose only attempt failed (later tasks never ran)."""
@@ -55,6 +56,7 @@ def seed_chain(
     insert_rows(db, "_smithers_runs", [run_row(run_id, status=status)])
     frames, nodes, attempts, outs = [], [], [], {}
     stopped = False
+    phys = list(physical or tables)
     for i, (task, table) in enumerate(zip(tasks, tables, strict=True)):
         start = 100 * (i + 1) + 10
         frames.append(
@@ -73,7 +75,7 @@ def seed_chain(
                       "last_attempt": 1, "updated_at_ms": start + 20, "output_table": table,
                       "label": task})  # fmt: skip
         if state == "finished":
-            outs.setdefault(table, []).append(
+            outs.setdefault(phys[i], []).append(
                 {"run_id": run_id, "node_id": task, "iteration": 0, "value": i + 1}
             )
         else:

@@ -2,8 +2,8 @@
 
 One Typer app; each concern registers its commands from its own module:
 ``dev.py`` (dev, worker, migrate), ``rewind.py`` (rewind, confirm, abort, audit),
-``recovery.py`` (recover, schedule recovery) and ``history.py`` (snapshots, diff, timeline,
-fork, replay).
+``recovery.py`` (recover, schedule recovery), ``history.py`` (snapshots, diff, timeline,
+fork, replay) and ``tasks.py`` (retry-task, time-travel, revert).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in ("dev", "rewind", "recovery", "history"):
+for _module in ("dev", "rewind", "recovery", "history", "tasks"):
     importlib.import_module(f"timetravel.cli.{_module}")
 
 

@@ -409,20 +409,29 @@ class TaskStore:
             done = bk.record(conn, audit_id, RESET_STEP)
             if done is not None:
                 return TaskPlan(**done.state["plan"])
-            if (
-                conn.execute(select(LOCKS.c.run_id).where(LOCKS.c.audit_id == audit_id)).first()
-                is None
-            ):
+            lock = (
+                conn.execute(select(LOCKS).where(LOCKS.c.audit_id == audit_id)).mappings().first()
+            )
+            if lock is None:
                 raise Busy(
                     f"Operation {audit_id} no longer holds the lock of {v.run_id}.",
                     {"runId": v.run_id, "auditId": audit_id},
                 )
             now = now_ms()
-            token = f"timetravel-task:{audit_id}"
-            leased = engine_features(conn).rewind_leases
-            lease_run = lease.lease_run_id(conn, v.run_id) if leased else None
-            if lease_run is not None and not lease.acquire(conn, lease_run, token, now):
-                raise rewind.busy_error(v.run_id, reason="upstream-lease")
+            # Upstream's lease: admission took it where the table exists (kept in the lock row);
+            # renew it here, inside the transaction, as upstream checks it before each change.
+            # Without a recorded token, hold a lease of our own for this transaction only.
+            lease_run, token = lock.get("lease_run_id"), lock.get("lease_token")
+            own = False
+            if engine_features(conn).rewind_leases:
+                if token and lease_run:
+                    ok = lease.renew(conn, lease_run, token, now)
+                else:
+                    own, token = True, f"timetravel-task:{audit_id}"
+                    lease_run = lease.lease_run_id(conn, v.run_id)
+                    ok = lease.acquire(conn, lease_run, token, now)
+                if not ok:
+                    raise rewind.busy_error(v.run_id, reason="upstream-lease")
             d = self._decide(_Read(conn, v.run_id), v, now)
             record: dict[str, Any] = {"run_id": v.run_id}
             mark = engine_features(conn).is_v032
@@ -527,7 +536,7 @@ class TaskStore:
                 )
                 record["run"] = True
             record["event_seqs"] = self._events(conn, v, d.plan, now, jj_pointer, vcs_restored)
-            if lease_run is not None:
+            if own and lease_run and token:
                 lease.release(conn, lease_run, token)
             record["plan"] = d.plan.model_dump(mode="json")
             bk.put_record(conn, audit_id, RESET_STEP, record)

@@ -1,0 +1,270 @@
+"""``timetravel retry-task``, ``time-travel`` and ``revert``: start the task-level workflows
+through :mod:`timetravel.task_client` (workflow ids ``retry-task-<run>``, ``time-travel-<run>``,
+``revert-<run>``), follow them by polling their ``audit`` query (one line per step as it
+completes, on stdout; none with ``--json``) and print the result.
+
+Exit codes are ``rewind``'s (:mod:`timetravel.cli.rewind`), plus: ``NodeNotFound`` and
+``AttemptNotFound`` 5 (like ``RunNotFound``), ``RunStillActive`` and ``RunOwnerAlive`` 6 (like
+``Busy``), ``NoVcsPointer`` 7 (like ``VcsError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+
+from timetravel.cli import app
+from timetravel.cli._common import console, err_console
+from timetravel.cli.rewind import (
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    EXIT_OTHER,
+    AddressOption,
+    JsonOption,
+    NamespaceOption,
+    RunArg,
+    TaskQueueOption,
+    _connect,
+    _settings,
+    _Unreachable,
+)
+from timetravel.errors import TimeTravelError
+
+TASK_EXIT_CODES: dict[str, int] = {
+    **EXIT_CODES,
+    "NodeNotFound": 5,
+    "AttemptNotFound": 5,
+    "RunStillActive": 6,
+    "RunOwnerAlive": 6,
+    "NoVcsPointer": 7,
+}
+
+NodeArg = Annotated[str, typer.Argument(metavar="NODE", help="Node (task) id.", show_default=False)]
+ConfirmOption = Annotated[bool, typer.Option("--confirm", help="Required: this resets data.")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Only show what would be reset.")]
+CallerOption = Annotated[str | None, typer.Option(help="Who asks (audited).")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Also when the run is still live.")]
+
+
+def _fail(err: TimeTravelError, as_json: bool) -> int:
+    if as_json:
+        doc = {
+            "ok": False,
+            "error": {"code": err.code, "message": err.message, "details": err.details},
+        }
+        console.out(json.dumps(doc, default=str), highlight=False)
+    else:
+        err_console.print(f"error: {err.code}: {err.message}", markup=False, highlight=False)
+    return TASK_EXIT_CODES.get(err.code, EXIT_OTHER)
+
+
+async def _follow(handle: Any, workflow: Any, as_json: bool) -> Any:
+    from timetravel.client import await_rewind
+
+    outcome = asyncio.ensure_future(await_rewind(handle))
+    printed = 0
+    try:
+        while True:
+            if not as_json:
+                try:
+                    view = await handle.query(workflow.audit)
+                    for label in view.steps[printed:]:
+                        console.out(f"done: {label}", highlight=False)
+                    printed = len(view.steps)
+                    if view.status == "awaiting confirmation" and view.audit is not None:
+                        console.out(
+                            f"waiting for confirmation: audit id {view.audit.id} "
+                            f'(update `confirm` {{"audit_id": {view.audit.id}}} or `abort`)',
+                            highlight=False,
+                        )
+                except Exception:
+                    pass
+            if outcome.done():
+                return outcome.result()
+            await asyncio.wait({outcome}, timeout=0.1)
+    finally:
+        outcome.cancel()
+
+
+def _go(start: Any, workflow: Any, as_json: bool, settings: Any, what: str) -> None:
+    async def main() -> int:
+        client = await _connect(settings)
+        handle = await start(client)
+        result = await _follow(handle, workflow, as_json)
+        if as_json:
+            console.out(result.model_dump_json(), highlight=False)
+        else:
+            for key, value in result.model_dump(exclude_none=True).items():
+                if key != "plan":
+                    console.out(f"{key}: {value}", highlight=False)
+            if result.plan is not None:
+                p = result.plan
+                console.out(
+                    f"would cancel {p.cancelled_attempts} attempts, delete "
+                    f"{p.deleted_outputs} outputs and {p.deleted_frames} frames",
+                    highlight=False,
+                )
+        return 0
+
+    try:
+        code = asyncio.run(main())
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: the {what} continues as a workflow.", markup=False)
+        code = EXIT_INTERRUPTED
+    except TimeTravelError as err:
+        code = _fail(err, as_json)
+    except _Unreachable as err:
+        code = _fail(TimeTravelError("Unreachable", str(err)), as_json)
+    except Exception as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        code = _fail(TimeTravelError(type(err).__name__, first), as_json)
+    raise typer.Exit(code)
+
+
+@app.command(name="retry-task")
+def retry_task_command(
+    run_id: RunArg,
+    node_id: NodeArg,
+    iteration: Annotated[int, typer.Option(help="Node iteration.")] = 0,
+    no_dependents: Annotated[
+        bool, typer.Option("--no-dependents", help="Reset only this node.")
+    ] = False,
+    force: ForceOption = False,
+    confirm: ConfirmOption = False,
+    dry_run: DryRunOption = False,
+    caller: CallerOption = None,
+    as_json: JsonOption = False,
+    task_queue: TaskQueueOption = None,
+    temporal_address: AddressOption = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """Reset a task (and its dependents) so the engine runs it again (RetryTask)."""
+    from timetravel.task_client import start_task_op
+    from timetravel.task_models import RetryTaskInput
+    from workflows.retry_task import RetryTask
+
+    settings = _settings(task_queue, temporal_address, namespace)
+    payload = RetryTaskInput(
+        run_id=run_id,
+        node_id=node_id,
+        iteration=iteration,
+        reset_dependents=not no_dependents,
+        force=force,
+        confirm=confirm,
+        dry_run=dry_run,
+        caller=caller,
+    )
+    _go(
+        lambda c: start_task_op(
+            c,
+            "RetryTask",
+            payload,
+            summary=f"Retry {node_id} of {run_id}",
+            task_queue=settings.task_queue,
+        ),
+        RetryTask,
+        as_json,
+        settings,
+        "retry",
+    )
+
+
+@app.command(name="time-travel")
+def time_travel_command(
+    run_id: RunArg,
+    node_id: NodeArg,
+    iteration: Annotated[int, typer.Option(help="Node iteration.")] = 0,
+    attempt: Annotated[int | None, typer.Option(help="Attempt (default: the latest).")] = None,
+    no_dependents: Annotated[
+        bool, typer.Option("--no-dependents", help="Reset only this node.")
+    ] = False,
+    no_vcs: Annotated[bool, typer.Option("--no-vcs", help="Do not restore the sandbox.")] = False,
+    force: ForceOption = False,
+    confirm: ConfirmOption = False,
+    dry_run: DryRunOption = False,
+    caller: CallerOption = None,
+    as_json: JsonOption = False,
+    task_queue: TaskQueueOption = None,
+    temporal_address: AddressOption = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """Put a task back to one of its attempts (TimeTravelToAttempt)."""
+    from timetravel.task_client import start_task_op
+    from timetravel.task_models import TimeTravelInput
+    from workflows.time_travel_to_attempt import TimeTravelToAttempt
+
+    settings = _settings(task_queue, temporal_address, namespace)
+    payload = TimeTravelInput(
+        run_id=run_id,
+        node_id=node_id,
+        iteration=iteration,
+        attempt=attempt,
+        reset_dependents=not no_dependents,
+        restore_vcs=not no_vcs,
+        force=force,
+        confirm=confirm,
+        dry_run=dry_run,
+        caller=caller,
+    )
+    _go(
+        lambda c: start_task_op(
+            c,
+            "TimeTravelToAttempt",
+            payload,
+            summary=f"Time travel {node_id} of {run_id}",
+            task_queue=settings.task_queue,
+        ),
+        TimeTravelToAttempt,
+        as_json,
+        settings,
+        "time travel",
+    )
+
+
+@app.command(name="revert")
+def revert_command(
+    run_id: RunArg,
+    node_id: NodeArg,
+    iteration: Annotated[int, typer.Argument(metavar="ITERATION", show_default=False)],
+    attempt: Annotated[int, typer.Argument(metavar="ATTEMPT", show_default=False)],
+    force: ForceOption = False,
+    confirm: ConfirmOption = False,
+    dry_run: DryRunOption = False,
+    caller: CallerOption = None,
+    as_json: JsonOption = False,
+    task_queue: TaskQueueOption = None,
+    temporal_address: AddressOption = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """Restore an attempt's sandbox and drop the frames after it (RevertToAttempt)."""
+    from timetravel.task_client import start_task_op
+    from timetravel.task_models import RevertInput
+    from workflows.revert_to_attempt import RevertToAttempt
+
+    settings = _settings(task_queue, temporal_address, namespace)
+    payload = RevertInput(
+        run_id=run_id,
+        node_id=node_id,
+        iteration=iteration,
+        attempt=attempt,
+        force=force,
+        confirm=confirm,
+        dry_run=dry_run,
+        caller=caller,
+    )
+    _go(
+        lambda c: start_task_op(
+            c,
+            "RevertToAttempt",
+            payload,
+            summary=f"Revert {node_id} of {run_id} to attempt {attempt}",
+            task_queue=settings.task_queue,
+        ),
+        RevertToAttempt,
+        as_json,
+        settings,
+        "revert",
+    )
