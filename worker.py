@@ -127,6 +127,30 @@ async def registered_search_attributes(client: Client, namespace: str) -> frozen
     return frozenset(a for a in SEARCH_ATTRIBUTES if a in resp.custom_attributes)
 
 
+class NotASmithersDatabase(RuntimeError):
+    """The worker's database does not exist or holds no Smithers run table."""
+
+
+def _refuse_foreign_database(db: Database) -> None:
+    """Refuse to serve a database that is not a Smithers database: a worker started with the
+    default settings beside another one would otherwise join its task queue with an empty file
+    and answer RunNotFound for half of the rewinds. (`timetravel migrate` creates the tables when
+    an empty database is really meant.)"""
+    missing = db.missing_sqlite_file()
+    if missing is not None:
+        db.dispose()
+        raise NotASmithersDatabase(
+            f"the database file {missing} does not exist; point TIMETRAVEL_DATABASE_URL at the "
+            "Smithers database (or run `timetravel migrate` to create an empty one)"
+        )
+    if "_smithers_runs" in db.missing_tables():
+        db.dispose()
+        raise NotASmithersDatabase(
+            f"{db.url.render_as_string(hide_password=True)} is not a Smithers database (no "
+            "_smithers_runs table); run `timetravel migrate` first if an empty one is meant"
+        )
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run the worker until ``stop`` is set or SIGINT/SIGTERM arrives."""
     stop = stop or asyncio.Event()
@@ -134,8 +158,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
-    client = await connect(settings)
     db = Database(settings.database_url.get_secret_value())
+    _refuse_foreign_database(db)
+    client = await connect(settings)
     db.migrate()
     from timetravel.metrics import start_metrics_server
 

@@ -75,7 +75,7 @@ def test_temporal_service_matches_dev_command(compose: dict[str, Any]) -> None:
 def test_worker_service_matches_settings(compose: dict[str, Any]) -> None:
     service = compose["services"]["worker"]
     assert service["build"] == "."
-    assert service["command"] == ["timetravel", "worker"]
+    assert service["command"] == ["sh", "-c", "timetravel migrate && exec timetravel worker"]
     env = service["environment"]
     fields = {f"TIMETRAVEL_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= fields, "unknown TIMETRAVEL_ variable in the compose file"

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import sysconfig
@@ -208,6 +209,13 @@ async def test_dev_demo_serves_ui_worker_and_stops_cleanly(
     pasted = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert pasted == [REWIND_INPUT]
     assert (dev.data_dir / "temporal.db").exists()
+
+    # The README's next commands, in another shell in the same directory, read the dev database
+    # (through the settings `dev` wrote), and none of them creates ./smithers.db.
+    for command in (["snapshots", REWIND_INPUT["run_id"]], ["audit"]):
+        done = _run_cli(*command, cwd=tmp_path, env=_clean_env())
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    assert not (tmp_path / "smithers.db").exists()
 
     # Ctrl-C: both processes end, nothing is orphaned.
     started = time.monotonic()
@@ -430,9 +438,35 @@ def test_worker_without_server_fails_in_one_line(tmp_path: Path) -> None:
         TIMETRAVEL_TEMPORAL_ADDRESS=f"127.0.0.1:{_free_port()}",
         TIMETRAVEL_DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}",
     )
+    assert _run_cli("migrate", cwd=tmp_path, env=env).returncode == 0
     done = _run_cli("worker", cwd=tmp_path, env=env)
     assert done.returncode == 1
     assert "error:" in done.stderr and "Traceback" not in done.stderr
+    assert "does not exist" not in done.stderr  # the database is fine: the server is missing
+
+
+def test_worker_refuses_a_database_that_is_not_smithers(tmp_path: Path) -> None:
+    """A worker started beside another one with default settings must not join its task queue
+    with an empty database (it answered RunNotFound for half of the rewinds)."""
+    env = _clean_env(TIMETRAVEL_TEMPORAL_ADDRESS=f"127.0.0.1:{_free_port()}")
+    done = _run_cli("worker", cwd=tmp_path, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "smithers.db does not exist" in done.stderr, done.stderr
+    assert not (tmp_path / "smithers.db").exists()
+
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    env["TIMETRAVEL_DATABASE_URL"] = f"sqlite:///{other}"
+    done = _run_cli("worker", cwd=tmp_path, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "is not a Smithers database" in done.stderr, done.stderr
+
+
+def test_read_only_command_never_creates_the_database(tmp_path: Path) -> None:
+    done = _run_cli("audit", cwd=tmp_path, env=_clean_env())
+    assert done.returncode == 2, done.stderr
+    assert "smithers.db does not exist" in done.stderr, done.stderr
+    assert not (tmp_path / "smithers.db").exists()
 
 
 def test_entry_point_help_lists_commands(tmp_path: Path) -> None:

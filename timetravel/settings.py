@@ -1,9 +1,11 @@
 """Typed settings for the worker, the CLI and the client helpers.
 
-Every setting is read from a ``TIMETRAVEL_*`` environment variable or a ``.env`` file in the
-working directory. The names are a public contract (design §3). Settings are built once by the
-process entry point (``worker.py``, ``timetravel`` CLI) and passed down as values; workflows never
-see them, so the database URL, which may hold a password, never reaches workflow history.
+Every setting is read from a ``TIMETRAVEL_*`` environment variable, a ``.env`` file in the
+working directory, or ``.timetravel/dev.env`` there (which ``timetravel dev`` writes, so the CLI
+in another shell talks to the dev server's database and task queue), in that order of priority.
+The names are a public contract (design §3). Settings are built once by the process entry point
+(``worker.py``, ``timetravel`` CLI) and passed down as values; workflows never see them, so the
+database URL, which may hold a password, never reaches workflow history.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["DEV_ENV_FILE", "Settings", "SettingsError", "load_settings"]
+
+#: Written by ``timetravel dev``; read (below ``.env``) by every command run in that directory.
+DEV_ENV_FILE = ".timetravel/dev.env"
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
@@ -34,7 +39,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="TIMETRAVEL_",
-        env_file=".env",
+        # Later files win: a hand-written .env overrides what `timetravel dev` wrote.
+        env_file=(DEV_ENV_FILE, ".env"),
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,

@@ -23,8 +23,21 @@ def settings_or_exit(**overrides: object) -> Settings:
 
 
 def open_database(settings: Settings) -> Database:
-    """The settings' database, checked to have our tables; else one line and exit 2."""
+    """The settings' database, checked to have our tables; else one line and exit 2.
+
+    A SQLite file that does not exist is reported, never created: a read-only command must not
+    leave an empty database behind (which `timetravel migrate` would then dress up)."""
     db = Database(settings.database_url.get_secret_value())
+    missing_file = db.missing_sqlite_file()
+    if missing_file is not None:
+        db.dispose()
+        err_console.print(
+            f"error: the database file {missing_file} does not exist; set "
+            "TIMETRAVEL_DATABASE_URL, or run this where `timetravel dev` runs",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     try:
         missing = db.missing_tables()
     except Exception as err:

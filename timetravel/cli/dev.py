@@ -405,6 +405,13 @@ def _print_banner(
     grid.add_row("server log", str(server.log_file))
     console.print("[bold green]Temporal dev server ready[/bold green]")
     console.print(grid)
+    env_file = _write_dev_env(settings)
+    console.print(
+        f"Other shells in {Path.cwd()} use these settings ({env_file}): "
+        "timetravel audit, snapshots, rewind, …",
+        highlight=False,
+        style="dim",
+    )
     if demo_input is not None:
         console.print(
             "\nRewind a demo run from the UI: Start Workflow, workflow type [bold]RewindRun[/], "
@@ -418,6 +425,26 @@ def _print_banner(
             highlight=False,
         )
     console.print("\nCtrl-C stops the worker and the server.", style="dim")
+
+
+def _write_dev_env(settings: Settings) -> Path:
+    """Write the settings of this dev server where every later command in this directory reads
+    them (``timetravel.settings.DEV_ENV_FILE``): without it, ``timetravel audit`` in another shell
+    read ./smithers.db. Private to the user: the database URL may hold a password."""
+    from timetravel.settings import DEV_ENV_FILE
+
+    path = Path(DEV_ENV_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Written by `timetravel dev`: the settings of the dev server it runs.",
+        f"TIMETRAVEL_DATABASE_URL={settings.database_url.get_secret_value()}",
+        f"TIMETRAVEL_TEMPORAL_ADDRESS={settings.temporal_address}",
+        f"TIMETRAVEL_TEMPORAL_NAMESPACE={settings.temporal_namespace}",
+        f"TIMETRAVEL_TASK_QUEUE={settings.task_queue}",
+    ]
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 async def _watch_server(server: DevServer, stop: asyncio.Event) -> None:

@@ -253,6 +253,16 @@ class Database:
                 ddl += " NOT NULL"
         conn.exec_driver_sql(ddl)
 
+    def missing_sqlite_file(self) -> str | None:
+        """The path of a file-backed SQLite database that does not exist yet (connecting would
+        create it), else ``None``."""
+        import os
+
+        name = self.url.database
+        if self.dialect != "sqlite" or name in (None, "", ":memory:") or name.startswith("file:"):
+            return None
+        return None if os.path.exists(name) else name
+
     def missing_tables(self) -> list[str]:
         """Smithers and side tables this database lacks (``timetravel migrate`` adds them)."""
         with self.read() as conn:
