@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 
 @pytest.mark.parametrize("args", [["snapshots", "run-x"], ["timeline", "run-x"], ["audit"]])
 def test_unmigrated_database_is_reported_not_a_traceback(tmp_path: Path, args: list[str]) -> None:
-    env = {**os.environ, "TIMETRAVEL_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()  # exists, but has none of the tables
+    env = {**os.environ, "TIMETRAVEL_DATABASE_URL": f"sqlite:///{empty}"}
     proc = subprocess.run(
         [sys.executable, "-m", "timetravel.cli", *args],
         env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
