@@ -83,6 +83,8 @@ class RewindCounts(_Model):
     deleted_outputs: int = 0
     invalidated_diffs: int = 0
     reset_nodes: int = 0
+    #: the run's latest frame as the truncate transaction saw it (None in older records)
+    from_frame_no: int | None = None
 
 
 class RewindPlan(_Model):

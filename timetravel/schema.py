@@ -16,6 +16,8 @@ Our own tables start with ``_timetravel_``:
   compensation exact.
 * ``_timetravel_bk_<table>``: row copies of what a rewind deleted or changed, keyed by audit id.
 * ``_timetravel_bk_outputs``: the same for the per-node output tables, as JSON rows.
+* ``_timetravel_bk_rows``: the same for engine tables outside this metadata (0.32 snapshot
+  contents and refs, output provenance, signals, VCS tags), as JSON rows.
 
 Per-node output tables are named at run time (``_smithers_nodes.output_table``); they are never
 in this metadata. :func:`check_output_table_name` guards every use of such a name.
@@ -286,6 +288,17 @@ bk_outputs = Table(
     Column("row_json", Text, nullable=False),
 )
 
+#: Row copies of engine tables that are not in this metadata (engine 0.32's snapshot contents
+#: and refs, output provenance, signals, VCS tags), as JSON rows in copy order.
+bk_rows = Table(
+    "_timetravel_bk_rows",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("audit_id", BigInteger, nullable=False, index=True),
+    Column("table_name", Text, nullable=False),
+    Column("row_json", Text, nullable=False),
+)
+
 
 def _backup_table(source: Table) -> Table:
     """A row-copy table of ``source``: ``audit_id`` plus every column, all nullable."""
@@ -303,7 +316,14 @@ BACKED_UP_TABLES: dict[str, Table] = {
     t.name: _backup_table(t) for t in (frames, attempts, node_diffs, nodes, runs, ralph)
 }
 
-OUR_TABLES = (run_locks, audit_links, backups, bk_outputs, *BACKED_UP_TABLES.values())
+OUR_TABLES = (
+    run_locks,
+    audit_links,
+    backups,
+    bk_outputs,
+    bk_rows,
+    *BACKED_UP_TABLES.values(),
+)
 
 # ---------------------------------------------------------------------------------------------
 # Output tables.

@@ -46,6 +46,7 @@ from tenacity import (
 )
 
 from timetravel import schema
+from timetravel.enginedb.outputs import resolve_name
 
 __all__ = [
     "Database",
@@ -88,6 +89,17 @@ def normalise_url(raw: str) -> URL:
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     return url
+
+
+#: Engine-0.32 tables a rewind may change, included in :meth:`Database.dump` when present.
+_ENGINE_TABLES = (
+    "_smithers_snapshot_contents",
+    "_smithers_snapshot_payload_refs",
+    "_smithers_output_provenance",
+    "_smithers_signals",
+    "_smithers_tool_calls",
+    "_smithers_tool_call_archive",
+)
 
 
 @dataclass
@@ -167,6 +179,9 @@ class Database:
                     cur.execute("PRAGMA journal_mode=WAL")
                     cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA busy_timeout=30000")
+                # As the engine's own connections: engine 0.32 declares ON DELETE CASCADE keys
+                # (frames, node diffs, audit rows → runs; snapshot refs → snapshots).
+                cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
 
             @event.listens_for(engine, "begin")
@@ -310,7 +325,8 @@ class Database:
     # -- canonical dump (tests, diagnostics) ------------------------------------------------
 
     def dump(self, *, include_audit: bool = False) -> dict[str, list[tuple[Any, ...]]]:
-        """Every row of every Smithers table and every output table, sorted: equal dumps mean
+        """Every row of every Smithers table (engine 0.32's snapshot contents and refs, output
+        provenance, signals and tool calls too) and every output table, sorted: equal dumps mean
         equal databases. The audit table is left out unless asked for (a rewind always adds an
         audit row, even when it is rolled back)."""
         out: dict[str, list[tuple[Any, ...]]] = {}
@@ -319,11 +335,14 @@ class Database:
             names = [t.name for t in schema.SMITHERS_TABLES if t.name in present]
             if not include_audit:
                 names.remove(schema.audit.name)
+            names += [t for t in _ENGINE_TABLES if t in present]
             if schema.nodes.name in present:
                 tables = conn.execute(select(schema.nodes.c.output_table).distinct()).scalars()
-                names += sorted(
-                    {n for n in tables if schema.check_output_table_name(n) and n in present}
+                # Engine 0.32 names the schema key (``outA``); the table is ``out_a``.
+                resolved = (
+                    resolve_name(n, present) for n in tables if schema.check_output_table_name(n)
                 )
+                names += sorted({n for n in resolved if n and schema.check_output_table_name(n)})
             for name in names:
                 cols = self.columns(conn, name)
                 rows = conn.execute(

@@ -7,7 +7,11 @@ Two kinds, both written in the same transaction as the change they protect:
   its compensation can undo it exactly, once (``restored``);
 * **row copies** (``_timetravel_bk_<table>`` and ``_timetravel_bk_outputs``): the rows a step
   deletes or changes, copied with ``INSERT … SELECT`` over the table's *live* column list (so
-  columns a newer Smithers added are kept too), and put back by :meth:`Backups.restore_rows`.
+  columns a newer Smithers added are kept too), and put back by :meth:`Backups.restore_rows`
+  (deleted rows) or :meth:`Backups.update_from_copies` (changed parent rows: never delete a
+  row other rows reference with ``ON DELETE CASCADE``);
+* **JSON row copies** (``_timetravel_bk_rows``) of engine-0.32 tables outside our metadata
+  (snapshot contents and refs, output provenance, signals, VCS tags), restored by their owner.
 
 Every method takes the caller's ``Connection``: a backup is part of its step's unit of work.
 """
@@ -15,7 +19,7 @@ Every method takes the caller's ``Connection``: a backup is part of its step's u
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +129,25 @@ class Backups:
         target = live.c[keys[0]] if len(keys) == 1 else tuple_(*(live.c[k] for k in keys))
         conn.execute(delete(live).where(target.in_(copied)))
 
+    def update_from_copies(self, conn: Connection, name: str, audit_id: int) -> None:
+        """Put copied rows back by UPDATE of the live rows with the same primary key.
+
+        For parent rows (``_smithers_runs``): a DELETE + INSERT would cascade to the rows
+        that reference them on a database with foreign keys (engine 0.32's frames, node diffs
+        and audit rows). Only for tables whose rows are changed, never deleted.
+        """
+        live = schema.metadata.tables[name]
+        keys = [c.name for c in live.primary_key.columns]
+        dst = self.live_table(conn, name)
+        bk = self._copy_table(conn, name)
+        cols = [c.name for c in dst.c]
+        for row in conn.execute(select(*(bk.c[c] for c in cols)).where(bk.c.audit_id == audit_id)):
+            values = dict(row._mapping)
+            where = [dst.c[k] == values[k] for k in keys]
+            conn.execute(
+                update(dst).where(*where).values({c: v for c, v in values.items() if c not in keys})
+            )
+
     def restore_rows(self, conn: Connection, name: str, audit_id: int) -> None:
         """Insert every copied row of table ``name`` back."""
         dst = self.live_table(conn, name)
@@ -171,3 +194,35 @@ class Backups:
             if out is None:
                 raise RuntimeError(f"output table {table_name} vanished; cannot restore")
             conn.execute(insert(out.table), rows)
+
+    # -- row copies of engine tables outside our metadata (JSON rows, in copy order) --------
+
+    @staticmethod
+    def copy_json_rows(
+        conn: Connection, audit_id: int, table_name: str, rows: Iterable[Mapping[str, Any]]
+    ) -> int:
+        """Copy plain rows (column → value) of an engine table; returns how many."""
+        params = [
+            {
+                "audit_id": audit_id,
+                "table_name": table_name,
+                "row_json": json.dumps({c: encode_value(v) for c, v in r.items()}),
+            }
+            for r in rows
+        ]
+        if params:
+            conn.execute(insert(schema.bk_rows), params)
+        return len(params)
+
+    @staticmethod
+    def json_rows(conn: Connection, audit_id: int, table_name: str) -> list[dict[str, Any]]:
+        """The rows :meth:`copy_json_rows` copied for ``table_name``, in copy order."""
+        BR = schema.bk_rows
+        return [
+            {k: decode_value(v) for k, v in json.loads(row_json).items()}
+            for (row_json,) in conn.execute(
+                select(BR.c.row_json)
+                .where(BR.c.audit_id == audit_id, BR.c.table_name == table_name)
+                .order_by(BR.c.id)
+            )
+        ]

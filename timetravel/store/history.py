@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, select
+from sqlalchemy import Connection, Table, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from timetravel import schema
+from timetravel.enginedb import SnapshotPayload, engine_features, load_snapshot
+from timetravel.enginedb.features import SNAPSHOT_REFS
 from timetravel.errors import TimeTravelError
 from timetravel.store import Database, retry_on_lock
 
@@ -67,6 +69,14 @@ def _rows(result: Iterable[Any]) -> list[Row]:
     return [dict(r._mapping) for r in result]
 
 
+def _snapshot_row(snap: SnapshotPayload | None) -> Row | None:
+    """A snapshot as a ``_smithers_snapshots`` row with its payload resolved (engine 0.32
+    keeps it content-addressed, the inline columns ``''``)."""
+    if snap is None:
+        return None
+    return {c.name: getattr(snap, c.name) for c in schema.snapshots.columns}
+
+
 class HistoryStore:
     """History tables over a :class:`~timetravel.store.Database`."""
 
@@ -100,20 +110,37 @@ class HistoryStore:
     def upsert_snapshot(self, row: Mapping[str, Any]) -> None:
         """Write a snapshot row, replacing the one of the same run and frame."""
         with self.db.write() as conn:
-            self._upsert(conn, schema.snapshots, row)
+            self._put_snapshot(conn, row)
+
+    def _put_snapshot(self, conn: Connection, row: Mapping[str, Any]) -> None:
+        """Upsert a snapshot with its payload inline (engine 0.32 reads a row without a
+        content reference from its inline columns). A content reference of the row being
+        replaced is dropped first; its trigger releases the content."""
+        if engine_features(conn).content_addressed_snapshots:
+            conn.execute(
+                text(
+                    f"DELETE FROM {SNAPSHOT_REFS} WHERE run_id = :run_id AND frame_no = :frame_no"
+                ),
+                {"run_id": row["run_id"], "frame_no": row["frame_no"]},
+            )
+        self._upsert(conn, schema.snapshots, row)
 
     @retry_on_lock
     def get_snapshot(self, run_id: str, frame_no: int) -> Row | None:
-        s = schema.snapshots
+        """A snapshot row with its payload resolved (content-addressed or inline)."""
         with self.db.read() as conn:
-            return self._one(conn, select(s).where(s.c.run_id == run_id, s.c.frame_no == frame_no))
+            return _snapshot_row(load_snapshot(conn, run_id, frame_no))
 
     @retry_on_lock
     def latest_snapshot(self, run_id: str) -> Row | None:
         s = schema.snapshots
-        stmt = select(s).where(s.c.run_id == run_id).order_by(s.c.frame_no.desc()).limit(1)
         with self.db.read() as conn:
-            return self._one(conn, stmt)
+            latest = conn.execute(
+                select(func.max(s.c.frame_no)).where(s.c.run_id == run_id)
+            ).scalar()
+            if latest is None:
+                return None
+            return _snapshot_row(load_snapshot(conn, run_id, int(latest)))
 
     @retry_on_lock
     def list_snapshots(self, run_id: str) -> list[Row]:
@@ -166,7 +193,7 @@ class HistoryStore:
             TimeTravelError: ``SnapshotNotFound`` when the parent frame has no snapshot;
                 ``InvalidInput`` when the child run id is already taken by another run.
         """
-        s, r, b, t = schema.snapshots, schema.runs, schema.branches, schema.vcs_tags
+        r, b, t = schema.runs, schema.branches, schema.vcs_tags
         with self.db.write() as conn:
             existing = self._one(conn, select(b).where(b.c.run_id == child_run_id))
             if existing is not None:
@@ -180,15 +207,11 @@ class HistoryStore:
                         f"{existing['parent_run_id']}:{existing['parent_frame_no']}.",
                         {"runId": child_run_id},
                     )
-                snap = self._one(
-                    conn, select(s).where(s.c.run_id == child_run_id, s.c.frame_no == 0)
-                )
+                snap = _snapshot_row(load_snapshot(conn, child_run_id, 0))
                 if snap is not None:
                     child_run = self._one(conn, select(r).where(r.c.run_id == child_run_id))
                     return ForkRows(snapshot=snap, branch=existing, run=child_run), False
-            parent = self._one(
-                conn, select(s).where(s.c.run_id == parent_run_id, s.c.frame_no == frame_no)
-            )
+            parent = _snapshot_row(load_snapshot(conn, parent_run_id, frame_no))
             if parent is None:
                 raise TimeTravelError(
                     "SnapshotNotFound",
@@ -207,7 +230,8 @@ class HistoryStore:
                 conn, select(t).where(t.c.run_id == parent_run_id, t.c.frame_no == frame_no)
             )
             rows = plan(parent, parent_run, tag)
-            self._upsert(conn, s, rows.snapshot)
+            # The child's payload is written inline, which both the engine and we read.
+            self._put_snapshot(conn, rows.snapshot)
             if rows.run is not None:
                 self._insert_ignore(conn, r, rows.run)
             self._upsert(conn, b, rows.branch)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert
 
 from timetravel import rewind, schema
 from timetravel.clock import now_ms
+from timetravel.enginedb import load_snapshot
 from timetravel.store import Database, retry_on_lock
 from timetravel.store.backups import Backups
 
@@ -31,15 +32,11 @@ class ReconcilerStore:
             if bk.record(conn, audit_id, STEP) is None:
                 bk.copy_rows(conn, RALPH.name, lambda t: t.c.run_id == run_id, audit_id)
                 bk.put_record(conn, audit_id, STEP, {"run_id": run_id})
-            snapshots = schema.snapshots
-            snap = conn.execute(
-                select(snapshots.c.ralph_json).where(
-                    snapshots.c.run_id == run_id, snapshots.c.frame_no == frame_no
-                )
-            ).scalar()
+            # Content-addressed on engine 0.32 (inline columns ''), inline on 0.16.
+            snap = load_snapshot(conn, run_id, frame_no)
             if snap is None:
                 return False
-            rows = rewind.reconciler_rows(run_id, snap, now_ms())
+            rows = rewind.reconciler_rows(run_id, snap.ralph_json, now_ms())
             conn.execute(delete(RALPH).where(RALPH.c.run_id == run_id))
             if rows:
                 conn.execute(insert(RALPH), rows)
