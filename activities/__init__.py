@@ -56,7 +56,7 @@ def build_activities(
     engine_control = build_engine_control(
         settings.engine_control, EngineRowStore(db, backups), settings.engine_url
     )
-    audit = build(AuditActivities, audit_store, limit, search_attributes)
+    audit = build(AuditActivities, audit_store, limit, search_attributes, engine_control.can_pause)
     steps = build(StoreActivities, TruncateStore(db, backups), ReconcilerStore(db, backups))
     engine = build(EngineActivities, engine_control)
     vcs = build(VcsActivities, SandboxStore(db, backups))
@@ -67,6 +67,7 @@ def build_activities(
     task = build(TaskActivities, TaskStore(db, backups), search_attributes)
     return [
         audit.begin,
+        audit.renew_lease,
         audit.finish,
         steps.snapshot_pre_jump,
         steps.truncate,

@@ -27,6 +27,7 @@ from timetravel.models import (
     TruncateInput,
 )
 from timetravel.store.audit import AuditStore
+from timetravel.store.fence import check_held
 from timetravel.store.reconciler import ReconcilerStore
 from timetravel.store.sandboxes import SandboxStore
 from timetravel.store.truncate import TruncateStore
@@ -41,10 +42,13 @@ class AuditActivities:
         store: AuditStore,
         rate_limit: rewind.RateLimit,
         search_attributes: frozenset[str] = frozenset(),
+        can_pause: bool = True,
     ) -> None:
         self.store = store
         self.rate_limit = rate_limit
         self.search_attributes = sorted(search_attributes)
+        #: Whether the engine control can pause a live run (else begin refuses one).
+        self.can_pause = can_pause
 
     @activity.defn
     @domain_errors
@@ -70,6 +74,8 @@ class AuditActivities:
                 limit=limit,
                 workflow_id=input.workflow_id,
                 workflow_run_id=input.workflow_run_id,
+                force=input.force,
+                can_pause=self.can_pause,
             )
         except TimeTravelError as err:
             tag = {"Busy": "busy", "RateLimited": "rate_limited"}.get(err.code, "failed")
@@ -83,7 +89,16 @@ class AuditActivities:
             caller=valid.caller,
             started_at_ms=ts,
             search_attributes=self.search_attributes,
+            lease=self.store.lease_of(audit_id) is not None,
         )
+
+    @activity.defn
+    @domain_errors
+    def renew_lease(self, input: AuditRef) -> None:
+        """Renew upstream's rewind lease (TTL 60 s); fenced like every write: ``Busy`` when
+        the lease was taken away, ``RewindNotHeld`` when our lock is gone."""
+        assert input.audit_id is not None
+        self.store.renew_lease(input.audit_id)
 
     @activity.defn
     @domain_errors
@@ -122,6 +137,8 @@ class StoreActivities:
         """Read the run and frames, plan the sandboxes with their current pointers. Writes
         nothing. A sandbox that is not a repository fails here, before any change (upstream
         only found out during rollback, bug 16)."""
+        if input.audit_id is not None:
+            check_held(self.store.db, input.audit_id)  # a settled rewind (Reset) stops here
         plan = self.store.plan(input.run_id, input.frame_no)
         for sb in plan.sandboxes:
             backend = backend_for(sb.cwd)
@@ -137,7 +154,6 @@ class StoreActivities:
             frame_no=input.frame_no,
             from_frame_no=input.from_frame_no,
             caller=input.caller,
-            keep_hijack=input.keep_hijack,
         )
         metrics.rewind_frames_deleted.observe(counts.deleted_frames)
         return counts
@@ -169,9 +185,10 @@ class EngineActivities:
     @activity.defn
     @domain_errors
     def pause_event_loop(self, input: EngineInput) -> bool:
-        """Returns whether the run keeps the pause marker until resume (truncate needs it)."""
+        """Returns (True) once the engine let go of the run; the truncate finds how the run is
+        held in the pause's step record. (Still a bool: histories in flight recorded one.)"""
         self.engine.pause(input.audit_id, input.run_id, input.timeout_s, activity.heartbeat)
-        return self.engine.keeps_hijack
+        return True
 
     @activity.defn
     @domain_errors
@@ -205,6 +222,7 @@ class VcsActivities:
         saved = self.store.sandbox_state(input.audit_id, input.cwd)
         if saved is None:  # the revert never started
             return False
+        self.store.check_held(input.audit_id, undo=True)  # fencing (a compensation)
         backend = backend_for(input.cwd)
         backend.restore(input.cwd, saved["state"])
         return True

@@ -55,6 +55,13 @@ class RewindInput(_Model):
     pause_timeout_s: Any = Field(
         default=None, description="How long to wait for the engine to let go (default 120 s)."
     )
+    force: Any = Field(
+        default=False,
+        description=(
+            "Exactly true: rewind a live run the engine control cannot pause (http, none) "
+            "instead of refusing it with RunOwnerAlive."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -189,6 +196,7 @@ class BeginInput(_Model):
     dry_run: bool = False
     workflow_id: str | None = None
     workflow_run_id: str | None = None
+    force: bool = False
 
 
 class BeginResult(_Model):
@@ -199,6 +207,8 @@ class BeginResult(_Model):
     started_at_ms: int
     #: Search attributes the namespace has (the workflow upserts only those).
     search_attributes: list[str] = Field(default_factory=list)
+    #: Whether begin took upstream's rewind lease (the workflow renews it while it lives).
+    lease: bool = False
 
 
 class AuditRef(_Model):
@@ -233,7 +243,6 @@ class TruncateInput(_Model):
     frame_no: int
     from_frame_no: int
     caller: str
-    keep_hijack: bool = True
 
 
 class ReconcilerInput(_Model):

@@ -11,6 +11,8 @@ Our own tables start with ``_timetravel_``:
 * ``_timetravel_audit_links``: links each audit row to the Temporal workflow that owns it, and
   records whether the attempt was admitted (passed validation and the lock; only admitted
   attempts count toward the rate limit).
+* ``_timetravel_refusals``: refused attempts that cannot have an audit row (engine 0.32's audit
+  table references ``_smithers_runs``; a run id that does not exist would violate the key).
 * ``_timetravel_backups``: small per-step records keyed by audit id (truncate counts, sandbox
   and engine state captured before a change), which make every step idempotent and every
   compensation exact.
@@ -254,6 +256,10 @@ run_locks = Table(
     Column("workflow_id", Text),
     Column("workflow_run_id", Text),
     Column("acquired_at_ms", Ms, nullable=False),
+    #: Upstream's rewind lease this rewind holds (engine 0.32 databases): the lease's run id
+    #: (a subflow's top-level parent) and our token, ``timetravel:<audit id>:<uuid>``.
+    Column("lease_run_id", Text),
+    Column("lease_token", Text),
 )
 
 audit_links = Table(
@@ -266,6 +272,23 @@ audit_links = Table(
     Column("admitted", Boolean, nullable=False),
     Column("error_code", Text),
     Column("error_message", Text),
+)
+
+#: Refused attempts that cannot have an audit row: on engine 0.32 the audit table references
+#: ``_smithers_runs`` (``ON DELETE CASCADE``, foreign keys on), so a refusal for a run id that
+#: does not exist is kept here instead. No foreign key to Smithers rows, on purpose.
+refusals = Table(
+    "_timetravel_refusals",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("run_id", Text, nullable=False),
+    Column("frame_no", Integer, nullable=False),
+    Column("caller", Text, nullable=False),
+    Column("timestamp_ms", Ms, nullable=False),
+    Column("error_code", Text, nullable=False),
+    Column("error_message", Text, nullable=False),
+    Column("workflow_id", Text),
+    Column("workflow_run_id", Text, unique=True),
 )
 
 backups = Table(
@@ -319,6 +342,7 @@ BACKED_UP_TABLES: dict[str, Table] = {
 OUR_TABLES = (
     run_locks,
     audit_links,
+    refusals,
     backups,
     bk_outputs,
     bk_rows,

@@ -319,7 +319,8 @@ class RewindRun:
             if _code_of(err) == "RewindNotHeld":
                 # The lock is gone: nothing may be written, not even a compensation (another
                 # rewind may own the run now). Whatever ran stays; the audit row says so.
-                changed = any(step not in _READ_ONLY_STEPS for step in self._view.steps)
+                # (The failing transaction wrote nothing: the fence comes first.)
+                changed = any(s not in _READ_ONLY_STEPS for s in self._view.steps)
                 await self._finish(ref, begun, "partial" if changed else "failed")
                 raise _domain_error(err) from None  # type: ignore[arg-type]
             # Compensate on any failure and on cancellation (shielded from a second one). Not

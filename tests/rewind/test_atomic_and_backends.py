@@ -109,11 +109,12 @@ async def test_rewind_reverts_a_jj_sandbox_and_restores_it_exactly(
     assert (repo / "a.txt").read_text() == "one\n"
 
 
-async def test_engine_control_none_does_not_wait_for_a_live_run(
+async def test_engine_control_none_does_not_wait_for_a_live_run_when_forced(
     client, db: Database, new_worker
 ) -> None:
     seed_upstream_run(db, "run-offline", cwd=None)
     _make_live(db, "run-offline")
     async with new_worker(engine_control="none") as w:
-        res = await rewind(client, w.task_queue, rewind_input("run-offline", 1))
+        # Without force a live run is refused (RunOwnerAlive, tests/rewind/test_hold.py).
+        res = await rewind(client, w.task_queue, rewind_input("run-offline", 1, force=True))
     assert res.deleted_frames == 1

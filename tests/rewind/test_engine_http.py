@@ -1,5 +1,7 @@
-"""Engine control over HTTP (design §5): the rewind asks a real (loopback) engine endpoint to
-pause and to resume the run, and resumes it on compensation too."""
+"""Engine control over HTTP (design §5): the engine's HTTP server has no pause endpoint (0.32
+has ``POST /v1/runs/:id/resume`` and ``…/cancel``), so nothing is paused (a live run is refused
+in begin, ``tests/rewind/test_hold.py``) and the rewind asks a real (loopback) endpoint to resume
+the run, with its ``workflowPath``; a compensation calls nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from sqlalchemy import text
 from temporalio.client import WorkflowFailureError
 
 from activities.rewind import StoreActivities
@@ -19,18 +22,18 @@ from timetravel.store.seed import seed_upstream_run
 
 
 class Engine:
-    """A fake engine control endpoint that records calls; ``fail_pause`` answers 503."""
+    """A fake engine control endpoint that records calls; ``fail_resume`` answers 503."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict]] = []
-        self.fail_pause = False
+        self.fail_resume = False
         engine = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 engine.calls.append((self.path, body))
-                status = 503 if engine.fail_pause and self.path.endswith("/pause") else 200
+                status = 503 if engine.fail_resume and self.path.endswith("/resume") else 200
                 self.send_response(status)
                 self.end_headers()
                 self.wfile.write(b"{}")
@@ -53,18 +56,21 @@ def engine() -> Iterator[Engine]:
     e.server.shutdown()
 
 
-async def test_rewind_pauses_and_resumes_through_the_engine(
+async def test_rewind_resumes_through_the_engine(
     client, db: Database, new_worker, engine: Engine
 ) -> None:
     seed_upstream_run(db, "run-http", cwd=None)
+    with db.write() as conn:
+        conn.execute(text("UPDATE _smithers_runs SET workflow_path = '/wf/chain.tsx'"))
     async with new_worker(engine_control="http", engine_url=engine.url) as w:
         res = await rewind(client, w.task_queue, rewind_input("run-http", 1))
     assert res.deleted_frames == 1
-    assert engine.paths() == ["/runs/run-http/pause", "/runs/run-http/resume"]
+    assert engine.paths() == ["/v1/runs/run-http/resume"]
     assert engine.calls[0][1]["auditId"] == res.audit_id
+    assert engine.calls[0][1]["workflowPath"] == "/wf/chain.tsx"
 
 
-async def test_compensation_resumes_through_the_engine(
+async def test_compensation_calls_no_endpoint(
     client, db: Database, settings, new_worker, engine: Engine
 ) -> None:
     seed_upstream_run(db, "run-http-comp", cwd=None)
@@ -74,22 +80,20 @@ async def test_compensation_resumes_through_the_engine(
     async with new_worker(activities=acts_with(db, http, broken)) as w:
         with pytest.raises(WorkflowFailureError):
             await rewind(client, w.task_queue, rewind_input("run-http-comp", 1))
-    assert engine.paths() == ["/runs/run-http-comp/pause", "/runs/run-http-comp/resume"]
-    assert engine.calls[1][1]["compensation"] is True
+    assert engine.paths() == []
     assert db.dump() == before
 
 
-async def test_an_engine_that_refuses_to_pause_fails_the_rewind_cleanly(
+async def test_an_engine_that_refuses_to_resume_fails_the_rewind_cleanly(
     client, db: Database, new_worker, engine: Engine
 ) -> None:
     seed_upstream_run(db, "run-http-503", cwd=None)
-    engine.fail_pause = True
+    engine.fail_resume = True
     before = db.dump()
     async with new_worker(engine_control="http", engine_url=engine.url) as w:
         with pytest.raises(WorkflowFailureError) as err:
             await rewind(client, w.task_queue, rewind_input("run-http-503", 1))
     assert failure(err.value).type == "RewindFailed" and "503" in failure(err.value).message
-    # Retried (a 503 may pass), then compensated: the engine is told to resume.
-    assert engine.paths().count("/runs/run-http-503/pause") == 5
-    assert engine.paths()[-1] == "/runs/run-http-503/resume"
+    # Retried (a 503 may pass), then compensated exactly.
+    assert engine.paths() == ["/v1/runs/run-http-503/resume"] * 5
     assert db.dump() == before

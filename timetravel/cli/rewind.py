@@ -27,7 +27,7 @@ code meaning
 3    ``ConfirmationRequired``
 4    ``InvalidRunId``, ``InvalidFrameNo``, ``InvalidInput`` (a rejected confirm/abort)
 5    ``RunNotFound``, ``FrameOutOfRange``
-6    ``Busy``, ``RateLimited``
+6    ``Busy``, ``RateLimited``, ``RunOwnerAlive``, ``RewindNotHeld``
 7    ``UnsupportedSandbox``, ``VcsError``
 8    ``RewindFailed`` (incl. a rewind that was terminated, cancelled or timed out)
 9    ``Aborted``, ``ConfirmationTimeout``
@@ -75,6 +75,8 @@ EXIT_CODES: dict[str, int] = {
     "FrameOutOfRange": 5,
     "Busy": 6,
     "RateLimited": 6,
+    "RunOwnerAlive": 6,
+    "RewindNotHeld": 6,
     "UnsupportedSandbox": 7,
     "VcsError": 7,
     "RewindFailed": 8,

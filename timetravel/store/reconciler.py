@@ -9,6 +9,7 @@ from timetravel.clock import now_ms
 from timetravel.enginedb import load_snapshot
 from timetravel.store import Database, retry_on_lock
 from timetravel.store.backups import Backups
+from timetravel.store.fence import hold
 
 __all__ = ["ReconcilerStore"]
 
@@ -29,6 +30,7 @@ class ReconcilerStore:
         after capturing the current rows. Returns whether a snapshot was applied."""
         bk = self.backups
         with self.db.write() as conn:
+            hold(conn, audit_id)  # fencing: still our lock (and lease), or change nothing
             if bk.record(conn, audit_id, STEP) is None:
                 bk.copy_rows(conn, RALPH.name, lambda t: t.c.run_id == run_id, audit_id)
                 bk.put_record(conn, audit_id, STEP, {"run_id": run_id})
@@ -50,6 +52,7 @@ class ReconcilerStore:
             rec = bk.record(conn, audit_id, STEP)
             if rec is None or rec.restored:
                 return False
+            hold(conn, audit_id, undo=True)  # fencing (a compensation with work to do)
             conn.execute(delete(RALPH).where(RALPH.c.run_id == rec.state["run_id"]))
             bk.restore_rows(conn, RALPH.name, audit_id)
             bk.mark_restored(conn, audit_id, STEP)
