@@ -77,6 +77,8 @@ from timetravel.models import RewindCounts, RewindPlan, SandboxPlan
 from timetravel.store import Database, OutputTable, retry_on_lock
 from timetravel.store.audit import latest_frame_no
 from timetravel.store.backups import Backups
+from timetravel.store.engine_rows import set_run_after_truncate
+from timetravel.store.fence import hold
 
 __all__ = ["TruncateStore", "frame_cutoff"]
 
@@ -435,7 +437,7 @@ class TruncateStore:
         frame_no: int,
         from_frame_no: int | None = None,
         caller: str,
-        keep_hijack: bool,
+        keep_hijack: bool | None = None,
     ) -> RewindCounts:
         """The rewind's database change, in one transaction, backed up first.
 
@@ -445,7 +447,7 @@ class TruncateStore:
 
         Differences from upstream: a reset node's ``last_attempt`` becomes its newest remaining
         attempt (upstream sets NULL, so the engine would reuse an attempt number that still
-        exists, bug 23); with ``keep_hijack`` the run keeps the pause marker until the
+        exists, bug 23); the run stays held by the pause until the
         resume step, so the engine cannot reclaim it before the reconciler is rebuilt.
 
         ``from_frame_no`` is ignored: the latest frame is read inside this transaction (the
@@ -455,6 +457,7 @@ class TruncateStore:
         """
         bk = self.backups
         with self.db.write() as conn:
+            hold(conn, audit_id)  # fencing: still our lock (and lease), or change nothing
             done = bk.record(conn, audit_id, STEP)
             if done is not None:
                 return RewindCounts(**done.state["counts"])
@@ -475,17 +478,8 @@ class TruncateStore:
                 counts = self._truncate_heuristic(conn, audit_id, cut, now)
             counts.from_frame_no = from_frame_no
             bk.copy_rows(conn, RUNS.name, cut.run, audit_id)
-            values: dict[str, Any] = dict(
-                status="running",
-                finished_at_ms=None,
-                heartbeat_at_ms=None,
-                runtime_owner_id=None,
-                cancel_requested_at_ms=None,
-                error_json=None,
-            )
-            if not keep_hijack:
-                values.update(hijack_requested_at_ms=None, hijack_target=None)
-            conn.execute(update(RUNS).where(cut.run(RUNS)).values(**values))
+            # Held until the resume step as the pause left it (``paused`` on engine 0.32).
+            set_run_after_truncate(conn, bk, audit_id, run_id, keep_hijack)
             seq = conn.execute(
                 select(func.coalesce(func.max(EVENTS.c.seq), -1) + 1).where(
                     EVENTS.c.run_id == run_id
@@ -728,6 +722,7 @@ class TruncateStore:
             rec = bk.record(conn, audit_id, STEP)
             if rec is None or rec.restored:
                 return False
+            hold(conn, audit_id, undo=True)  # fencing (a compensation with work to do)
             state, run_id = rec.state, rec.state["run_id"]
             conn.execute(
                 delete(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.seq == state["event_seq"])
