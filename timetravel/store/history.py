@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from timetravel import schema
 from timetravel.enginedb import SnapshotPayload, engine_features, load_snapshot
 from timetravel.enginedb.features import SNAPSHOT_REFS
-from timetravel.errors import TimeTravelError
+from timetravel.errors import InvalidInput, SnapshotNotFound
 from timetravel.store import Database, retry_on_lock
 
 __all__ = ["ForkRows", "HistoryStore", "TreeRows"]
@@ -201,8 +201,7 @@ class HistoryStore:
                     parent_run_id,
                     frame_no,
                 ):
-                    raise TimeTravelError(
-                        "InvalidInput",
+                    raise InvalidInput(
                         f"Run id {child_run_id} is already a fork of "
                         f"{existing['parent_run_id']}:{existing['parent_frame_no']}.",
                         {"runId": child_run_id},
@@ -213,15 +212,13 @@ class HistoryStore:
                     return ForkRows(snapshot=snap, branch=existing, run=child_run), False
             parent = _snapshot_row(load_snapshot(conn, parent_run_id, frame_no))
             if parent is None:
-                raise TimeTravelError(
-                    "SnapshotNotFound",
+                raise SnapshotNotFound(
                     f"No snapshot found for run={parent_run_id} frame={frame_no}",
                     {"runId": parent_run_id, "frameNo": frame_no},
                 )
             taken = conn.execute(select(r.c.run_id).where(r.c.run_id == child_run_id)).first()
             if taken is not None and existing is None:
-                raise TimeTravelError(
-                    "InvalidInput",
+                raise InvalidInput(
                     f"Run id {child_run_id} already exists.",
                     {"runId": child_run_id},
                 )

@@ -72,7 +72,7 @@ from timetravel.enginedb.target_state import (
     ProvenanceRow,
     tables_to_restore,
 )
-from timetravel.errors import TimeTravelError
+from timetravel.errors import RewindFailed, UnsupportedSandbox
 from timetravel.models import RewindCounts, RewindPlan, SandboxPlan
 from timetravel.store import Database, OutputTable, retry_on_lock
 from timetravel.store.audit import latest_frame_no
@@ -313,8 +313,7 @@ class TruncateStore:
                 .limit(1)
             ).scalar()
             if not pointer:
-                raise TimeTravelError(
-                    "UnsupportedSandbox",
+                raise UnsupportedSandbox(
                     f"Could not resolve a rewind pointer for sandbox cwd {cwd}.",
                     {"cwd": cwd},
                 )
@@ -339,8 +338,7 @@ class TruncateStore:
         names: dict[str, list[str]] = {}
         for name, node in rows:
             if schema.check_output_table_name(name) is None:
-                raise TimeTravelError(
-                    "RewindFailed",
+                raise RewindFailed(
                     f"Output table name {name!r} of node {node} is not a safe identifier; "
                     "refusing to rewind.",
                     {"runId": cut.run_id, "nodeId": node, "outputTable": str(name)[:200]},
