@@ -98,10 +98,18 @@ async def read_json(box: Locator) -> Any:
     return json.loads(await read_code(box))
 
 
-async def result(page: Page) -> Any:
-    """The Result box of the workflow page's Timeline tab, parsed."""
+async def result(page: Page, *, key: str = "ok") -> Any:
+    """The Result box of the workflow page's Timeline tab, parsed: the workflow's result, which
+    has ``key``. Right after an update the box can still show the update's result (an audit
+    view); press R (the page's refresh key) until the workflow's own result is there."""
     await page.get_by_role("tab", name="Timeline").click()
-    return await read_json(page.get_by_role("textbox", name="Result"))
+    deadline = time.monotonic() + 30
+    while True:
+        value = await read_json(page.get_by_role("textbox", name="Result"))
+        if not isinstance(value, dict) or key in value or time.monotonic() > deadline:
+            return value
+        await page.keyboard.press("r")
+        await page.wait_for_timeout(1_000)
 
 
 def current_details_frame(page: Page) -> FrameLocator:
