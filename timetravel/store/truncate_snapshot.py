@@ -1,0 +1,291 @@
+"""Upstream 0.32's path of the truncate: when the database is 0.32-shaped and the target frame
+has a snapshot, nodes, attempts, outputs, provenance and signals are made equal to what that
+snapshot records (:func:`timetravel.enginedb.compute_target_state`, deletes before upserts), and
+the snapshots and VCS tags after the target are deleted. Everything changed is backed up first;
+:meth:`~timetravel.store.truncate.TruncateStore.restore_truncated` puts it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, delete, select, text, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from timetravel import schema
+from timetravel.enginedb import (
+    SnapshotPayload,
+    TargetState,
+    compute_target_state,
+    delete_snapshots_after,
+    engine_features,
+    load_snapshot,
+    snapshot_rows_after,
+)
+from timetravel.enginedb._sql import chunks
+from timetravel.enginedb.features import (
+    OUTPUT_PROVENANCE,
+    SIGNALS,
+    SNAPSHOT_CONTENTS,
+    SNAPSHOT_REFS,
+)
+from timetravel.enginedb.outputs import physical_tables
+from timetravel.enginedb.target_state import (
+    CurrentState,
+    NodeRow,
+    OutputTableState,
+    ProvenanceRow,
+    tables_to_restore,
+)
+from timetravel.models import RewindCounts
+from timetravel.store import Database
+from timetravel.store.backups import Backups
+from timetravel.store.truncate_cut import KEYS_PER_STATEMENT, Cut
+
+__all__ = ["SnapshotTruncate", "changed_nodes", "dict_rows", "mappings"]
+
+ATTEMPTS = schema.attempts
+NODES = schema.nodes
+DIFFS = schema.node_diffs
+FRAMES = schema.frames
+VCS_TAGS = schema.vcs_tags
+SNAPSHOTS_TABLE = schema.snapshots.name
+
+
+class SnapshotTruncate:
+    """The snapshot path of :class:`~timetravel.store.truncate.TruncateStore`."""
+
+    db: Database
+    backups: Backups
+
+    @staticmethod
+    def _target_snapshot(conn: Connection, run_id: str, frame_no: int) -> SnapshotPayload | None:
+        """The target frame's snapshot when the database is 0.32-shaped, else None (then the
+        0.16 heuristic applies)."""
+        if not engine_features(conn).is_v032:
+            return None
+        return load_snapshot(conn, run_id, frame_no)
+
+    def _target_state(
+        self, conn: Connection, cut: Cut, snap: SnapshotPayload, now: int
+    ) -> tuple[TargetState, dict[tuple[str, int], dict[str, Any]]]:
+        """What makes the run equal to the target snapshot, read as if the attempts started
+        after the cutoff were already gone; plus the run's current node rows by key."""
+        run_id = cut.run_id
+        nodes = {
+            (r.node_id, int(r.iteration)): dict(r._mapping)
+            for r in conn.execute(select(NODES).where(NODES.c.run_id == run_id))
+        }
+        attempts = [
+            (a.node_id, int(a.iteration), int(a.attempt))
+            for a in conn.execute(
+                select(ATTEMPTS.c.node_id, ATTEMPTS.c.iteration, ATTEMPTS.c.attempt).where(
+                    ATTEMPTS.c.run_id == run_id, ATTEMPTS.c.started_at_ms <= cut.cutoff_ms
+                )
+            )
+        ]
+        outputs = snap.outputs()
+        names = tables_to_restore(
+            outputs, [n["output_table"] for n in nodes.values()], physical_tables(conn)
+        )
+        tables: dict[str, OutputTableState] = {}
+        for name in names:
+            out = self.db.output_table(conn, name)
+            if out is None or out.iteration_col is None:
+                continue
+            t = out.table
+            keys = [
+                (str(r[0]), int(r[1]))
+                for r in conn.execute(
+                    select(t.c[out.node_col], t.c[out.iteration_col]).where(
+                        t.c[out.run_col] == run_id
+                    )
+                )
+            ]
+            tables[name] = OutputTableState(columns=list(t.c.keys()), row_keys=keys)
+        provenance = []
+        if engine_features(conn).output_provenance:
+            provenance = [
+                ProvenanceRow(str(r[0]), str(r[1]), int(r[2]), int(r[3]))
+                for r in conn.execute(
+                    text(
+                        f"SELECT output_table, node_id, iteration, seq FROM {OUTPUT_PROVENANCE} "
+                        "WHERE run_id = :run_id"
+                    ),
+                    {"run_id": run_id},
+                )
+            ]
+        current = CurrentState(
+            nodes=[NodeRow(k[0], k[1], n["output_table"]) for k, n in nodes.items()],
+            attempts=attempts,
+            output_tables=tables,
+            provenance=provenance,
+        )
+        state = compute_target_state(run_id, snap.nodes(), outputs, current, now_ms=now)
+        return state, nodes
+
+    def _truncate_to_snapshot(
+        self,
+        conn: Connection,
+        audit_id: int,
+        cut: Cut,
+        snap: SnapshotPayload,
+        now: int,
+        record: dict[str, Any],
+    ) -> RewindCounts:
+        """Upstream 0.32's path: make the run equal to the target frame's snapshot."""
+        bk, run_id = self.backups, cut.run_id
+        record["mode"] = "snapshot"
+        # Diffs first: they are found through the attempts that go.
+        bk.copy_rows(conn, DIFFS.name, cut.diffs, audit_id)
+        diffs = conn.execute(delete(DIFFS).where(cut.diffs(DIFFS))).rowcount
+        bk.copy_rows(conn, FRAMES.name, cut.frames, audit_id)
+        frames = conn.execute(delete(FRAMES).where(cut.frames(FRAMES))).rowcount
+        # Snapshots after the target (refs and unreferenced contents with them), VCS tags.
+        later = snapshot_rows_after(conn, run_id, cut.frame_no)
+        bk.copy_json_rows(conn, audit_id, SNAPSHOT_CONTENTS, later.contents)
+        bk.copy_json_rows(conn, audit_id, SNAPSHOTS_TABLE, later.snapshots)
+        bk.copy_json_rows(conn, audit_id, SNAPSHOT_REFS, later.refs)
+        delete_snapshots_after(conn, run_id, cut.frame_no)
+        tags = VCS_TAGS.c.run_id == run_id, VCS_TAGS.c.frame_no > cut.frame_no
+        bk.copy_json_rows(
+            conn, audit_id, VCS_TAGS.name, mappings(conn.execute(select(VCS_TAGS).where(*tags)))
+        )
+        conn.execute(delete(VCS_TAGS).where(*tags))
+        # Attempts started after the target frame, then those the snapshot does not keep.
+        state, nodes = self._target_state(conn, cut, snap, now)
+        bk.copy_rows(conn, ATTEMPTS.name, cut.attempts, audit_id)
+        attempts = conn.execute(delete(ATTEMPTS).where(cut.attempts(ATTEMPTS))).rowcount
+        attempt_cols = (ATTEMPTS.c.node_id, ATTEMPTS.c.iteration, ATTEMPTS.c.attempt)
+        for part in chunks(state.attempts_delete, KEYS_PER_STATEMENT):
+            keys = list(part)
+            bk.copy_rows(
+                conn,
+                ATTEMPTS.name,
+                lambda t, keys=keys: and_(  # type: ignore[misc]
+                    t.c.run_id == run_id,
+                    tuple_(t.c.node_id, t.c.iteration, t.c.attempt).in_(keys),
+                ),
+                audit_id,
+            )
+            attempts += conn.execute(
+                delete(ATTEMPTS).where(ATTEMPTS.c.run_id == run_id, tuple_(*attempt_cols).in_(keys))
+            ).rowcount
+        # Nodes: every node of the run is copied; the restore replaces the run's node set.
+        bk.copy_rows(conn, NODES.name, cut.run, audit_id)
+        record["nodes_replaced"] = True
+        node_cols = (NODES.c.node_id, NODES.c.iteration)
+        for node_keys in chunks(state.nodes_delete, KEYS_PER_STATEMENT):
+            conn.execute(
+                delete(NODES).where(NODES.c.run_id == run_id, tuple_(*node_cols).in_(node_keys))
+            )
+        changed = changed_nodes(state, nodes)
+        self._upsert(conn, NODES, changed, ["run_id", "node_id", "iteration"])
+        # Outputs: each table that changes is copied whole (the run's rows) and replaced.
+        deleted_outputs, replaced = 0, []
+        for name, plan in state.outputs.items():
+            out = self.db.output_table(conn, name)
+            if out is None or out.iteration_col is None or not (plan.delete or plan.upsert):
+                continue
+            t = out.table
+            mine = t.c[out.run_col] == run_id
+            rows = conn.execute(select(t).where(mine)).all()
+            if rows:
+                bk.copy_output_rows(conn, audit_id, out, rows)
+            replaced.append(name)
+            key_cols = (t.c[out.node_col], t.c[out.iteration_col])
+            for row_keys in chunks(plan.delete, KEYS_PER_STATEMENT):
+                deleted_outputs += conn.execute(
+                    delete(t).where(mine, tuple_(*key_cols).in_(row_keys))
+                ).rowcount
+            self._upsert(
+                conn, t, list(plan.upsert.values()), [out.run_col, out.node_col, out.iteration_col]
+            )
+        record["replaced_outputs"] = replaced
+        # Provenance (copied whole before either path), deletes before upserts: seq is unique.
+        if record.get("provenance"):
+            for p in state.provenance_delete:
+                conn.execute(
+                    text(
+                        f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :run_id AND "
+                        "output_table = :t AND node_id = :n AND iteration = :i"
+                    ),
+                    {"run_id": run_id, "t": p.output_table, "n": p.node_id, "i": p.iteration},
+                )
+            for p in state.provenance_upsert:
+                params = {
+                    "run_id": run_id,
+                    "t": p.output_table,
+                    "n": p.node_id,
+                    "i": p.iteration,
+                    "seq": p.seq,
+                }
+                conn.execute(
+                    text(
+                        f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :run_id AND "
+                        "((output_table = :t AND node_id = :n AND iteration = :i) OR seq = :seq)"
+                    ),
+                    params,
+                )
+                conn.execute(
+                    text(
+                        f"INSERT INTO {OUTPUT_PROVENANCE} (run_id, output_table, node_id, "
+                        "iteration, seq) VALUES (:run_id, :t, :n, :i, :seq)"
+                    ),
+                    params,
+                )
+        # Signals received after the snapshot.
+        if state.signals_after is not None and engine_features(conn).signals:
+            where = "WHERE run_id = :run_id AND seq > :seq"
+            params = {"run_id": run_id, "seq": state.signals_after}
+            signals = mappings(conn.execute(text(f"SELECT * FROM {SIGNALS} {where}"), params))
+            if bk.copy_json_rows(conn, audit_id, SIGNALS, signals):
+                conn.execute(text(f"DELETE FROM {SIGNALS} {where}"), params)
+        return RewindCounts(
+            deleted_frames=frames,
+            deleted_attempts=attempts,
+            deleted_outputs=deleted_outputs,
+            invalidated_diffs=diffs,
+            reset_nodes=len(state.nodes_delete) + len(changed),
+        )
+
+    def _upsert(
+        self, conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]], keys: list[str]
+    ) -> None:
+        """INSERT each row, or on its key overwrite the columns it names (upstream's upsert)."""
+        ins = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        for row in rows:
+            stmt = ins(table).values(dict(row))
+            updates = {k: stmt.excluded[k] for k in row if k not in keys}
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+                if updates
+                else stmt.on_conflict_do_nothing(index_elements=keys)
+            )
+
+
+def mappings(result: Iterable[Any]) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in result]
+
+
+def dict_rows(conn: Connection, table_name: str, run_id: str) -> list[dict[str, Any]]:
+    """Every row of the run in an engine table outside our metadata (a constant name)."""
+    return mappings(
+        conn.execute(text(f"SELECT * FROM {table_name} WHERE run_id = :run_id"), {"run_id": run_id})
+    )
+
+
+def changed_nodes(
+    state: TargetState, nodes: Mapping[tuple[str, int], Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The snapshot's node rows that differ from the current ones (``updated_at_ms`` aside),
+    completed so that a node the run no longer has can be inserted."""
+    out = []
+    for values in state.nodes_upsert:
+        current = nodes.get((values["node_id"], values["iteration"]))
+        if current is None:
+            out.append({"state": "pending", "output_table": "", **values})
+        elif any(current.get(k) != v for k, v in values.items() if k != "updated_at_ms"):
+            out.append(values)
+    return out
