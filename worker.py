@@ -22,7 +22,8 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import build_activities
-from timetravel.converter import LenientPayloadConverter, data_converter
+from timetravel.client import connect
+from timetravel.converter import LenientPayloadConverter
 from timetravel.settings import Settings, load_settings
 from timetravel.store import Database
 from workflows.registry import ALL_WORKFLOWS
@@ -85,15 +86,6 @@ def build_worker(
             max_workers=MAX_CONCURRENT_ACTIVITIES, thread_name_prefix="timetravel-activity"
         ),
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
-    )
-
-
-async def connect(settings: Settings) -> Client:
-    """A Temporal client with the service's (pydantic) data converter."""
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=data_converter,
     )
 
 

@@ -1,7 +1,7 @@
 """Client helpers: start, follow, confirm and abort ``RewindRun`` workflows (design §1, §4).
 
 Every helper takes a :class:`temporalio.client.Client` connected with the pydantic data
-converter (:func:`worker.connect`) and raises :class:`RewindError`, a
+converter (:func:`connect`) and raises :class:`RewindError`, a
 :class:`~timetravel.errors.TimeTravelError` carrying the upstream error code, for every failure
 a user can act on. Infrastructure failures (the server is unreachable) propagate as the SDK
 raises them.
@@ -15,7 +15,7 @@ hand from the Web UI.
 
 Example::
 
-    client = await worker.connect(load_settings())
+    client = await connect(load_settings())
     result = await rewind(client, "demo-run-1", 1, confirm=True, caller="user:you")
 """
 
@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import (
     Client,
@@ -41,10 +42,23 @@ from temporalio.exceptions import (
 from temporalio.exceptions import TimeoutError as WorkflowTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
+from timetravel.converter import data_converter
 from timetravel.errors import TimeTravelError, details_of, from_failure
-from timetravel.models import AuditView, ConfirmInput, RateLimitOptions, RewindInput, RewindResult
+from timetravel.models import (
+    AuditView,
+    ConfirmInput,
+    RateLimitOptions,
+    RecoverInput,
+    RecoverResult,
+    RewindInput,
+    RewindResult,
+)
 from timetravel.rewind import busy_error
 from workflows.rewind_run import RewindRun
+
+if TYPE_CHECKING:
+    from timetravel.history import ForkInput, ForkResult, ReplayInput, ReplayResult
+    from timetravel.settings import Settings
 
 __all__ = [
     "DEFAULT_TASK_QUEUE",
@@ -52,6 +66,10 @@ __all__ = [
     "abort_rewind",
     "await_rewind",
     "confirm_rewind",
+    "connect",
+    "fork",
+    "recover",
+    "replay",
     "rewind",
     "rewind_handle",
     "rewind_workflow_id",
@@ -91,6 +109,15 @@ class RewindError(TimeTravelError):
 
     def __repr__(self) -> str:
         return f"RewindError({self.code!r}, {self.message!r})"
+
+
+async def connect(settings: Settings) -> Client:
+    """A Temporal client for ``settings`` with the service's (pydantic) data converter."""
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=data_converter,
+    )
 
 
 def rewind_workflow_id(run_id: Any) -> str:
@@ -149,6 +176,7 @@ async def start_rewind(
     await_confirmation: bool = False,
     rate_limit: RateLimitOptions | Mapping[str, Any] | None = None,
     confirmation_timeout_s: float | None = None,
+    force: bool = False,
     task_queue: str = DEFAULT_TASK_QUEUE,
 ) -> WorkflowHandle[RewindRun, RewindResult]:
     """Start a ``RewindRun`` workflow and return its handle without waiting.
@@ -168,6 +196,9 @@ async def start_rewind(
         rate_limit: ``{"max_per_window": int, "window_ms": int}`` overriding the worker's
             rate limit for this call.
         confirmation_timeout_s: how long ``await_confirmation`` waits (default 900 s).
+        force: rewind a run a live engine still drives although the engine control cannot
+            pause it (``http``, ``none``); without it such a rewind is refused with
+            ``RunOwnerAlive``.
         task_queue: the worker's task queue.
 
     Returns:
@@ -194,6 +225,8 @@ async def start_rewind(
     }
     if confirmation_timeout_s is not None:
         fields["confirmation_timeout_s"] = confirmation_timeout_s
+    if force:
+        fields["force"] = True
     try:
         return await client.start_workflow(
             RewindRun.run,
@@ -268,6 +301,7 @@ async def rewind(
     await_confirmation: bool = False,
     rate_limit: RateLimitOptions | Mapping[str, Any] | None = None,
     confirmation_timeout_s: float | None = None,
+    force: bool = False,
     task_queue: str = DEFAULT_TASK_QUEUE,
 ) -> RewindResult:
     """Rewind a run to an earlier frame and wait for the result.
@@ -292,6 +326,7 @@ async def rewind(
         await_confirmation=await_confirmation,
         rate_limit=rate_limit,
         confirmation_timeout_s=confirmation_timeout_s,
+        force=force,
         task_queue=task_queue,
     )
     return await await_rewind(handle)
@@ -369,6 +404,65 @@ async def abort_rewind(client: Client, run_id: Any, *, workflow_id: str | None =
         RewindError: ``InvalidInput`` when no rewind of the run is waiting for confirmation.
     """
     return await _update(client, run_id, workflow_id, RewindRun.abort)
+
+
+async def _execute(client: Client, run: Any, arg: Any, workflow_id: str, task_queue: str) -> Any:
+    """Run a workflow to its end; its typed failure is raised as :class:`RewindError`."""
+    handle = await client.start_workflow(run, arg, id=workflow_id, task_queue=task_queue)
+    return await await_rewind(handle)
+
+
+async def fork(
+    client: Client, input: ForkInput, *, task_queue: str = DEFAULT_TASK_QUEUE
+) -> ForkResult:
+    """Fork a run at a frame into a new run (``ForkRun``, workflow ``fork-<run>-<uuid>``).
+
+    Raises:
+        RewindError: ``SnapshotNotFound``, ``RunNotFound``, … with the workflow's message.
+    """
+    from workflows.fork_run import ForkRun
+
+    wid = f"fork-{input.parent_run_id}-{uuid.uuid4()}"
+    result: ForkResult = await _execute(client, ForkRun.run, input, wid, task_queue)
+    return result
+
+
+async def replay(
+    client: Client, input: ReplayInput, *, task_queue: str = DEFAULT_TASK_QUEUE
+) -> ReplayResult:
+    """Fork a run at a frame for a replay, optionally restoring its VCS revision
+    (``ReplayFromCheckpoint``, workflow ``replay-<run>-<uuid>``).
+
+    Raises:
+        RewindError: as :func:`fork`.
+    """
+    from workflows.replay_from_checkpoint import ReplayFromCheckpoint
+
+    wid = f"replay-{input.parent_run_id}-{uuid.uuid4()}"
+    result: ReplayResult = await _execute(client, ReplayFromCheckpoint.run, input, wid, task_queue)
+    return result
+
+
+async def recover(
+    client: Client,
+    *,
+    older_than: timedelta | None = None,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+) -> RecoverResult:
+    """Settle audit rows dead rewinds left ``in_progress`` (``RecoverRewindAudits`` once).
+
+    Args:
+        older_than: also settle rows no workflow of ours owns once they are this old
+            (``timedelta(0)``: all of them); ``None`` leaves them alone.
+    """
+    from workflows.recover_rewind_audits import RecoverRewindAudits
+
+    age_ms = None if older_than is None else int(older_than.total_seconds() * 1000)
+    wid = f"recover-rewind-audits-{uuid.uuid4()}"
+    result: RecoverResult = await _execute(
+        client, RecoverRewindAudits.run, RecoverInput(older_than_ms=age_ms), wid, task_queue
+    )
+    return result
 
 
 # The task-level helpers (RetryTask, TimeTravelToAttempt, RevertToAttempt) live in their own

@@ -13,15 +13,48 @@ import importlib
 import logging
 import os
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperArgument, TyperGroup
 
+
+def _usage_name(param: TyperArgument) -> str:
+    """``RUN`` for a required argument, ``[RUN]`` for an optional one (never ``{RUN}`` or
+    ``[[RUN]]``): the names the README and the error messages use."""
+    name = (param.metavar or param.name or "ARG").strip("[]{}").upper()
+    return name if param.required else f"[{name}]"
+
+
+def _plain_params(command: Any) -> None:
+    """Usage lines with plain argument names, on every command of the tree (Typer's own are
+    ``{RUN}`` for a required argument and ``[[RUN]]`` for an optional one named ``[RUN]``)."""
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            name = _usage_name(param)
+            param.get_usage_pieces = lambda ctx, name=name: [name]  # type: ignore[method-assign,misc]
+            param.metavar = name
+    for sub in getattr(command, "commands", {}).values():
+        _plain_params(sub)
+
+
+class _Group(TyperGroup):
+    """The top-level group; fixes every command's usage line once the tree is built."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_params(self)
+
+
+# Plain (click) help: flags without a type label, text wrapped instead of cut at 80 columns.
 app = typer.Typer(
     name="timetravel",
     help="Durable, auditable time travel for Smithers runs, on Temporal.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    cls=_Group,
 )
 
 for _module in ("dev", "rewind", "recovery", "history", "tasks"):

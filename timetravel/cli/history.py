@@ -35,15 +35,13 @@ order below) that scripts may rely on:
 ``fork ... --json``: ``{"run_id", "branch": {...}, "snapshot": {...}}`` (the ``ForkRun``
 result); ``replay ... --json`` adds ``"vcs_restored", "vcs_pointer", "vcs_error"``.
 
-Exit codes: 0 success, 1 a domain failure (no such snapshot, workflow failed, server
-unreachable), 2 bad usage or settings.
+Failures and exit codes (``fork``, ``replay``): :mod:`timetravel.cli._errors`, shared by every
+command (``SnapshotNotFound`` 1, as ``diff`` reports it); bad usage or settings 2.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
 from typing import Annotated, Any
 
 import typer
@@ -51,6 +49,7 @@ from rich.text import Text
 
 from timetravel.cli import app
 from timetravel.cli._common import console, err_console, open_database, settings_or_exit
+from timetravel.cli._errors import connect_or_exit, run_command
 from timetravel.history import (
     ForkInput,
     ForkResult,
@@ -66,7 +65,6 @@ from timetravel.history import (
     render_snapshots,
     render_timeline,
 )
-from timetravel.settings import Settings
 from timetravel.store import Database
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
@@ -96,7 +94,8 @@ def _database() -> Database:
 
 @app.command()
 def snapshots(
-    run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: JsonOption = False
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.", show_default=False)],
+    as_json: JsonOption = False,
 ) -> None:
     """List a run's snapshots in frame order."""
     db = _database()
@@ -117,9 +116,9 @@ def snapshots(
 
 @app.command()
 def diff(
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
-    frame_a: Annotated[int, typer.Argument(help="Frame to compare from.")],
-    frame_b: Annotated[int, typer.Argument(help="Frame to compare to.")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.", show_default=False)],
+    frame_a: Annotated[int, typer.Argument(metavar="FRAME_A", help="Frame to compare from.")],
+    frame_b: Annotated[int, typer.Argument(metavar="FRAME_B", help="Frame to compare to.")],
     as_json: JsonOption = False,
 ) -> None:
     """Show what changed between two snapshots of a run."""
@@ -149,7 +148,8 @@ def diff(
 
 @app.command()
 def timeline(
-    run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: JsonOption = False
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.", show_default=False)],
+    as_json: JsonOption = False,
 ) -> None:
     """Show a run's frames and, under the frames they were made at, its forks (recursively)."""
     db = _database()
@@ -175,31 +175,6 @@ def _overrides(raw: str | None) -> dict[str, Any] | None:
     return value
 
 
-async def _execute(settings: Settings, workflow: Any, arg: Any, workflow_id: str) -> Any:
-    from temporalio.client import WorkflowFailureError
-    from temporalio.exceptions import ApplicationError
-
-    from timetravel.errors import from_failure
-    from worker import connect
-
-    try:
-        client = await connect(settings)
-    except Exception as err:  # the SDK raises RuntimeError for an unreachable server
-        raise _fail(f"cannot reach Temporal at {settings.temporal_address}: {err}") from None
-    try:
-        return await client.execute_workflow(
-            workflow, arg, id=workflow_id, task_queue=settings.task_queue
-        )
-    except WorkflowFailureError as err:
-        cause = err.cause
-        domain = from_failure(cause)
-        if domain is not None:
-            raise _fail(f"{domain.code}: {domain.message}") from None
-        if isinstance(cause, ApplicationError) and cause.type:
-            raise _fail(f"{cause.type}: {cause.message}") from None
-        raise _fail(f"workflow {workflow_id} failed: {cause or err}") from None
-
-
 def _print_fork(result: ForkResult | ReplayResult, verb: str) -> None:
     b = result.branch
     console.print(
@@ -217,8 +192,10 @@ def _print_fork(result: ForkResult | ReplayResult, verb: str) -> None:
 
 @app.command()
 def fork(
-    run_id: Annotated[str, typer.Argument(help="Run to fork.")],
-    frame_no: Annotated[int, typer.Argument(help="Frame (snapshot) to fork from.")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run to fork.")],
+    frame_no: Annotated[
+        int, typer.Argument(metavar="FRAME", help="Frame (snapshot) to fork from.")
+    ],
     input_json: InputOption = None,
     reset: ResetOption = None,
     label: LabelOption = None,
@@ -228,8 +205,6 @@ def fork(
     as_json: JsonOption = False,
 ) -> None:
     """Fork a run at a frame into a new run (the ForkRun workflow)."""
-    from workflows.fork_run import ForkRun
-
     fork_input = ForkInput(
         parent_run_id=run_id,
         frame_no=frame_no,
@@ -239,19 +214,26 @@ def fork(
         fork_description=description,
     )
     settings = settings_or_exit()
-    result: ForkResult = asyncio.run(
-        _execute(settings, ForkRun.run, fork_input, f"fork-{run_id}-{uuid.uuid4()}")
-    )
-    if as_json:
-        _print_json(result.model_dump(mode="json"))
-        return
-    _print_fork(result, "Forked")
+
+    async def main() -> None:
+        from timetravel.client import fork as start_fork
+
+        client = await connect_or_exit(settings)
+        result = await start_fork(client, fork_input, task_queue=settings.task_queue)
+        if as_json:
+            _print_json(result.model_dump(mode="json"))
+        else:
+            _print_fork(result, "Forked")
+
+    run_command(main(), as_json=as_json)
 
 
 @app.command()
 def replay(
-    run_id: Annotated[str, typer.Argument(help="Run to replay from.")],
-    frame_no: Annotated[int, typer.Argument(help="Frame (snapshot) to replay from.")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run to replay from.")],
+    frame_no: Annotated[
+        int, typer.Argument(metavar="FRAME", help="Frame (snapshot) to replay from.")
+    ],
     input_json: InputOption = None,
     reset: ResetOption = None,
     label: LabelOption = None,
@@ -268,8 +250,6 @@ def replay(
 
     Runs the ReplayFromCheckpoint workflow.
     """
-    from workflows.replay_from_checkpoint import ReplayFromCheckpoint
-
     replay_input = ReplayInput(
         parent_run_id=run_id,
         frame_no=frame_no,
@@ -280,18 +260,22 @@ def replay(
         cwd=cwd,
     )
     settings = settings_or_exit()
-    result: ReplayResult = asyncio.run(
-        _execute(
-            settings, ReplayFromCheckpoint.run, replay_input, f"replay-{run_id}-{uuid.uuid4()}"
-        )
-    )
-    if as_json:
-        _print_json(result.model_dump(mode="json"))
-        return
-    _print_fork(result, "Replaying")
-    if restore_vcs:
-        if result.vcs_restored:
-            console.print(Text("  vcs          restored ") + Text(str(result.vcs_pointer)[:12]))
-        else:
-            reason = result.vcs_error or "the frame has no VCS tag"
-            console.print(Text("  vcs          not restored: ", style="yellow") + Text(reason))
+
+    async def main() -> None:
+        from timetravel.client import replay as start_replay
+
+        client = await connect_or_exit(settings)
+        result = await start_replay(client, replay_input, task_queue=settings.task_queue)
+        if as_json:
+            _print_json(result.model_dump(mode="json"))
+            return
+        _print_fork(result, "Replaying")
+        if restore_vcs:
+            if result.vcs_restored:
+                pointer = str(result.vcs_pointer)[:12]
+                console.print(Text("  vcs          restored ") + Text(pointer))
+            else:
+                reason = result.vcs_error or "the frame has no VCS tag"
+                console.print(Text("  vcs          not restored: ", style="yellow") + Text(reason))
+
+    run_command(main(), as_json=as_json)

@@ -1,22 +1,21 @@
 """Recovery commands: ``recover`` (run ``RecoverRewindAudits`` once) and
 ``schedule recovery --every 5m`` (create or update the Schedule that runs it).
 
-Exit codes: 0 success, 1 the workflow or the server failed, 2 bad usage or settings.
+Failures and exit codes: :mod:`timetravel.cli._errors` (0 success, 1 the workflow or the
+server failed, 2 bad usage or settings).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
-import uuid
 from datetime import timedelta
 from typing import Annotated
 
 import typer
 
 from timetravel.cli import app
-from timetravel.cli._common import console, err_console, settings_or_exit
+from timetravel.cli._common import console, settings_or_exit
+from timetravel.cli._errors import connect_or_exit, run_command
 
 schedule_app = typer.Typer(help="Create or update Temporal Schedules.", no_args_is_help=True)
 app.add_typer(schedule_app, name="schedule")
@@ -46,39 +45,32 @@ def recover(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Settle audit rows a dead rewind left in_progress (the RecoverRewindAudits workflow)."""
-    from timetravel.models import RecoverInput
-    from worker import connect
-    from workflows.recover_rewind_audits import RecoverRewindAudits
+    """Settle audit rows a dead rewind left in_progress (the RecoverRewindAudits workflow).
+
+    Rows whose rewind workflow is closed are settled at once: ``failed`` with the run untouched
+    when the rewind had changed nothing yet, else ``partial`` with the run marked
+    needsAttention. ``--older-than 0s`` also settles every row no rewind of ours owns.
+    """
+    from timetravel.client import recover as run_recovery
 
     settings = settings_or_exit()
-    age = parse_duration(older_than) if older_than else None
+    age = parse_duration(older_than) if older_than is not None else None
 
     async def main() -> None:
-        client = await connect(settings)
-        result = await client.execute_workflow(
-            RecoverRewindAudits.run,
-            RecoverInput(older_than_ms=int(age.total_seconds() * 1000) if age else None),
-            id=f"recover-rewind-audits-{uuid.uuid4()}",
-            task_queue=settings.task_queue,
-        )
+        client = await connect_or_exit(settings)
+        result = await run_recovery(client, older_than=age, task_queue=settings.task_queue)
         if as_json:
             print(result.model_dump_json())
         elif result.recovered:
             for r in result.recovered:
-                console.print(f"settled audit {r.id} of run {r.run_id}: partial", highlight=False)
+                console.print(
+                    f"settled audit {r.id} of run {r.run_id} (`timetravel audit {r.run_id}`)",
+                    highlight=False,
+                )
         else:
             console.print("nothing to recover")
 
-    try:
-        asyncio.run(main())
-    except Exception as err:
-        msg = str(err) or type(err).__name__
-        if as_json:
-            print(json.dumps({"ok": False, "error": {"code": "RecoverFailed", "message": msg}}))
-        else:
-            err_console.print(f"error: {msg}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+    run_command(main(), as_json=as_json)
 
 
 @schedule_app.command("recovery")
@@ -90,20 +82,15 @@ def schedule_recovery(
 ) -> None:
     """Run RecoverRewindAudits on a Temporal Schedule (created, or updated in place)."""
     from timetravel.schedules import ensure_recovery_schedule
-    from worker import connect
 
     settings = settings_or_exit()
     interval, age = parse_duration(every), parse_duration(older_than)
 
-    async def main() -> str:
-        client = await connect(settings)
-        return await ensure_recovery_schedule(
+    async def main() -> None:
+        client = await connect_or_exit(settings)
+        sid = await ensure_recovery_schedule(
             client, every=interval, task_queue=settings.task_queue, older_than=age
         )
+        console.print(f"schedule {sid}: RecoverRewindAudits every {every}", highlight=False)
 
-    try:
-        sid = asyncio.run(main())
-    except Exception as err:
-        err_console.print(f"error: {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    console.print(f"schedule {sid}: RecoverRewindAudits every {every}", highlight=False)
+    run_command(main(), as_json=False)

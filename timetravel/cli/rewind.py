@@ -14,25 +14,8 @@ present) on success, and on a failure::
 
     {"ok": false, "error": {"code": str, "message": str, "details": {...}}}
 
-Without ``--json`` a failure is one line on stderr: ``error: <Code>: <message>``.
-
-Exit codes (``rewind``, ``confirm``, ``abort``):
-
-==== =====================================================================
-code meaning
-==== =====================================================================
-0    success (a dry run included)
-1    anything else: Temporal unreachable, an unexpected failure
-2    bad usage or settings (an invalid ``TIMETRAVEL_*`` value, FRAME not an integer)
-3    ``ConfirmationRequired``
-4    ``InvalidRunId``, ``InvalidFrameNo``, ``InvalidInput`` (a rejected confirm/abort)
-5    ``RunNotFound``, ``FrameOutOfRange``
-6    ``Busy``, ``RateLimited``, ``RunOwnerAlive``, ``RewindNotHeld``
-7    ``UnsupportedSandbox``, ``VcsError``
-8    ``RewindFailed`` (incl. a rewind that was terminated, cancelled or timed out)
-9    ``Aborted``, ``ConfirmationTimeout``
-130  interrupted (Ctrl-C); the workflow itself keeps running
-==== =====================================================================
+Without ``--json`` a failure is one line on stderr: ``error: <Code>: <message>``. Exit codes:
+the table of :mod:`timetravel.cli._errors`, shared by every command.
 
 ``audit [RUN]`` lists audit rows from the database (no Temporal needed) in id order, as
 upstream's ``listRewindAuditRows`` does: the first ``--limit`` rows (default 100).
@@ -43,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich import box
@@ -56,45 +39,27 @@ from rich.text import Text
 from timetravel.checklist import rewind_plan_sentence
 from timetravel.cli import app
 from timetravel.cli._common import console, err_console, settings_or_exit
-from timetravel.errors import TimeTravelError
+from timetravel.cli._errors import (
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    EXIT_OTHER,
+    connect_or_exit,
+    exit_code,
+    one_line,
+    run_command,
+)
 from timetravel.models import AuditRow, AuditView, RewindResult
 from timetravel.settings import Settings
 
 if TYPE_CHECKING:
-    from temporalio.client import Client, WorkflowHandle
+    from temporalio.client import WorkflowHandle
 
-__all__ = ["EXIT_CODES", "exit_code"]
-
-#: Exit status per upstream error code; see the module docstring.
-EXIT_CODES: dict[str, int] = {
-    "ConfirmationRequired": 3,
-    "InvalidRunId": 4,
-    "InvalidFrameNo": 4,
-    "InvalidInput": 4,
-    "RunNotFound": 5,
-    "FrameOutOfRange": 5,
-    "Busy": 6,
-    "RateLimited": 6,
-    "RunOwnerAlive": 6,
-    "RewindNotHeld": 6,
-    "UnsupportedSandbox": 7,
-    "VcsError": 7,
-    "RewindFailed": 8,
-    "Aborted": 9,
-    "ConfirmationTimeout": 9,
-}
-EXIT_OTHER = 1
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_CODES", "EXIT_INTERRUPTED", "EXIT_OTHER", "exit_code"]
 
 #: How often the ``audit`` query is polled while a rewind runs.
 POLL_S = 0.1
 #: A query that takes longer is skipped (the next poll tries again).
 QUERY_TIMEOUT = timedelta(seconds=2)
-
-
-def exit_code(code: str) -> int:
-    """The exit status of an error code (1 for a code not in :data:`EXIT_CODES`)."""
-    return EXIT_CODES.get(code, EXIT_OTHER)
 
 
 # -- options ----------------------------------------------------------------------------------
@@ -126,31 +91,6 @@ def _settings(
 
 
 # -- output -----------------------------------------------------------------------------------
-
-
-def _print_error(err: TimeTravelError, *, as_json: bool) -> int:
-    """Report a typed failure; returns its exit status."""
-    if as_json:
-        doc = {
-            "ok": False,
-            "error": {"code": err.code, "message": err.message, "details": err.details},
-        }
-        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
-    else:
-        # One unwrapped line whatever the terminal width: log collectors see one record.
-        err_console.print(
-            f"error: {err.code}: {err.message}",
-            style="red",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-    return exit_code(err.code)
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def _frames(from_frame_no: int, to_frame_no: int) -> str:
@@ -307,21 +247,6 @@ class _Progress:
 # -- talking to Temporal ----------------------------------------------------------------------
 
 
-class _Unreachable(Exception):
-    pass
-
-
-async def _connect(settings: Settings) -> Client:
-    from worker import connect
-
-    try:
-        return await connect(settings)
-    except Exception as err:  # the SDK raises RuntimeError for an unreachable server
-        raise _Unreachable(
-            f"cannot reach Temporal at {settings.temporal_address}: {_one_line(err)}"
-        ) from None
-
-
 async def _query(handle: WorkflowHandle[Any, Any]) -> AuditView | None:
     from workflows.rewind_run import RewindRun
 
@@ -370,24 +295,6 @@ def _progress_mode(as_json: bool) -> Literal["live", "plain", "quiet"]:
     return "live" if console.is_terminal else "plain"
 
 
-def _run(main: Any, *, as_json: bool, interrupted: str) -> NoReturn:
-    """Run a command's coroutine and exit; every failure becomes a message and a status."""
-    try:
-        code: int = asyncio.run(main)
-    except KeyboardInterrupt:
-        err_console.print(interrupted, markup=False, highlight=False, soft_wrap=True)
-        code = EXIT_INTERRUPTED
-    except TimeTravelError as err:
-        code = _print_error(err, as_json=as_json)
-    except _Unreachable as err:
-        code = _print_error(TimeTravelError("Unreachable", str(err)), as_json=as_json)
-    except Exception as err:
-        # One readable line instead of a traceback: a server refusing a call is not a crash.
-        failure = TimeTravelError(type(err).__name__, _one_line(err))
-        code = _print_error(failure, as_json=as_json)
-    raise typer.Exit(code)
-
-
 # -- commands ---------------------------------------------------------------------------------
 
 
@@ -423,6 +330,14 @@ def rewind(
     rate_limit_window_ms: Annotated[
         int | None, typer.Option(help="Length of the rate-limit window, in ms.")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Rewind a run a live engine still drives although the engine control "
+            "(http, none) cannot pause it; refused with RunOwnerAlive without it.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
     task_queue: TaskQueueOption = None,
     temporal_address: AddressOption = None,
@@ -437,7 +352,7 @@ def rewind(
     async def main() -> int:
         from timetravel.client import start_rewind
 
-        client = await _connect(settings)
+        client = await connect_or_exit(settings)
         handle = await start_rewind(
             client,
             run_id,
@@ -448,6 +363,7 @@ def rewind(
             await_confirmation=await_confirmation,
             rate_limit=rate_limit,
             confirmation_timeout_s=confirmation_timeout,
+            force=force,
             task_queue=settings.task_queue,
         )
         progress = _Progress(run_id, frame_no, _progress_mode(as_json))
@@ -455,7 +371,7 @@ def rewind(
         _print_result(run_id, result, as_json=as_json)
         return 0
 
-    _run(
+    run_command(
         main(),
         as_json=as_json,
         interrupted=f"interrupted: the rewind continues as workflow rewind-{run_id}; "
@@ -487,7 +403,7 @@ def confirm_command(
     async def main() -> int:
         from timetravel.client import confirm_rewind, rewind_handle
 
-        client = await _connect(settings)
+        client = await connect_or_exit(settings)
         view = await confirm_rewind(client, run_id, audit_id, workflow_id=workflow_id)
         if not wait:
             _print_view(run_id, view, "confirmed", as_json=as_json)
@@ -501,7 +417,7 @@ def confirm_command(
         _print_result(run_id, result, as_json=as_json)
         return 0
 
-    _run(main(), as_json=as_json, interrupted="interrupted")
+    run_command(main(), as_json=as_json)
 
 
 @app.command(name="abort")
@@ -519,12 +435,12 @@ def abort_command(
     async def main() -> int:
         from timetravel.client import abort_rewind
 
-        client = await _connect(settings)
+        client = await connect_or_exit(settings)
         view = await abort_rewind(client, run_id, workflow_id=workflow_id)
         _print_view(run_id, view, "aborted", as_json=as_json)
         return 0
 
-    _run(main(), as_json=as_json, interrupted="interrupted")
+    run_command(main(), as_json=as_json)
 
 
 def _print_view(run_id: str, view: AuditView, verb: str, *, as_json: bool) -> None:
@@ -598,7 +514,7 @@ def audit(
     except Exception as err:
         # A database URL may hold a password: report the error's first line, never the URL.
         err_console.print(
-            f"error: {type(err).__name__}: {_one_line(err)}",
+            f"error: {type(err).__name__}: {one_line(err)}",
             style="red",
             markup=False,
             highlight=False,

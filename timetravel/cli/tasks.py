@@ -3,62 +3,33 @@ through :mod:`timetravel.task_client` (workflow ids ``retry-task-<run>``, ``time
 ``revert-<run>``), follow them by polling their ``audit`` query (one line per step as it
 completes, on stdout; none with ``--json``) and print the result.
 
-Exit codes are ``rewind``'s (:mod:`timetravel.cli.rewind`), plus: ``NodeNotFound`` and
-``AttemptNotFound`` 5 (like ``RunNotFound``), ``RunStillActive`` and ``RunOwnerAlive`` 6 (like
-``Busy``), ``NoVcsPointer`` 7 (like ``VcsError``).
+Failures and exit codes: :mod:`timetravel.cli._errors`, shared by every command.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Annotated, Any
 
 import typer
 
 from timetravel.cli import app
-from timetravel.cli._common import console, err_console
+from timetravel.cli._common import console
+from timetravel.cli._errors import connect_or_exit, run_command
 from timetravel.cli.rewind import (
-    EXIT_CODES,
-    EXIT_INTERRUPTED,
-    EXIT_OTHER,
     AddressOption,
     JsonOption,
     NamespaceOption,
     RunArg,
     TaskQueueOption,
-    _connect,
     _settings,
-    _Unreachable,
 )
-from timetravel.errors import TimeTravelError
-
-TASK_EXIT_CODES: dict[str, int] = {
-    **EXIT_CODES,
-    "NodeNotFound": 5,
-    "AttemptNotFound": 5,
-    "RunStillActive": 6,
-    "RunOwnerAlive": 6,
-    "NoVcsPointer": 7,
-}
 
 NodeArg = Annotated[str, typer.Argument(metavar="NODE", help="Node (task) id.", show_default=False)]
 ConfirmOption = Annotated[bool, typer.Option("--confirm", help="Required: this resets data.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Only show what would be reset.")]
 CallerOption = Annotated[str | None, typer.Option(help="Who asks (audited).")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Also when the run is still live.")]
-
-
-def _fail(err: TimeTravelError, as_json: bool) -> int:
-    if as_json:
-        doc = {
-            "ok": False,
-            "error": {"code": err.code, "message": err.message, "details": err.details},
-        }
-        console.out(json.dumps(doc, default=str), highlight=False)
-    else:
-        err_console.print(f"error: {err.code}: {err.message}", markup=False, highlight=False)
-    return TASK_EXIT_CODES.get(err.code, EXIT_OTHER)
 
 
 async def _follow(handle: Any, workflow: Any, as_json: bool) -> Any:
@@ -91,7 +62,7 @@ async def _follow(handle: Any, workflow: Any, as_json: bool) -> Any:
 
 def _go(start: Any, workflow: Any, as_json: bool, settings: Any, what: str) -> None:
     async def main() -> int:
-        client = await _connect(settings)
+        client = await connect_or_exit(settings)
         handle = await start(client)
         result = await _follow(handle, workflow, as_json)
         if as_json:
@@ -109,19 +80,9 @@ def _go(start: Any, workflow: Any, as_json: bool, settings: Any, what: str) -> N
                 )
         return 0
 
-    try:
-        code = asyncio.run(main())
-    except KeyboardInterrupt:
-        err_console.print(f"interrupted: the {what} continues as a workflow.", markup=False)
-        code = EXIT_INTERRUPTED
-    except TimeTravelError as err:
-        code = _fail(err, as_json)
-    except _Unreachable as err:
-        code = _fail(TimeTravelError("Unreachable", str(err)), as_json)
-    except Exception as err:
-        first = (str(err).splitlines() or [type(err).__name__])[0]
-        code = _fail(TimeTravelError(type(err).__name__, first), as_json)
-    raise typer.Exit(code)
+    run_command(
+        main(), as_json=as_json, interrupted=f"interrupted: the {what} continues as a workflow."
+    )
 
 
 @app.command(name="retry-task")
