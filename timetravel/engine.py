@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -94,6 +95,15 @@ class DatabaseEngineControl:
         self.store.release_hijack(audit_id, run_id)
 
 
+class EngineRequestFailed(Exception):
+    """The engine's HTTP endpoint is down, timed out or answered an error.
+
+    Not a domain error: the step's retry policy tries again (the endpoint may come back), then
+    the rewind fails as ``RewindFailed`` with this message and is compensated. Nothing was
+    paused over HTTP, so the compensations call no endpoint and cannot fail for this reason.
+    """
+
+
 class HttpEngineControl:
     can_pause = False
 
@@ -111,14 +121,25 @@ class HttpEngineControl:
             headers={"Content-Type": "application/json"},
             method="POST",
         )
-        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-            resp.read()
+        url = req.full_url
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                resp.read()
+        except urllib.error.HTTPError as err:
+            raise EngineRequestFailed(
+                f"The engine at {url} answered {err.code} {err.reason} to {action} of run {run_id}"
+            ) from None
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", None) or err
+            raise EngineRequestFailed(
+                f"The engine at {url} could not be reached to {action} run {run_id}: {reason}"
+            ) from None
 
     def pause(self, audit_id: int, run_id: str, timeout_s: float, heartbeat: Heartbeat) -> None:
         return None  # no pause endpoint: begin refused the live run (or it was forced)
 
     def unpause(self, audit_id: int, run_id: str) -> None:
-        return None
+        return None  # nothing was paused: no request, so nothing that can fail
 
     def resume(self, audit_id: int, run_id: str) -> None:
         body: dict[str, Any] = {"auditId": audit_id}

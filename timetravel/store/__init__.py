@@ -17,9 +17,13 @@ retried by both. A transaction body is pure SQL, so re-running it is safe.
 from __future__ import annotations
 
 import base64
+import datetime
+import decimal
 import json
+import math
 import threading
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -38,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchTableError
+from sqlalchemy.types import NullType
 from tenacity import (
     retry,
     retry_if_exception,
@@ -51,6 +56,11 @@ from timetravel.enginedb.outputs import resolve_name
 __all__ = [
     "Database",
     "MigrateReport",
+    "UnencodableValue",
+    "decode_row",
+    "decode_value",
+    "encode_row",
+    "encode_value",
     "normalise_url",
     "retry_on_lock",
 ]
@@ -125,17 +135,116 @@ class OutputTable:
     iteration_col: str | None
 
 
+#: Marks a backup row written by :func:`encode_row` (a JSON array; rows of the first encoding
+#: were plain JSON objects, so the two can never be confused).
+ROW_FORMAT = 2
+
+
+class UnencodableValue(TypeError):
+    """A column value a backup cannot hold exactly (the step fails rather than lose it)."""
+
+
 def encode_value(value: Any) -> Any:
-    """Encode a column value for a JSON backup row (bytes become a tagged base64 string)."""
+    """Encode a column value as JSON that :func:`decode_value` turns back into an equal value.
+
+    JSON-native values (``None``, booleans, integers, finite floats, strings) are kept; lists
+    are encoded item by item; every other value is a one-key object whose key is a tag:
+    ``$b64`` (bytes), ``$dt``/``$date``/``$time`` (ISO 8601, offset kept), ``$td`` (days,
+    seconds, microseconds), ``$dec`` (the exact decimal text), ``$uuid``, ``$float`` (``nan``,
+    ``inf``, ``-inf``). A dict (a json/jsonb value) keeps its keys with encoded values, and one
+    that could be read as a tag (a single key starting with ``$``) is wrapped in ``$obj``.
+
+    Raises:
+        UnencodableValue: for a type it does not know (never silently stringified).
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"$float": repr(value)}
     if isinstance(value, bytes | bytearray | memoryview):
         return {"$b64": base64.b64encode(bytes(value)).decode()}
-    return value
+    if isinstance(value, datetime.datetime):
+        return {"$dt": value.isoformat()}
+    if isinstance(value, datetime.date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, datetime.time):
+        return {"$time": value.isoformat()}
+    if isinstance(value, datetime.timedelta):
+        return {"$td": [value.days, value.seconds, value.microseconds]}
+    if isinstance(value, decimal.Decimal):
+        return {"$dec": str(value)}
+    if isinstance(value, uuid.UUID):
+        return {"$uuid": str(value)}
+    if isinstance(value, list | tuple):
+        return [encode_value(v) for v in value]
+    if isinstance(value, dict):
+        body = {str(k): encode_value(v) for k, v in value.items()}
+        if len(body) == 1 and next(iter(body)).startswith("$"):
+            return {"$obj": body}
+        return body
+    raise UnencodableValue(f"cannot back up a value of type {type(value).__name__} exactly")
 
 
 def decode_value(value: Any) -> Any:
+    """The inverse of :func:`encode_value`."""
+    if isinstance(value, list):
+        return [decode_value(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        ((tag, arg),) = value.items()
+        if tag.startswith("$"):
+            return _decode_tag(tag, arg)
+    return {k: decode_value(v) for k, v in value.items()}
+
+
+def _decode_tag(tag: str, arg: Any) -> Any:
+    if tag == "$b64":
+        return base64.b64decode(arg)
+    if tag == "$dt":
+        return datetime.datetime.fromisoformat(arg)
+    if tag == "$date":
+        return datetime.date.fromisoformat(arg)
+    if tag == "$time":
+        return datetime.time.fromisoformat(arg)
+    if tag == "$td":
+        return datetime.timedelta(days=arg[0], seconds=arg[1], microseconds=arg[2])
+    if tag == "$dec":
+        return decimal.Decimal(arg)
+    if tag == "$uuid":
+        return uuid.UUID(arg)
+    if tag == "$float":
+        return float(arg)
+    if tag == "$obj":
+        return {k: decode_value(v) for k, v in arg.items()}
+    raise ValueError(f"unknown backup value tag {tag!r}")
+
+
+def decode_legacy_value(value: Any) -> Any:
+    """A value of the first backup encoding: only bytes were tagged (``{"$b64": …}``), so a
+    json/jsonb value of exactly that shape was already ambiguous and is read as bytes."""
     if isinstance(value, dict) and set(value) == {"$b64"}:
         return base64.b64decode(value["$b64"])
     return value
+
+
+def encode_row(row: Mapping[str, Any]) -> str:
+    """A backup row as JSON text: ``[2, {column: encoded value}]``."""
+    try:
+        body = {c: encode_value(v) for c, v in row.items()}
+    except UnencodableValue as err:
+        raise UnencodableValue(f"{err} (columns {', '.join(row)})") from None
+    return json.dumps([ROW_FORMAT, body], allow_nan=False)
+
+
+def decode_row(text_: str) -> dict[str, Any]:
+    """The row :func:`encode_row` wrote, or a row of the first encoding (a JSON object)."""
+    doc = json.loads(text_)
+    if isinstance(doc, dict):
+        return {k: decode_legacy_value(v) for k, v in doc.items()}
+    if isinstance(doc, list) and len(doc) == 2 and doc[0] == ROW_FORMAT:
+        return {k: decode_value(v) for k, v in doc[1].items()}
+    raise ValueError(f"unknown backup row format {str(doc)[:40]!r}")
 
 
 class Database:
@@ -309,6 +418,12 @@ class Database:
             table = Table(safe, MetaData(), autoload_with=conn)
         except NoSuchTableError:
             return None
+        if self.dialect == "sqlite":
+            # Values exactly as stored: SQLite keeps what it was given whatever the declared
+            # type, and SQLAlchemy's DATETIME/NUMERIC/JSON processing would reformat them (or
+            # fail to parse a value the engine wrote). Only the driver's own types remain.
+            for col in table.columns:
+                col.type = NullType()
         cols = set(table.c.keys())
 
         def pick(*names: str) -> str | None:

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     ColumnElement,
     Connection,
+    Table,
     TableClause,
     column,
     delete,
@@ -40,7 +42,7 @@ from sqlalchemy import (
 
 from timetravel import schema
 from timetravel.clock import now_ms
-from timetravel.store import Database, OutputTable, decode_value, encode_value
+from timetravel.store import Database, OutputTable, decode_row, encode_row
 
 __all__ = ["Backups", "Predicate", "StepRecord"]
 
@@ -165,6 +167,9 @@ class Backups:
     def copy_output_rows(
         conn: Connection, audit_id: int, out: OutputTable, rows: Iterable[Any]
     ) -> None:
+        """Copy output rows (as :func:`~timetravel.store.encode_row` JSON: every value that is
+        not plain JSON is tagged, so bytes, timestamps, decimals and json values come back
+        equal)."""
         cols = [c.name for c in out.table.columns]
         conn.execute(
             insert(schema.bk_outputs),
@@ -172,9 +177,7 @@ class Backups:
                 {
                     "audit_id": audit_id,
                     "table_name": out.table.name,
-                    "row_json": json.dumps(
-                        {c: encode_value(v) for c, v in zip(cols, r, strict=True)}
-                    ),
+                    "row_json": encode_row(dict(zip(cols, r, strict=True))),
                 }
                 for r in rows
             ],
@@ -187,13 +190,12 @@ class Backups:
         for table_name, row_json in conn.execute(
             select(BO.c.table_name, BO.c.row_json).where(BO.c.audit_id == audit_id)
         ):
-            row = {k: decode_value(v) for k, v in json.loads(row_json).items()}
-            by_table.setdefault(table_name, []).append(row)
+            by_table.setdefault(table_name, []).append(decode_row(row_json))
         for table_name, rows in by_table.items():
             out = self.db.output_table(conn, table_name)
             if out is None:
                 raise RuntimeError(f"output table {table_name} vanished; cannot restore")
-            conn.execute(insert(out.table), rows)
+            conn.execute(insert(_restorable(out.table)), rows)
 
     # -- row copies of engine tables outside our metadata (JSON rows, in copy order) --------
 
@@ -206,7 +208,7 @@ class Backups:
             {
                 "audit_id": audit_id,
                 "table_name": table_name,
-                "row_json": json.dumps({c: encode_value(v) for c, v in r.items()}),
+                "row_json": encode_row(r),
             }
             for r in rows
         ]
@@ -219,10 +221,22 @@ class Backups:
         """The rows :meth:`copy_json_rows` copied for ``table_name``, in copy order."""
         BR = schema.bk_rows
         return [
-            {k: decode_value(v) for k, v in json.loads(row_json).items()}
+            decode_row(row_json)
             for (row_json,) in conn.execute(
                 select(BR.c.row_json)
                 .where(BR.c.audit_id == audit_id, BR.c.table_name == table_name)
                 .order_by(BR.c.id)
             )
         ]
+
+
+def _restorable(live: Table) -> TableClause:
+    """``live`` for an INSERT of backed-up rows: a ``None`` in a json/jsonb column is SQL
+    ``NULL`` (SQLAlchemy's JSON types would otherwise store the JSON literal ``null``)."""
+
+    def typed(c: Any) -> Any:
+        if isinstance(c.type, JSON):
+            return column(c.name, type(c.type)(none_as_null=True))
+        return column(c.name, c.type)
+
+    return table(live.name, *(typed(c) for c in live.columns))
