@@ -65,6 +65,10 @@ def build_activities(
     from timetravel.store.tasks import TaskStore
 
     task = build(TaskActivities, TaskStore(db, backups), search_attributes)
+    from activities.maintenance import MaintenanceActivities
+    from timetravel.store.retention import RetentionStore
+
+    maintenance = build(MaintenanceActivities, RetentionStore(db), settings.backup_retention)
     return [
         audit.begin,
         audit.renew_lease,
@@ -88,4 +92,5 @@ def build_activities(
         task.task_plan,
         task.task_reset,
         task.task_restore,
+        maintenance.prune_backups,
     ]

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         default="",
         description="host:port for the Prometheus metrics endpoint; empty turns metrics off.",
     )
+    backup_retention: int = Field(
+        default=7 * 24 * 3600 * 1000,
+        description=(
+            "How long the backups of a settled rewind are kept (then `timetravel prune` and "
+            "PruneBackups free them), in ms: 604800000, or with a unit: 7d, 12h, 30m, 1w."
+        ),
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -104,6 +111,13 @@ class Settings(BaseSettings):
                 f"unsupported database {url.get_backend_name()!r} (use sqlite or postgresql)"
             )
         return value
+
+    @field_validator("backup_retention", mode="before")
+    @classmethod
+    def _check_backup_retention(cls, value: object) -> int:
+        from timetravel.store.retention import parse_duration_ms
+
+        return parse_duration_ms(value)
 
     @field_validator("temporal_address")
     @classmethod

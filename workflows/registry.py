@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from workflows.fork_run import ForkRun
+from workflows.prune_backups import PruneBackups
 from workflows.recover_rewind_audits import RecoverRewindAudits
 from workflows.replay_from_checkpoint import ReplayFromCheckpoint
 from workflows.retry_task import RetryTask
@@ -26,4 +27,5 @@ ALL_WORKFLOWS: list[type[Any]] = [
     RetryTask,
     TimeTravelToAttempt,
     RevertToAttempt,
+    PruneBackups,
 ]

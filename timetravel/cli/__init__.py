@@ -57,7 +57,7 @@ app = typer.Typer(
     cls=_Group,
 )
 
-for _module in ("dev", "rewind", "recovery", "history", "tasks"):
+for _module in ("dev", "rewind", "recovery", "history", "tasks", "prune"):
     importlib.import_module(f"timetravel.cli.{_module}")
 
 
