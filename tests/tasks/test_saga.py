@@ -258,3 +258,53 @@ async def test_live_run_refused_unless_forced(client, db: Database, new_worker) 
                            {"run_id": "live", "node_id": "implement", "restore_vcs": False,
                             "force": True, "confirm": True})  # fmt: skip
     assert res.success
+
+
+def test_engine_032_time_travel_deletes_later_snapshots_and_vcs_tags_and_restores_them(
+    db32: Database,
+) -> None:
+    from tests.enginedb.conftest import put_snapshot
+    from timetravel.store.tasks import TaskStore
+
+    db = db32
+    seed_chain(db, "snap", ("A", "B", "C"), tables=("outA", "outB", "outA"),
+               create_tables=False, physical=("out_a", "out_b", "out_a"))  # fmt: skip
+    with db.write() as conn:
+        # frames 0..3 at 100..400; frames 1 and 2 share one content (its count goes 2 -> 1)
+        for frame in range(4):
+            put_snapshot(conn, "snap", frame, [{"f": min(frame, 2) if frame else 0}], {},
+                         created_at_ms=100 * (frame + 1))  # fmt: skip
+            conn.execute(text("INSERT INTO _smithers_vcs_tags (run_id, frame_no, vcs_type, "
+                              "vcs_pointer, created_at_ms) VALUES ('snap', :f, 'jj', :p, 1)"),
+                         {"f": frame, "p": f"ptr{frame}"})  # fmt: skip
+
+    def counts() -> dict[str, int]:
+        with db.read() as conn:
+            q = "SELECT content_hash, ref_count FROM _smithers_snapshot_contents"
+            return {h: n for h, n in conn.execute(text(q))}
+
+    before, counts_before = db.dump(), counts()
+    assert sorted(counts_before.values()) == [1, 1, 2]
+    store = TaskStore(db)
+    # B's attempt starts at 210: frame 1 (200) is the newest at or before it; 2 and 3 go.
+    audit_id, v, _ = store.begin("time-travel", {"run_id": "snap", "node_id": "B",
+                                                 "confirm": True, "caller": "user:t"},
+                                 dry_run=False, workflow_id=None, workflow_run_id=None)  # fmt: skip
+    assert audit_id is not None and v.op == "time-travel"
+    plan = store.reset(audit_id, v)
+    assert plan.reset_nodes == ["B", "C"] and plan.deleted_frames == 2
+    frames = [r["frame_no"] for r in rows(db, "_smithers_frames", "snap")]
+    assert sorted(frames) == [0, 1]
+    assert sorted(r["frame_no"] for r in rows(db, "_smithers_snapshots", "snap")) == [0, 1]
+    assert sorted(r["frame_no"] for r in rows(db, "_smithers_snapshot_payload_refs", "snap")) == [
+        0,
+        1,
+    ]
+    assert sorted(r["frame_no"] for r in rows(db, "_smithers_vcs_tags", "snap")) == [0, 1]
+    # frame 3's own content is gone; the shared one is kept, referenced once now
+    assert sorted(counts().values()) == [1, 1]
+    # a second reset of the same audit id changes nothing more
+    assert store.reset(audit_id, v) == plan
+    assert store.restore(audit_id) is True
+    assert db.dump() == before and counts() == counts_before
+    assert store.restore(audit_id) is False

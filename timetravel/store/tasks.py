@@ -27,9 +27,18 @@ from sqlalchemy.exc import IntegrityError
 
 from timetravel import rewind, schema, tasks
 from timetravel.clock import now_ms
-from timetravel.enginedb import engine_features, is_run_likely_live, lease, resolve_output_table
+from timetravel.enginedb import (
+    SnapshotRows,
+    delete_snapshots_after,
+    engine_features,
+    is_run_likely_live,
+    lease,
+    resolve_output_table,
+    restore_snapshot_rows,
+    snapshot_rows_after,
+)
 from timetravel.enginedb._sql import insert_rows
-from timetravel.enginedb.features import OUTPUT_PROVENANCE
+from timetravel.enginedb.features import OUTPUT_PROVENANCE, SNAPSHOT_CONTENTS, SNAPSHOT_REFS
 from timetravel.errors import (
     AttemptNotFound,
     Busy,
@@ -59,6 +68,8 @@ NODES = schema.nodes
 ATTEMPTS = schema.attempts
 FRAMES = schema.frames
 EVENTS = schema.events
+SNAPSHOTS = schema.snapshots
+VCS_TAGS = schema.vcs_tags
 LOCKS = schema.run_locks
 
 _ATTEMPT_ORDER = (
@@ -510,13 +521,7 @@ class TaskStore:
                 record["nodes"] = True
             # Frames after the newest one that predates the target attempt (none: keep all).
             if d.frame_cut is not None:
-                cut = d.frame_cut
-
-                def later(t: Any) -> Any:
-                    return and_(t.c.run_id == v.run_id, t.c.frame_no > cut)
-
-                bk.copy_rows(conn, FRAMES.name, later, audit_id)
-                conn.execute(delete(FRAMES).where(later(FRAMES)))
+                self._cut_history(conn, audit_id, v.run_id, d.frame_cut, record)
             # The run back to running, control fields cleared (not for a revert).
             if v.op != "revert":
                 bk.copy_rows(conn, RUNS.name, lambda t: t.c.run_id == v.run_id, audit_id)
@@ -541,6 +546,31 @@ class TaskStore:
             record["plan"] = d.plan.model_dump(mode="json")
             bk.put_record(conn, audit_id, RESET_STEP, record)
             return d.plan
+
+    def _cut_history(
+        self, conn: Connection, audit_id: int, run_id: str, cut: int, record: dict[str, Any]
+    ) -> None:
+        """Delete the frames after ``cut`` and, on engine 0.32 (as its ``timeTravel`` and
+        ``revertToAttempt`` do), the snapshots (refs, unreferenced contents) and VCS tags
+        after it, so fork/replay/timeline cannot read discarded state; all backed up."""
+        bk = self.backups
+
+        def later(t: Any) -> Any:
+            return and_(t.c.run_id == run_id, t.c.frame_no > cut)
+
+        bk.copy_rows(conn, FRAMES.name, later, audit_id)
+        conn.execute(delete(FRAMES).where(later(FRAMES)))
+        if not engine_features(conn).is_v032:
+            return
+        gone = snapshot_rows_after(conn, run_id, cut)
+        bk.copy_json_rows(conn, audit_id, SNAPSHOT_CONTENTS, gone.contents)
+        bk.copy_json_rows(conn, audit_id, SNAPSHOTS.name, gone.snapshots)
+        bk.copy_json_rows(conn, audit_id, SNAPSHOT_REFS, gone.refs)
+        delete_snapshots_after(conn, run_id, cut)
+        tags = [dict(r._mapping) for r in conn.execute(select(VCS_TAGS).where(later(VCS_TAGS)))]
+        bk.copy_json_rows(conn, audit_id, VCS_TAGS.name, tags)
+        conn.execute(delete(VCS_TAGS).where(later(VCS_TAGS)))
+        record["snapshots"] = True
 
     @staticmethod
     def _events(
@@ -625,6 +655,16 @@ class TaskStore:
             if s.get("run"):
                 bk.update_from_copies(conn, RUNS.name, audit_id)
             bk.restore_rows(conn, FRAMES.name, audit_id)
+            if s.get("snapshots"):
+                insert_rows(conn, VCS_TAGS.name, bk.json_rows(conn, audit_id, VCS_TAGS.name))
+                restore_snapshot_rows(
+                    conn,
+                    SnapshotRows(
+                        snapshots=bk.json_rows(conn, audit_id, SNAPSHOTS.name),
+                        refs=bk.json_rows(conn, audit_id, SNAPSHOT_REFS),
+                        contents=bk.json_rows(conn, audit_id, SNAPSHOT_CONTENTS),
+                    ),
+                )
             for name, flag in ((NODES.name, "nodes"), (ATTEMPTS.name, "attempts")):
                 if s.get(flag):
                     bk.delete_copied(conn, name, audit_id)
