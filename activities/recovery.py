@@ -24,18 +24,19 @@ class RecoveryActivities:
     async def find_stale_rewinds(self, input: RecoverInput) -> list[StaleRewind]:
         """``in_progress`` rows whose workflow is no longer running.
 
-        A row linked to a workflow is stale when no run of that workflow id is running (the
-        latest run, so a rewind Reset from the UI, which continues under a new run id, is left
-        alone). A row with no link was written by another tool that may still be working on
-        it: it is stale only when ``older_than_ms`` is given and it is that old.
+        A row linked to a workflow is stale as soon as no run of that workflow id is running
+        (the latest run, so a rewind Reset from the UI, which continues under a new run id, is
+        left alone), whatever its age: a dead rewind must not keep its run locked until the
+        row is ``older_than_ms`` old. A row with no link was written by another tool that may
+        still be working on it: it is stale only when ``older_than_ms`` is given (``0``: at
+        once) and it is that old.
         """
-        rows = await asyncio.to_thread(self.store.in_progress, input.older_than_ms or 0)
+        rows = await asyncio.to_thread(self.store.in_progress, input.older_than_ms)
         stale = []
         for row in rows:
             wf = row["workflow_id"]
             if wf is None:
-                if input.older_than_ms is not None:
-                    stale.append(StaleRewind(id=row["id"], run_id=row["run_id"], reason="unowned"))
+                stale.append(StaleRewind(id=row["id"], run_id=row["run_id"], reason="unowned"))
                 continue
             status = await self._status(wf)
             if status != WorkflowExecutionStatus.RUNNING:
@@ -59,9 +60,22 @@ class RecoveryActivities:
     @activity.defn
     @domain_errors
     def settle_stale_rewind(self, input: StaleRewind) -> AuditRow:
-        """Mark the rewind ``partial``, the run ``failed`` with ``needsAttention`` (upstream's
-        rule: nobody knows how far it got), and release the run's lock. Idempotent. The
-        rows it may have changed are still in its backups, keyed by the audit id."""
+        """Settle a dead rewind's row and release the run's lock (and upstream's lease).
+        Idempotent.
+
+        A rewind of ours is settled exactly from its step records: one that recorded no
+        change (it died before its first step changed anything) is ``failed`` and its run is
+        left as it was; one that did is ``partial`` and its run marked ``failed`` with
+        ``needsAttention`` (the rows it changed are still in its backups, keyed by the audit
+        id). A row another tool wrote has no step records of ours, so upstream's rule applies:
+        nobody knows how far it got, ``partial``.
+        """
+        steps = [] if input.workflow_id is None else self.store.steps_recorded(input.id)
+        if input.workflow_id is not None and not steps:
+            return self.store.finish(
+                audit_id=input.id, run_id=input.run_id, result="failed", from_frame_no=None
+            )
+        done = f" after {', '.join(steps)}" if steps else ""
         return self.store.finish(
             audit_id=input.id,
             run_id=input.run_id,
@@ -69,6 +83,6 @@ class RecoveryActivities:
             from_frame_no=None,
             mark_run=(
                 f"Rewind audit {input.id} was in_progress with no running rewind "
-                f"({input.reason}); marked partial."
+                f"({input.reason}){done}; marked partial."
             ),
         )

@@ -143,7 +143,11 @@ async def test_recover_and_schedule_commands(client, db: Database, db_url, new_w
             "TIMETRAVEL_TEMPORAL_ADDRESS": client.service_client.config.target_host,
             "TIMETRAVEL_TASK_QUEUE": w.task_queue,
         }
-        code, out, err = await _cli(env, "recover", "--older-than", "1m", "--json")
+        code, out, err = await _cli(env, "recover", "--json")
+        assert code == 0, err
+        assert json.loads(out)["recovered"] == []  # another tool's row: only when asked
+        # 0s means every such row (it was once read as "not given").
+        code, out, err = await _cli(env, "recover", "--older-than", "0s", "--json")
         assert code == 0, err
         assert json.loads(out)["recovered"][0]["run_id"] == "run-cli"
         code, out, err = await _cli(env, "schedule", "recovery", "--every", "1h")
@@ -161,3 +165,55 @@ def test_parse_duration() -> None:
     assert parse_duration("5m") == timedelta(minutes=5)
     assert parse_duration("500ms") == timedelta(milliseconds=500)
     assert parse_duration("2h") == timedelta(hours=2)
+
+
+async def _awaiting_confirmation(handle) -> int:
+    """The audit id of a rewind once it waits for confirmation (begun, nothing changed)."""
+    from workflows.rewind_run import RewindRun
+
+    async def view():
+        try:
+            return await handle.query(RewindRun.audit)
+        except Exception:
+            return None
+
+    for _ in range(300):
+        v = await view()
+        if v is not None and v.status == "awaiting confirmation" and v.audit is not None:
+            return int(v.audit.id)
+        import asyncio
+
+        await asyncio.sleep(0.05)
+    raise AssertionError("the rewind never waited for confirmation")
+
+
+async def test_a_dead_rewind_that_changed_nothing_is_failed_at_once_and_its_run_untouched(
+    client, db: Database, new_worker
+) -> None:
+    """Issue #10 item 7, #12 item 5: settled from its step records (none: ``failed``, the run
+    as it was, no needsAttention), at once (no ``older_than``), and while it held the lock a
+    second rewind's Busy named the holder and since when."""
+    seed_upstream_run(db, "run-early", cwd=None)
+    before = run_row(db, "run-early")
+    async with new_worker() as w:
+        handle = await start(
+            client, w.task_queue, rewind_input("run-early", 1, await_confirmation=True)
+        )
+        audit_id = await _awaiting_confirmation(handle)
+        with pytest.raises(WorkflowFailureError) as err:
+            await rewind(client, w.task_queue, rewind_input("run-early", 1, caller="user:b"))
+        busy = failure(err.value)
+        assert busy.type == "Busy"
+        (details,) = busy.details
+        assert details["holderAuditId"] == audit_id
+        assert details["holderWorkflowId"] == handle.id
+        assert isinstance(details["heldSinceMs"], int) and details["heldSinceMs"] > 0
+        await handle.terminate("operator pulled the plug before confirming")
+        # A row of ours is settled as soon as its workflow is closed, whatever older_than says.
+        result = await recover(client, w.task_queue, older_than_ms=3_600_000)
+    assert [(r.id, r.run_id) for r in result.recovered] == [(audit_id, "run-early")]
+    store = RewindStore(db)
+    assert store.audit_row(audit_id).result == "failed"  # type: ignore[union-attr]
+    assert store.lock_holder("run-early") is None
+    after = run_row(db, "run-early")
+    assert (after.status, after.error_json) == (before.status, before.error_json)

@@ -34,6 +34,7 @@ F = schema.frames
 K = schema.run_locks
 L = schema.audit_links
 X = schema.refusals
+B = schema.backups
 
 
 def latest_frame_no(conn: Connection, run_id: str) -> int | None:
@@ -126,7 +127,14 @@ class AuditStore:
                     return prior
             rid = valid.run_id
             held = conn.execute(
-                select(K.c.audit_id, K.c.workflow_id, A.c.to_frame_no, A.c.caller, A.c.timestamp_ms)
+                select(
+                    K.c.audit_id,
+                    K.c.workflow_id,
+                    K.c.acquired_at_ms,
+                    A.c.to_frame_no,
+                    A.c.caller,
+                    A.c.timestamp_ms,
+                )
                 .join(A, A.c.id == K.c.audit_id)
                 .where(K.c.run_id == rid)
             ).first()
@@ -145,11 +153,27 @@ class AuditStore:
                         .values(workflow_run_id=workflow_run_id)
                     )
                 return held.audit_id, valid, held.timestamp_ms
+            if held is not None:
+                raise _Refused(
+                    rewind.busy_error(
+                        rid,
+                        holderAuditId=held.audit_id,
+                        holderWorkflowId=held.workflow_id,
+                        heldSinceMs=held.acquired_at_ms,
+                    )
+                )
             foreign = conn.execute(
-                select(A.c.id).where(A.c.run_id == rid, A.c.result == "in_progress").limit(1)
+                select(A.c.id, A.c.timestamp_ms)
+                .where(A.c.run_id == rid, A.c.result == "in_progress")
+                .limit(1)
             ).first()
-            if held is not None or foreign is not None:
-                raise _Refused(rewind.busy_error(rid))
+            if foreign is not None:
+                # An in_progress row with no lock of ours: another tool's rewind.
+                raise _Refused(
+                    rewind.busy_error(
+                        rid, holderAuditId=foreign.id, heldSinceMs=foreign.timestamp_ms
+                    )
+                )
             run = conn.execute(
                 select(R.c.status, R.c.runtime_owner_id, R.c.heartbeat_at_ms).where(
                     R.c.run_id == rid
@@ -389,17 +413,33 @@ class AuditStore:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def in_progress(self, older_than_ms: int = 0) -> list[dict[str, Any]]:
-        """``in_progress`` audit rows at least ``older_than_ms`` old, with the workflow that
-        owns each (``None`` for a row another tool wrote)."""
+    def in_progress(self, older_than_ms: int | None = None) -> list[dict[str, Any]]:
+        """``in_progress`` audit rows with the workflow that owns each: every row a workflow
+        of ours owns (its workflow's state decides, whatever the row's age), and rows another
+        tool wrote (``workflow_id`` ``None``) only when ``older_than_ms`` is given and they are
+        at least that old."""
+        owned = L.c.workflow_id.is_not(None)
+        if older_than_ms is not None:
+            owned = owned | (A.c.timestamp_ms <= now_ms() - older_than_ms)
         with self.db.read() as conn:
             rows = conn.execute(
                 select(A.c.id, A.c.run_id, A.c.timestamp_ms, L.c.workflow_id, L.c.workflow_run_id)
                 .select_from(A.outerjoin(L, L.c.audit_id == A.c.id))
-                .where(A.c.result == "in_progress", A.c.timestamp_ms <= now_ms() - older_than_ms)
+                .where(A.c.result == "in_progress", owned)
                 .order_by(A.c.id)
             ).mappings()
             return [dict(r) for r in rows]
+
+    def steps_recorded(self, audit_id: int) -> list[str]:
+        """The steps of a rewind that recorded a change (its step records, in the order they
+        were written): empty when it changed nothing (it died before its first change)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(B.c.step)
+                .where(B.c.audit_id == audit_id)
+                .order_by(B.c.created_at_ms, B.c.step, B.c.key)
+            ).scalars()
+            return list(dict.fromkeys(rows))
 
     def lock_holder(self, run_id: str) -> int | None:
         """The audit id of the rewind that holds the run's lock, if any."""
