@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from timetravel import rewind, schema
@@ -418,7 +418,7 @@ class AuditStore:
         of ours owns (its workflow's state decides, whatever the row's age), and rows another
         tool wrote (``workflow_id`` ``None``) only when ``older_than_ms`` is given and they are
         at least that old."""
-        owned = L.c.workflow_id.is_not(None)
+        owned: ColumnElement[bool] = L.c.workflow_id.is_not(None)
         if older_than_ms is not None:
             owned = owned | (A.c.timestamp_ms <= now_ms() - older_than_ms)
         with self.db.read() as conn:
