@@ -24,6 +24,8 @@ from tests.engine.e2e_helpers import (
     CALLER,
     REWIND_TIMEOUT_S,
     audit_rows,
+    diff_dumps,
+    dump_run,
     engine_worker,
     jj_pointers,
     node_states,
@@ -284,3 +286,62 @@ async def test_revert_to_attempt_restores_the_jj_workspace_to_that_attempts_poin
     assert values(ws, "out_c", run_id) == [("c", 0, 35.0)]
     assert ws.status(run_id) == "finished"
     assert _task_audit(ws, run_id) == [("success", -1)]
+
+
+#: Engine tables compared with upstream's own ``smithers timetravel`` (the audit table aside:
+#: ours records the latest frame as ``from_frame_no`` and the caller; leases are released).
+COMPARED_TABLES = (
+    "_smithers_runs",
+    "_smithers_frames",
+    "_smithers_attempts",
+    "_smithers_nodes",
+    "_smithers_output_provenance",
+    "_smithers_snapshots",
+    "_smithers_snapshot_payload_refs",
+    "_smithers_snapshot_contents",
+    "_smithers_vcs_tags",
+)
+
+
+async def test_time_travel_leaves_the_same_rows_as_upstream_smithers_timetravel(
+    client: Client, engine_ws: Workspace
+) -> None:
+    run_id = "e2e-tt-vs"
+    knobs = {"FLAKY_MARKER": str(engine_ws.root / "marker"), "FLAKY_HEAL": "1",
+             "FLAKY_RETRIES": "1"}  # fmt: skip
+    done = await off_loop(engine_ws.up, "flaky", run_id, {"x": 2}, env=knobs)
+    assert done.status == "finished", done.describe()
+    copy = harness.copy_db(engine_ws.db, engine_ws.root / "upstream" / harness.DB_NAME)
+    flaky = str(harness.workflow_path("flaky"))
+    args = ("timetravel", flaky, "-r", run_id, "-n", "f", "-a", "1", "--no-vcs")
+    theirs = await off_loop(harness.smithers, copy, *args, "--format", "json")
+    assert '"success": true' in theirs.stdout, theirs.stdout
+
+    async with engine_worker(client, engine_ws.db) as worker:
+        result = await _op(
+            client,
+            worker,
+            "TimeTravelToAttempt",
+            run_id=run_id,
+            node_id="f",
+            attempt=1,
+            restore_vcs=False,
+        )
+
+    assert result["success"] is True and sorted(result["reset_nodes"]) == ["c", "f"]
+    outputs = ("out_a", "out_f", "out_c")
+    mine = dump_run(engine_ws.db, run_id, COMPARED_TABLES, outputs)
+    upstream = dump_run(copy, run_id, COMPARED_TABLES, outputs)
+    assert len(mine["_smithers_attempts"]) == 4 and len(mine["_smithers_nodes"]) == 3
+    # The one intended difference: upstream's timeTravel keeps the provenance rows of the
+    # outputs it deletes, so the re-run outputs inherit their old clock values (the engine
+    # inserts provenance only WHERE NOT EXISTS); ours go with their outputs, as in upstream's
+    # own jumpToFrame, and the re-run outputs get fresh ones.
+    differences = diff_dumps(mine, upstream)
+    provenance = differences.pop("_smithers_output_provenance")
+    assert differences == {}
+    assert provenance["ours"] == []
+    assert sorted((r["node_id"], r["output_table"]) for r in provenance["upstream"]) == [
+        ("c", "out_c"),
+        ("f", "out_f"),
+    ]
