@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities._errors import domain_errors
+from activities._errors import domain_errors, heartbeat
 from timetravel import metrics, rewind
 from timetravel.engine import EngineControl
 from timetravel.errors import TimeTravelError
@@ -94,11 +94,12 @@ class AuditActivities:
 
     @activity.defn
     @domain_errors
-    def renew_lease(self, input: AuditRef) -> None:
+    def renew_lease(self, input: AuditRef) -> bool:
         """Renew upstream's rewind lease (TTL 60 s); fenced like every write: ``Busy`` when
-        the lease was taken away, ``RewindNotHeld`` when our lock is gone."""
+        the lease was taken away, ``RewindNotHeld`` when our lock is gone. Returns whether
+        there is a lease (False: the database has none to keep)."""
         assert input.audit_id is not None
-        self.store.renew_lease(input.audit_id)
+        return self.store.renew_lease(input.audit_id)
 
     @activity.defn
     @domain_errors
@@ -187,7 +188,7 @@ class EngineActivities:
     def pause_event_loop(self, input: EngineInput) -> bool:
         """Returns (True) once the engine let go of the run; the truncate finds how the run is
         held in the pause's step record. (Still a bool: histories in flight recorded one.)"""
-        self.engine.pause(input.audit_id, input.run_id, input.timeout_s, activity.heartbeat)
+        self.engine.pause(input.audit_id, input.run_id, input.timeout_s, heartbeat)
         return True
 
     @activity.defn

@@ -15,8 +15,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-__all__ = ["Checklist", "confirm_payload", "rewind_plan_sentence", "task_plan_sentence"]
+__all__ = [
+    "Checklist",
+    "Progress",
+    "confirm_payload",
+    "rewind_plan_sentence",
+    "task_plan_sentence",
+]
 
 DONE, RUNNING, FAILED, UNDONE, UNDO_FAILED, PENDING = "✓", "▶", "✗", "↺", "⚠", "·"
 
@@ -24,6 +31,59 @@ DONE, RUNNING, FAILED, UNDONE, UNDO_FAILED, PENDING = "✓", "▶", "✗", "↺"
 def confirm_payload(audit_id: int | None) -> str:
     """The ``confirm`` update's input, exactly as it must be pasted."""
     return json.dumps({"audit_id": audit_id})
+
+
+class StepLog(Protocol):
+    """Where a saga's progress is kept for its ``audit`` query (``AuditView``, ``TaskView``)."""
+
+    steps: list[str]
+    running: str | None
+    failed_step: str | None
+
+
+@dataclass
+class Progress:
+    """Record a saga's progress in its :class:`StepLog` and remember the order of its steps.
+
+    Forward steps enter the checklist in the order first reached; a compensation only shows as
+    running (its step's mark says whether it undid it).
+    """
+
+    log: StepLog
+    order: list[str] = field(default_factory=list)
+
+    def start(self, label: str, *, undo: bool = False) -> None:
+        if not undo and label not in self.order:
+            self.order.append(label)
+        self.log.running = label
+
+    def end(self, label: str, *, ok: bool | None, undo: bool = False) -> None:
+        """``ok``: True done, False failed, None stopped without failing (an abort)."""
+        self.log.running = None
+        if undo or ok is None:
+            return
+        if ok:
+            self.log.steps.append(label)
+        else:
+            self.log.failed_step = label
+
+    def checklist(
+        self,
+        title: str,
+        status: str,
+        undone: Callable[[str], bool] = lambda _label: False,
+        undo_failed: Callable[[str], bool] = lambda _label: False,
+    ) -> Checklist:
+        return Checklist(
+            title=title,
+            status=status,
+            order=self.order,
+            done=self.log.steps,
+            running=self.log.running,
+            failed_step=self.log.failed_step,
+            undone=undone,
+            undo_failed=undo_failed,
+        )
 
 
 @dataclass

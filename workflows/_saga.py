@@ -9,25 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-
-with workflow.unsafe.imports_passed_through():
-    from timetravel.errors import CODES
-
-#: Timeout and retry policy of a saga step. Domain errors (the upstream codes) are never
-#: retried; anything else (a lost database connection, a git timeout) a few times, briefly.
-STEP_TIMEOUT = timedelta(seconds=60)
-STEP_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=5,
-    non_retryable_error_types=list(CODES),
-)
 
 Runner = Callable[[str, Callable[..., Any], Any], Awaitable[Any]]
 

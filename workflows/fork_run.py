@@ -26,7 +26,8 @@ with workflow.unsafe.imports_passed_through():
     from timetravel.errors import from_failure, to_application_error
     from timetravel.history.models import ForkInput, ForkResult, ForkWriteInput
     from workflows._input import FORK, workflow_input
-    from workflows._saga import STEP_RETRY, STEP_TIMEOUT, Saga
+    from workflows._saga import Saga
+    from workflows._steps import STEP_RETRY, STEP_TIMEOUT
 
 
 async def run_step(activity: Callable[..., Any], arg: Any) -> Any:

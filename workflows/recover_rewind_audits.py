@@ -15,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.recovery import RecoveryActivities
     from timetravel.models import RecoveredAudit, RecoverInput, RecoverResult, StaleRewind
     from workflows._input import RECOVER, workflow_input
-    from workflows._saga import STEP_RETRY, STEP_TIMEOUT
+    from workflows._steps import STEP_RETRY, STEP_TIMEOUT
 
 
 @workflow.defn
