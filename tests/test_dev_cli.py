@@ -30,8 +30,14 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from timetravel import schema
-from timetravel.cli.dev import DYNAMIC_CONFIG, SEARCH_ATTRIBUTES, server_command
+from timetravel.cli.dev import (
+    DEV_RECOVERY_EVERY,
+    DYNAMIC_CONFIG,
+    SEARCH_ATTRIBUTES,
+    server_command,
+)
 from timetravel.demo import DEMO_RUN_IDS, REWIND_INPUT, demo_database_url, seed_demo
+from timetravel.schedules import RECOVERY_SCHEDULE_ID
 from timetravel.settings import Settings
 from timetravel.store import Database
 
@@ -190,6 +196,11 @@ async def test_dev_demo_serves_ui_worker_and_stops_cleanly(
         assert name in attrs.custom_attributes, name
     task_queue = Settings.model_fields["task_queue"].default
     await _wait_polled(client, task_queue)
+    # The recovery schedule exists by default (created before the worker starts polling),
+    # and the banner says where the Web UI shows it.
+    desc = await client.get_schedule_handle(RECOVERY_SCHEDULE_ID).describe()
+    assert [i.every for i in desc.schedule.spec.intervals] == [DEV_RECOVERY_EVERY]
+    assert "/namespaces/default/schedules" in dev.stdout.read_text()
 
     # The demo database has its runs, and the banner says how to rewind one of them.
     db = Database(demo_database_url(dev.data_dir))
@@ -255,6 +266,8 @@ async def test_dev_restart_keeps_server_state_and_demo(
     client = await Client.connect(f"127.0.0.1:{second.port}")
     desc = await client.get_workflow_handle(handle.id).describe()
     assert desc.workflow_type == "NoSuchWorkflow"
+    # The schedule the first start created survives the restart (then updated in place).
+    await client.get_schedule_handle(RECOVERY_SCHEDULE_ID).describe()
     assert await asyncio.to_thread(second.interrupt) == 0, second.output()
 
 
