@@ -17,7 +17,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from timetravel.checklist import Progress
@@ -94,9 +94,11 @@ async def run_step(
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=label,
         )
-    except (Exception, asyncio.CancelledError):
+    except (Exception, asyncio.CancelledError) as err:
         progress.end(label, ok=False, undo=undo)
         on_change()
+        if cancellable and not undo and _cancelled_activity(err):
+            raise asyncio.CancelledError("workflow cancelled") from None
         raise
     progress.end(label, ok=True, undo=undo)
     on_change()
@@ -110,6 +112,15 @@ def _stop_if_cancelled() -> None:
     # activity then completes; the request stays visible here.
     if workflow.cancellation_reason() is not None:
         raise asyncio.CancelledError("workflow cancelled")
+
+
+def _cancelled_activity(err: BaseException) -> bool:
+    """The activity ended as cancelled because the workflow is being cancelled."""
+    return (
+        isinstance(err, ActivityError)
+        and isinstance(err.cause, CancelledError)
+        and workflow.cancellation_reason() is not None
+    )
 
 
 def message(err: BaseException) -> str:

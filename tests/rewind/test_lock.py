@@ -62,10 +62,11 @@ def test_locks_are_per_run(db: Database) -> None:
 def test_release_after_failure_frees_the_run(db: Database) -> None:
     store = RewindStore(db)
     audit_id = acquire(store, "run-throw")
-    try:
-        raise RuntimeError("boom")
-    except RuntimeError:
-        store.finish(audit_id=audit_id, run_id="run-throw", result="failed", from_frame_no=None)
+    with pytest.raises(TimeTravelError) as err:  # a real failure while the lock is held
+        acquire(store, "run-throw")
+    assert err.value.code == "Busy" and store.lock_holder("run-throw") == audit_id
+    row = store.finish(audit_id=audit_id, run_id="run-throw", result="failed", from_frame_no=None)
+    assert row.result == "failed"
     assert store.lock_holder("run-throw") is None
     release(store, acquire(store, "run-throw"), "run-throw")
 

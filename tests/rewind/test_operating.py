@@ -166,6 +166,8 @@ async def test_namespace_without_search_attributes_still_rewinds(
             break
         except RPCError:
             await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"namespace {namespace} was never served")
     # The detection really looks (it finds both on the session's namespace) and finds none here.
     assert await registered_search_attributes(env.client, "default") == {
         "SmithersRunId",
@@ -291,6 +293,8 @@ async def test_confirm_is_rejected_when_not_pending(client, db: Database, new_wo
             if (await handle.query(RewindRun.audit)).running == "pause-event-loop":
                 break
             await asyncio.sleep(0.025)
+        else:
+            raise AssertionError("the rewind never reached pause-event-loop")
         with pytest.raises(WorkflowUpdateFailedError) as err:
             await handle.execute_update(RewindRun.confirm, ConfirmInput(audit_id=1))
         assert "not waiting for confirmation" in str(err.value.cause)
