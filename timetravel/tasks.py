@@ -34,6 +34,7 @@ __all__ = [
     "event_payload",
     "last_valid_frame",
     "mark_reset_cancelled",
+    "progress_events",
     "retry_cancels",
     "retry_reset_nodes",
     "time_travel_cancels",
@@ -253,6 +254,41 @@ def mark_reset_cancelled(meta_json: str | None) -> str:
             meta = parsed
     meta[RESET_CANCELLED_META_KEY] = True
     return js_json(meta)
+
+
+#: Each operation's progress event types (started, finished), as upstream emits them.
+EVENT_TYPES: dict[TaskOp, tuple[str, str]] = {
+    "retry-task": ("RetryTaskStarted", "RetryTaskFinished"),
+    "time-travel": ("TimeTravelStarted", "TimeTravelFinished"),
+    "revert": ("RevertStarted", "RevertFinished"),
+}
+
+
+def progress_events(
+    v: ValidTaskInput,
+    *,
+    attempt: int | None,
+    jj_pointer: str | None,
+    reset_nodes: Sequence[str],
+    vcs_restored: bool,
+    now: int,
+) -> list[tuple[str, str]]:
+    """The operation's successful Started/Finished events as ``(type, payload JSON)``, with
+    upstream's fields in upstream's order."""
+    head: dict[str, Any] = {"runId": v.run_id, "nodeId": v.node_id, "iteration": v.iteration}
+    started: dict[str, Any]
+    if v.op == "retry-task":
+        started = {"resetDependents": v.reset_dependents, "resetNodes": list(reset_nodes)}
+        finished: dict[str, Any] = {"resetNodes": list(reset_nodes), "success": True}
+    else:
+        head.update(attempt=attempt, jjPointer=jj_pointer)
+        started, finished = {}, {"success": True}
+        if v.op == "time-travel":
+            finished.update(vcsRestored=vcs_restored, resetNodes=list(reset_nodes))
+    return [
+        (name, event_payload(name, **head, **fields, timestampMs=now))
+        for name, fields in zip(EVENT_TYPES[v.op], (started, finished), strict=True)
+    ]
 
 
 def event_payload(event_type: str, **fields: Any) -> str:

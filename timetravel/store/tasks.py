@@ -19,7 +19,8 @@ The rules (which nodes, attempts, outputs and frames) are the pure functions of
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, text, tuple_, update
@@ -164,7 +165,8 @@ class TaskStore:
 
     @staticmethod
     def _check(r: _Read, v: tasks.ValidTaskInput, now: int) -> None:
-        """Upstream's lookups in its order, then the liveness rules.
+        """Upstream's lookups in its order (retry: node, run; time travel: attempt, node, run;
+        revert: attempt, pointer, run), then the liveness rules.
 
         Raises:
             TimeTravelError: ``AttemptNotFound``, ``NodeNotFound``, ``RunNotFound``,
@@ -172,29 +174,23 @@ class TaskStore:
         """
         rid, node, it = v.run_id, v.node_id, v.iteration
         key = {"runId": rid, "nodeId": node, "iteration": it}
-        if v.op == "retry-task":
-            if r.node(node, it) is None:
-                raise NodeNotFound(f"Node not found: {rid}/{node}/{it}", key)
-            if r.run is None:
-                raise rewind.run_not_found(rid)
-        else:
+        att = None
+        if v.op != "retry-task":
             att = r.attempt(node, it, v.attempt)
             if att is None:
                 which = "latest" if v.attempt is None else v.attempt
                 raise AttemptNotFound(
                     f"Attempt not found: {rid}/{node}/{it}/{which}", {**key, "attempt": v.attempt}
                 )
-            if v.op == "time-travel" and r.node(node, it) is None:
-                raise NodeNotFound(f"Node not found: {rid}/{node}/{it}", key)
-            if v.op == "revert" and not att.get("jj_pointer"):
-                raise NoVcsPointer(
-                    "Attempt has no jjPointer recorded",
-                    {**key, "attempt": att["attempt"]},
-                )
-            if r.run is None:
-                raise rewind.run_not_found(rid)
+        if v.op != "revert" and r.node(node, it) is None:
+            raise NodeNotFound(f"Node not found: {rid}/{node}/{it}", key)
+        if att is not None and v.op == "revert" and not att.get("jj_pointer"):
+            raise NoVcsPointer(
+                "Attempt has no jjPointer recorded", {**key, "attempt": att["attempt"]}
+            )
         run = r.run
-        assert run is not None
+        if run is None:
+            raise rewind.run_not_found(rid)
         if v.force:
             return
         if v.op == "retry-task" and run.get("status") in tasks.ACTIVE_RUN_STATUSES:
@@ -220,19 +216,14 @@ class TaskStore:
             attempt=v.attempt,
             run_status=run.get("status"),
         )
+        target = r.node(v.node_id, v.iteration)
+        attempts = r.attempts()
+        frame_cut = cutoff = None
+        cancels: Callable[[Mapping[str, Any]], bool]
         if v.op == "retry-task":
-            target = r.node(v.node_id, v.iteration)
             assert target is not None
-            reset = list(
-                tasks.retry_reset_nodes(r.nodes(), r.attempts(), target, v.reset_dependents)
-            )
-            keys = {(n["node_id"], n["iteration"]) for n in reset}
-            cancels = [
-                a
-                for a in r.attempts()
-                if (a["node_id"], a["iteration"]) in keys and tasks.retry_cancels(a)
-            ]
-            d = _Decision(plan, [dict(n) for n in reset], cancels, None, None)
+            reset = tasks.retry_reset_nodes(r.nodes(), attempts, target, v.reset_dependents)
+            cancels = tasks.retry_cancels
         else:
             att = r.attempt(v.node_id, v.iteration, v.attempt)
             assert att is not None
@@ -240,28 +231,25 @@ class TaskStore:
             plan.jj_pointer = att.get("jj_pointer") or None
             plan.jj_cwd = att.get("jj_cwd") or None
             cutoff = int(att["started_at_ms"])
-            last = tasks.last_valid_frame(r.frames(), cutoff)
+            cancels = partial(tasks.time_travel_cancels, cutoff_ms=cutoff)
+            frame_cut = tasks.last_valid_frame(r.frames(), cutoff)
             if v.op == "revert":
-                d = _Decision(plan, [], [], last, cutoff)
-                plan.restore_vcs = True
+                reset, plan.restore_vcs = [], True
             else:
-                target = r.node(v.node_id, v.iteration)
                 assert target is not None
-                attempts = r.attempts()
-                reset = list(
-                    tasks.time_travel_reset_nodes(
-                        r.nodes(), attempts, target, att, v.reset_dependents
-                    )
+                reset = tasks.time_travel_reset_nodes(
+                    r.nodes(), attempts, target, att, v.reset_dependents
                 )
-                keys = {(n["node_id"], n["iteration"]) for n in reset}
-                cancels = [
-                    a
-                    for a in attempts
-                    if (a["node_id"], a["iteration"]) in keys
-                    and tasks.time_travel_cancels(a, cutoff)
-                ]
-                d = _Decision(plan, [dict(n) for n in reset], cancels, last, cutoff)
                 plan.restore_vcs = v.restore_vcs and plan.jj_pointer is not None
+
+        keys = {(n["node_id"], n["iteration"]) for n in reset}
+        d = _Decision(
+            plan,
+            [dict(n) for n in reset],
+            [a for a in attempts if (a["node_id"], a["iteration"]) in keys and cancels(a)],
+            frame_cut,
+            cutoff,
+        )
         plan.reset_nodes = tasks.unique_node_ids(d.reset)
         plan.reset_keys = [(n["node_id"], int(n["iteration"])) for n in d.reset]
         plan.cancelled_attempts = len(d.cancels)
@@ -581,64 +569,36 @@ class TaskStore:
         jj_pointer: str | None,
         vcs_restored: bool,
     ) -> list[int]:
-        """The operation's Started/Finished event rows (upstream's progress events)."""
-        base = {"runId": v.run_id, "nodeId": v.node_id, "iteration": v.iteration}
-        if v.op == "retry-task":
-            started = tasks.event_payload(
-                "RetryTaskStarted",
-                **base,
-                resetDependents=v.reset_dependents,
-                resetNodes=plan.reset_nodes,
-                timestampMs=now,
-            )
-            finished = tasks.event_payload(
-                "RetryTaskFinished",
-                **base,
-                resetNodes=plan.reset_nodes,
-                success=True,
-                timestampMs=now,
-            )
-            names = ("RetryTaskStarted", "RetryTaskFinished")
-        elif v.op == "time-travel":
-            head = {**base, "attempt": plan.attempt, "jjPointer": plan.jj_pointer}
-            started = tasks.event_payload("TimeTravelStarted", **head, timestampMs=now)
-            finished = tasks.event_payload(
-                "TimeTravelFinished",
-                **head,
-                success=True,
-                vcsRestored=vcs_restored,
-                resetNodes=plan.reset_nodes,
-                timestampMs=now,
-            )
-            names = ("TimeTravelStarted", "TimeTravelFinished")
-        else:
-            head = {**base, "attempt": plan.attempt, "jjPointer": jj_pointer or plan.jj_pointer}
-            started = tasks.event_payload("RevertStarted", **head, timestampMs=now)
-            finished = tasks.event_payload("RevertFinished", **head, success=True, timestampMs=now)
-            names = ("RevertStarted", "RevertFinished")
-        seq = conn.execute(
-            select(func.coalesce(func.max(EVENTS.c.seq), -1) + 1).where(EVENTS.c.run_id == v.run_id)
-        ).scalar_one()
+        """Write the operation's Started/Finished event rows with the run's next seqs."""
+        events = tasks.progress_events(
+            v,
+            attempt=plan.attempt,
+            jj_pointer=jj_pointer or plan.jj_pointer,
+            reset_nodes=plan.reset_nodes,
+            vcs_restored=vcs_restored,
+            now=now,
+        )
+        seq = int(
+            conn.execute(
+                select(func.coalesce(func.max(EVENTS.c.seq), -1) + 1).where(
+                    EVENTS.c.run_id == v.run_id
+                )
+            ).scalar_one()
+        )
         conn.execute(
             insert(EVENTS),
             [
                 {
                     "run_id": v.run_id,
-                    "seq": seq,
+                    "seq": seq + i,
                     "timestamp_ms": now,
-                    "type": names[0],
-                    "payload_json": started,
-                },
-                {
-                    "run_id": v.run_id,
-                    "seq": seq + 1,
-                    "timestamp_ms": now,
-                    "type": names[1],
-                    "payload_json": finished,
-                },
+                    "type": name,
+                    "payload_json": payload,
+                }
+                for i, (name, payload) in enumerate(events)
             ],
         )
-        return [int(seq), int(seq) + 1]
+        return [seq + i for i in range(len(events))]
 
     @retry_on_lock
     def restore(self, audit_id: int) -> bool:
