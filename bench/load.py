@@ -12,8 +12,9 @@ For each database (SQLite file, PostgreSQL schema) it runs, in one process with 
 It prints, per batch, how many completed, were refused ``Busy``, failed otherwise and were lost
 (a workflow that did not end in time, an audit row left ``in_progress`` or a run lock left
 behind: must be 0), throughput (workflows ended per second), p50/p95 latency (start to end),
-then the ratio of rewind throughput to the no-op floor and the process's peak RSS (the worker
-runs in this process; ``resource.getrusage``).
+the worker process's CPU time per workflow (where the time goes on a CPU-bound host), then
+the ratio of rewind throughput to the no-op floor and the process's peak RSS (the worker runs
+in this process; ``resource.getrusage``).
 
 Targets: distinct-run throughput >= 0.6x the floor on PostgreSQL, >= 0.4x on SQLite; lost = 0;
 peak RSS < 300 MB.
@@ -66,6 +67,12 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (the worker, its threads and the client)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -80,6 +87,7 @@ class Batch:
     latencies_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     lost_rows: int = 0
+    cpu_s: float = 0.0
     failures: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -97,7 +105,8 @@ class Batch:
             f"  {self.name:<12} completed {o['completed']:>4}  Busy {o['Busy']:>4}  "
             f"failed {o['failed']:>4}  lost {lost:>2} | {self.throughput:6.1f} wf/s over "
             f"{self.wall_s:5.1f}s | p50 {pct(self.latencies_ms, 0.5):7.0f} ms  "
-            f"p95 {pct(self.latencies_ms, 0.95):7.0f} ms"
+            f"p95 {pct(self.latencies_ms, 0.95):7.0f} ms | worker CPU "
+            f"{1000 * self.cpu_s / max(1, len(self.latencies_ms)):5.1f} ms/wf"
             + (f"  (other failures: {dict(self.failures)})" if self.failures else "")
         )
 
@@ -126,9 +135,10 @@ async def run_batch(
                 batch.failures[str(kind)] += 1
         batch.latencies_ms.append((time.perf_counter() - t0) * 1000)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     await asyncio.gather(*(one(s) for s in starts))
     batch.wall_s = time.perf_counter() - t0
+    batch.cpu_s = cpu_seconds() - c0
     return batch
 
 
