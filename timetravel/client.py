@@ -21,11 +21,17 @@ Example::
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import temporalio.client
+import temporalio.worker
+from temporalio import activity
 from temporalio.client import (
     Client,
     WorkflowFailureError,
@@ -62,6 +68,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TASK_QUEUE",
+    "LOG_CONTEXT",
+    "LogContextInterceptor",
     "RewindError",
     "abort_rewind",
     "await_rewind",
@@ -111,12 +119,55 @@ class RewindError(TimeTravelError):
         return f"RewindError({self.code!r}, {self.message!r})"
 
 
+_log = logging.getLogger("timetravel.steps")
+
+#: What the activity running in this context works on (``run_id``, ``audit_id``,
+#: ``workflow_id``, ``step``), for log lines (:mod:`timetravel.cli._logging`).
+LOG_CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar("timetravel_log_context", default=None)
+
+
+class _ActivityLogContext(temporalio.worker.ActivityInboundInterceptor):
+    async def execute_activity(self, input: temporalio.worker.ExecuteActivityInput) -> Any:
+        info = activity.info()
+        ctx: dict[str, Any] = {"workflow_id": info.workflow_id, "step": info.activity_type}
+        for arg in input.args[:1]:
+            for key in ("run_id", "audit_id"):
+                value = getattr(arg, key, None)
+                if isinstance(value, str | int) and not isinstance(value, bool):
+                    ctx[key] = value
+        # A thread-pool activity runs in a copy of this context: the value reaches it.
+        token = LOG_CONTEXT.set(ctx)
+        started = time.monotonic()
+        try:
+            result = await super().execute_activity(input)
+            ms = (time.monotonic() - started) * 1000
+            _log.debug("step %s done in %.0f ms", info.activity_type, ms)
+            return result
+        except BaseException as err:
+            _log.debug("step %s failed: %s", info.activity_type, type(err).__name__)
+            raise
+        finally:
+            LOG_CONTEXT.reset(token)
+
+
+class LogContextInterceptor(temporalio.client.Interceptor, temporalio.worker.Interceptor):
+    """Sets :data:`LOG_CONTEXT` around every activity of a worker built on the client (the
+    run, the audit id, the workflow and the step a log line is about)."""
+
+    def intercept_activity(
+        self, next: temporalio.worker.ActivityInboundInterceptor
+    ) -> temporalio.worker.ActivityInboundInterceptor:
+        return _ActivityLogContext(next)
+
+
 async def connect(settings: Settings) -> Client:
-    """A Temporal client for ``settings`` with the service's (pydantic) data converter."""
+    """A Temporal client for ``settings`` with the service's (pydantic) data converter; a
+    worker built on it tags its activities' log lines (:class:`LogContextInterceptor`)."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter,
+        interceptors=[LogContextInterceptor()],
     )
 
 

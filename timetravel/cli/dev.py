@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import signal
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +27,7 @@ from rich.table import Table
 
 from timetravel.cli import app
 from timetravel.cli._common import console, err_console, settings_or_exit
+from timetravel.cli._logging import configure_logging, log_handler
 from timetravel.devserver import (
     BIND_IP,
     DEFAULT_DATA_DIR,
@@ -60,6 +59,7 @@ __all__ = [
     "SEARCH_ATTRIBUTES",
     "DevServer",
     "DevServerError",
+    "log_handler",
     "server_command",
     "temporal_binary",
 ]
@@ -96,34 +96,8 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def log_handler() -> logging.Handler:
-    """The root handler of ``timetravel dev``/``worker``: rich on the terminal, except inside
-    the workflow sandbox (a workflow or the SDK logging during a workflow task), where it
-    writes plain lines through the stdlib instead. Rich imports and probes the OS lazily; in
-    the sandbox that fails, and a failing handler fails the workflow task forever (issue #10).
-    """
-    from rich.logging import RichHandler
-    from temporalio import workflow
-
-    class _Handler(RichHandler):
-        def __init__(self) -> None:
-            super().__init__(console=err_console, show_path=False)
-            self.plain = logging.StreamHandler(sys.stderr)
-            self.plain.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-
-        def emit(self, record: logging.LogRecord) -> None:
-            if workflow.unsafe.in_sandbox():
-                self.plain.emit(record)  # stdlib only; never raises (handleError)
-            else:
-                super().emit(record)
-
-    return _Handler()
-
-
 def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(name)s: %(message)s", handlers=[log_handler()]
-    )
+    configure_logging()
 
 
 def _safe_url(settings: Settings) -> str:
