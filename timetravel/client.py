@@ -81,6 +81,8 @@ __all__ = [
     "rewind",
     "rewind_handle",
     "rewind_workflow_id",
+    "run_workflow_id",
+    "start_exclusive",
     "start_rewind",
 ]
 
@@ -171,12 +173,12 @@ async def connect(settings: Settings) -> Client:
     )
 
 
-def rewind_workflow_id(run_id: Any) -> str:
-    """The workflow id of a rewind of ``run_id``: ``rewind-<run_id>``.
+def run_workflow_id(prefix: str, run_id: Any) -> str:
+    """``<prefix>-<run_id>``: the id of the one running workflow of a kind per run.
 
     A run id that cannot be part of a workflow id (not a string, empty, with control
-    characters, absurdly long) gets a unique ``rewind-invalid-<uuid>`` instead: the client does
-    not validate run ids, the workflow does, and audits the attempt (upstream behaviour).
+    characters, absurdly long) gets a unique ``<prefix>-invalid-<uuid>`` instead: the client
+    does not validate run ids, the workflow does, and audits the attempt (upstream behaviour).
     """
     if (
         isinstance(run_id, str)
@@ -184,8 +186,49 @@ def rewind_workflow_id(run_id: Any) -> str:
         and run_id.isprintable()
         and run_id.strip() == run_id
     ):
-        return f"rewind-{run_id}"
-    return f"rewind-invalid-{uuid.uuid4()}"
+        return f"{prefix}-{run_id}"
+    return f"{prefix}-invalid-{uuid.uuid4()}"
+
+
+def rewind_workflow_id(run_id: Any) -> str:
+    """The workflow id of a rewind of ``run_id``: ``rewind-<run_id>`` (see
+    :func:`run_workflow_id`)."""
+    return run_workflow_id("rewind", run_id)
+
+
+async def start_exclusive(
+    client: Client,
+    run: Any,
+    arg: Any,
+    *,
+    run_id: Any,
+    workflow_id: str,
+    task_queue: str,
+    summary: str,
+    details: str | None = None,
+) -> WorkflowHandle[Any, Any]:
+    """Start a workflow that changes a run under its per-run id, refused with ``Busy`` at once
+    (by the server, nothing audited) while one of that id is still running.
+
+    Raises:
+        RewindError: ``Busy``.
+    """
+    try:
+        return await client.start_workflow(
+            run,
+            arg,
+            id=workflow_id,
+            task_queue=task_queue,
+            # FAIL: a running workflow of the run is refused, never joined or terminated.
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            # A finished one (whatever its outcome) must not block the next one.
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            static_summary=summary[:200],
+            static_details=details,
+        )
+    except WorkflowAlreadyStartedError:
+        busy = busy_error(str(run_id), workflowId=workflow_id)
+        raise RewindError(busy.code, busy.message, busy.details, workflow_id=workflow_id) from None
 
 
 def _markdown_code(value: Any) -> str:
@@ -278,27 +321,18 @@ async def start_rewind(
         fields["confirmation_timeout_s"] = confirmation_timeout_s
     if force:
         fields["force"] = True
-    try:
-        return await client.start_workflow(
-            RewindRun.run,
-            RewindInput(**fields),
-            id=workflow_id,
-            task_queue=task_queue,
-            # FAIL: a running rewind of the run is refused, never joined or terminated.
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            # A finished rewind (whatever its outcome) must not block the next one.
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            static_summary=f"Rewind {run_id} to frame {frame_no}"[:200],
-            static_details=_details_markdown(
-                caller=caller,
-                dry_run=dry_run,
-                confirm=confirm,
-                await_confirmation=await_confirmation,
-            ),
-        )
-    except WorkflowAlreadyStartedError:
-        busy = busy_error(str(run_id), workflowId=workflow_id)
-        raise RewindError(busy.code, busy.message, busy.details, workflow_id=workflow_id) from None
+    return await start_exclusive(
+        client,
+        RewindRun.run,
+        RewindInput(**fields),
+        run_id=run_id,
+        workflow_id=workflow_id,
+        task_queue=task_queue,
+        summary=f"Rewind {run_id} to frame {frame_no}",
+        details=_details_markdown(
+            caller=caller, dry_run=dry_run, confirm=confirm, await_confirmation=await_confirmation
+        ),
+    )
 
 
 async def await_rewind(handle: WorkflowHandle[Any, RewindResult]) -> RewindResult:

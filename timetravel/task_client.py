@@ -9,15 +9,11 @@ the workflow's (one per run, shared with ``RewindRun``).
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from timetravel.client import DEFAULT_TASK_QUEUE, RewindError, await_rewind
-from timetravel.rewind import busy_error
+from timetravel.client import DEFAULT_TASK_QUEUE, await_rewind, run_workflow_id, start_exclusive
 from timetravel.task_models import (
     RetryTaskInput,
     RetryTaskResult,
@@ -43,13 +39,9 @@ _PREFIX = {
 
 
 def task_workflow_id(workflow: str, run_id: Any) -> str:
-    """``<prefix>-<run_id>``, or ``<prefix>-invalid-<uuid>`` for a run id that cannot be part
-    of a workflow id (the workflow validates and audits it)."""
-    prefix = _PREFIX[workflow]
-    ok = isinstance(run_id, str) and 0 < len(run_id) <= 200 and run_id.isprintable()
-    if ok and run_id.strip() == run_id:
-        return f"{prefix}-{run_id}"
-    return f"{prefix}-invalid-{uuid.uuid4()}"
+    """``<prefix>-<run_id>`` (``retry-task``, ``time-travel``, ``revert``), see
+    :func:`timetravel.client.run_workflow_id`."""
+    return run_workflow_id(_PREFIX[workflow], run_id)
 
 
 async def start_task_op(
@@ -65,20 +57,15 @@ async def start_task_op(
         "TimeTravelToAttempt": TimeTravelToAttempt,
         "RevertToAttempt": RevertToAttempt,
     }[workflow]
-    wid = task_workflow_id(workflow, payload.run_id)
-    try:
-        return await client.start_workflow(
-            wf.run,  # type: ignore[attr-defined]
-            payload,
-            id=wid,
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            static_summary=summary[:200],
-        )
-    except WorkflowAlreadyStartedError:
-        busy = busy_error(str(payload.run_id), workflowId=wid)
-        raise RewindError(busy.code, busy.message, busy.details, workflow_id=wid) from None
+    return await start_exclusive(
+        client,
+        wf.run,  # type: ignore[attr-defined]
+        payload,
+        run_id=payload.run_id,
+        workflow_id=task_workflow_id(workflow, payload.run_id),
+        task_queue=task_queue,
+        summary=summary,
+    )
 
 
 async def retry_task(

@@ -1,6 +1,9 @@
-"""Helpers shared by the CLI modules: settings loading with one-line errors."""
+"""Helpers shared by the CLI modules: settings loading with one-line errors, and the
+arguments and options every command spells the same way."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -11,6 +14,34 @@ from timetravel.store import Database
 console = Console()
 err_console = Console(stderr=True)
 
+RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run id.", show_default=False)]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+CallerOption = Annotated[
+    str | None, typer.Option(help="Who asks (audited; the rate limit is per run and caller).")
+]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Also when a live engine still drives the run and the engine control (http, "
+        "none) cannot pause it; refused with RunOwnerAlive without it.",
+    ),
+]
+TaskQueueOption = Annotated[
+    str | None, typer.Option(help="Task queue of the worker (default: TIMETRAVEL_TASK_QUEUE).")
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(help="Temporal frontend host:port (default: TIMETRAVEL_TEMPORAL_ADDRESS)."),
+]
+NamespaceOption = Annotated[
+    str | None, typer.Option(help="Temporal namespace (default: TIMETRAVEL_TEMPORAL_NAMESPACE).")
+]
+WorkflowIdOption = Annotated[
+    str | None,
+    typer.Option(help="Workflow id of a rewind started under another id than rewind-<RUN>."),
+]
+
 
 def settings_or_exit(**overrides: object) -> Settings:
     """Load settings; an invalid value prints one line naming the variable and exits 2."""
@@ -20,6 +51,15 @@ def settings_or_exit(**overrides: object) -> Settings:
     except SettingsError as err:
         err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def temporal_settings(
+    task_queue: str | None, temporal_address: str | None, namespace: str | None
+) -> Settings:
+    """Settings with the command's Temporal options over the ``TIMETRAVEL_*`` values."""
+    return settings_or_exit(
+        task_queue=task_queue, temporal_address=temporal_address, temporal_namespace=namespace
+    )
 
 
 def open_database(settings: Settings) -> Database:

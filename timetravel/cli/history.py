@@ -48,7 +48,13 @@ import typer
 from rich.text import Text
 
 from timetravel.cli import app
-from timetravel.cli._common import console, err_console, open_database, settings_or_exit
+from timetravel.cli._common import (
+    JsonOption,
+    console,
+    err_console,
+    open_database,
+    settings_or_exit,
+)
 from timetravel.cli._errors import connect_or_exit, run_command
 from timetravel.history import (
     ForkInput,
@@ -67,7 +73,6 @@ from timetravel.history import (
 )
 from timetravel.store import Database
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 LabelOption = Annotated[str | None, typer.Option("--label", help="Branch label.")]
 InputOption = Annotated[
     str | None,

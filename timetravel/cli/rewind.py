@@ -38,7 +38,20 @@ from rich.text import Text
 
 from timetravel.checklist import rewind_plan_sentence
 from timetravel.cli import app
-from timetravel.cli._common import console, err_console, settings_or_exit
+from timetravel.cli._common import (
+    AddressOption,
+    CallerOption,
+    ForceOption,
+    JsonOption,
+    NamespaceOption,
+    RunArg,
+    TaskQueueOption,
+    WorkflowIdOption,
+    console,
+    err_console,
+    settings_or_exit,
+    temporal_settings,
+)
 from timetravel.cli._errors import (
     EXIT_CODES,
     EXIT_INTERRUPTED,
@@ -49,7 +62,6 @@ from timetravel.cli._errors import (
     run_command,
 )
 from timetravel.models import AuditRow, AuditView, RewindResult
-from timetravel.settings import Settings
 
 if TYPE_CHECKING:
     from temporalio.client import WorkflowHandle
@@ -64,30 +76,7 @@ QUERY_TIMEOUT = timedelta(seconds=2)
 
 # -- options ----------------------------------------------------------------------------------
 
-RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run id.", show_default=False)]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-TaskQueueOption = Annotated[
-    str | None, typer.Option(help="Task queue of the worker (default: TIMETRAVEL_TASK_QUEUE).")
-]
-AddressOption = Annotated[
-    str | None,
-    typer.Option(help="Temporal frontend host:port (default: TIMETRAVEL_TEMPORAL_ADDRESS)."),
-]
-NamespaceOption = Annotated[
-    str | None, typer.Option(help="Temporal namespace (default: TIMETRAVEL_TEMPORAL_NAMESPACE).")
-]
-WorkflowIdOption = Annotated[
-    str | None,
-    typer.Option(help="Workflow id of a rewind started under another id than rewind-<RUN>."),
-]
-
-
-def _settings(
-    task_queue: str | None, temporal_address: str | None, namespace: str | None
-) -> Settings:
-    return settings_or_exit(
-        task_queue=task_queue, temporal_address=temporal_address, temporal_namespace=namespace
-    )
+# The options every command shares live in :mod:`timetravel.cli._common`.
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -310,9 +299,7 @@ def rewind(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only show what would happen; change nothing.")
     ] = False,
-    caller: Annotated[
-        str | None, typer.Option(help="Who asks (audited; the rate limit is per caller).")
-    ] = None,
+    caller: CallerOption = None,
     await_confirmation: Annotated[
         bool,
         typer.Option(
@@ -330,21 +317,14 @@ def rewind(
     rate_limit_window_ms: Annotated[
         int | None, typer.Option(help="Length of the rate-limit window, in ms.")
     ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Rewind a run a live engine still drives although the engine control "
-            "(http, none) cannot pause it; refused with RunOwnerAlive without it.",
-        ),
-    ] = False,
+    force: ForceOption = False,
     as_json: JsonOption = False,
     task_queue: TaskQueueOption = None,
     temporal_address: AddressOption = None,
     namespace: NamespaceOption = None,
 ) -> None:
     """Rewind a run to an earlier frame (the RewindRun workflow), with live progress."""
-    settings = _settings(task_queue, temporal_address, namespace)
+    settings = temporal_settings(task_queue, temporal_address, namespace)
     rate_limit = None
     if rate_limit_max is not None or rate_limit_window_ms is not None:
         rate_limit = {"max_per_window": rate_limit_max, "window_ms": rate_limit_window_ms}
@@ -398,7 +378,7 @@ def confirm_command(
     namespace: NamespaceOption = None,
 ) -> None:
     """Confirm a rewind that waits for a human (started with --await-confirmation)."""
-    settings = _settings(task_queue, temporal_address, namespace)
+    settings = temporal_settings(task_queue, temporal_address, namespace)
 
     async def main() -> int:
         from timetravel.client import confirm_rewind, rewind_handle
@@ -430,7 +410,7 @@ def abort_command(
     namespace: NamespaceOption = None,
 ) -> None:
     """Abort a rewind that waits for confirmation; it ends with nothing changed."""
-    settings = _settings(task_queue, temporal_address, namespace)
+    settings = temporal_settings(task_queue, temporal_address, namespace)
 
     async def main() -> int:
         from timetravel.client import abort_rewind

@@ -14,22 +14,22 @@ from typing import Annotated, Any
 import typer
 
 from timetravel.cli import app
-from timetravel.cli._common import console
-from timetravel.cli._errors import connect_or_exit, run_command
-from timetravel.cli.rewind import (
+from timetravel.cli._common import (
     AddressOption,
+    CallerOption,
+    ForceOption,
     JsonOption,
     NamespaceOption,
     RunArg,
     TaskQueueOption,
-    _settings,
+    console,
 )
+from timetravel.cli._common import temporal_settings as _settings
+from timetravel.cli._errors import connect_or_exit, run_command
 
 NodeArg = Annotated[str, typer.Argument(metavar="NODE", help="Node (task) id.", show_default=False)]
 ConfirmOption = Annotated[bool, typer.Option("--confirm", help="Required: this resets data.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Only show what would be reset.")]
-CallerOption = Annotated[str | None, typer.Option(help="Who asks (audited).")]
-ForceOption = Annotated[bool, typer.Option("--force", help="Also when the run is still live.")]
 
 
 async def _follow(handle: Any, workflow: Any, as_json: bool) -> Any:
