@@ -47,9 +47,9 @@ def recover(
 ) -> None:
     """Settle audit rows a dead rewind left in_progress (the RecoverRewindAudits workflow).
 
-    Rows whose rewind workflow is closed are settled at once: ``failed`` with the run untouched
-    when the rewind had changed nothing yet, else ``partial`` with the run marked
-    needsAttention. ``--older-than 0s`` also settles every row no rewind of ours owns.
+    Rows whose rewind workflow is closed are settled at once: failed with the run untouched
+    when the rewind had changed nothing yet, else partial with the run marked needsAttention.
+    --older-than 0s also settles every row no rewind of ours owns.
     """
     from timetravel.client import recover as run_recovery
 
