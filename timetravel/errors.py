@@ -121,6 +121,16 @@ class RunOwnerAlive(_Coded):
     was not given (upstream 0.32's code)."""
 
 
+class TIME_TRAVEL_SIDE_EFFECT_BLOCKED(_Coded):  # upstream 0.32's code, verbatim
+    """The operation would discard a tool call that changed the world (a side effect that was
+    not reverted) and the input did not force it; ``details.blocking`` lists those calls.
+    Imported as :data:`SideEffectBlocked`."""
+
+
+#: The readable name of :class:`TIME_TRAVEL_SIDE_EFFECT_BLOCKED`.
+SideEffectBlocked = TIME_TRAVEL_SIDE_EFFECT_BLOCKED
+
+
 class RewindNotHeld(_Coded):
     """This rewind no longer holds the run's lock (released by recovery or by its own finish,
     e.g. a Reset replaying a settled rewind): it may write nothing, not even a compensation."""

@@ -16,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 AuditResult = Literal["in_progress", "success", "failed", "partial"]
 
+#: How a discarded tool call is classified (:func:`timetravel.rewind.classify_tool_call`).
+EffectGroup = Literal[
+    "read_only", "idempotent", "reverted", "revertible", "unrevertible", "unclassified"
+]
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -62,6 +67,13 @@ class RewindInput(_Model):
             "instead of refusing it with RunOwnerAlive."
         ),
     )
+    force_side_effects: Any = Field(
+        default=False,
+        description=(
+            "Exactly true: rewind past tool calls that changed the world and were not reverted "
+            "(refused with TIME_TRAVEL_SIDE_EFFECT_BLOCKED otherwise); audited and archived."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -94,6 +106,48 @@ class RewindCounts(_Model):
     from_frame_no: int | None = None
 
 
+class ToolCallEffect(_Model):
+    """One tool call (``_smithers_tool_calls`` row) that an operation would discard."""
+
+    node_id: str
+    iteration: int = 0
+    attempt: int
+    seq: int
+    tool_name: str
+    kind: str | None = None
+    status: str
+    started_at_ms: int = 0
+    side_effect: bool | None = None
+    idempotent: bool | None = None
+    has_revert: bool | None = None
+    revert_status: str | None = None
+    group: EffectGroup
+    #: Discarding it needs ``force_side_effects`` (an unreverted side effect).
+    blocking: bool = False
+
+
+class EffectBoundary(_Model):
+    """The tool calls an operation would discard, classified (upstream's ``effectBoundary``)."""
+
+    calls: list[ToolCallEffect] = Field(default_factory=list)
+
+    @property
+    def blocking(self) -> list[ToolCallEffect]:
+        return [c for c in self.calls if c.blocking]
+
+    def group(self, name: EffectGroup) -> list[ToolCallEffect]:
+        return [c for c in self.calls if c.group == name]
+
+    def counts(self) -> dict[str, int]:
+        """Calls per group (groups with none left out), blocking ones under ``blocking``."""
+        out: dict[str, int] = {}
+        for c in self.calls:
+            out[c.group] = out.get(c.group, 0) + 1
+        if self.blocking:
+            out["blocking"] = len(self.blocking)
+        return out
+
+
 class RewindPlan(_Model):
     """What a rewind will do, computed before anything is changed."""
 
@@ -105,6 +159,8 @@ class RewindPlan(_Model):
     sandboxes: list[SandboxPlan] = Field(default_factory=list)
     counts: RewindCounts = Field(default_factory=RewindCounts)
     reconciler_snapshot: bool = False
+    #: The tool calls the rewind discards (None: the database records none, no such tables).
+    tool_calls: EffectBoundary | None = None
 
 
 class RewindResult(_Model):
@@ -222,6 +278,9 @@ class PlanInput(_Model):
     audit_id: int | None
     run_id: str
     frame_no: int
+    #: Refuse here (read-only, before anything is paused or reverted) when the rewind would
+    #: discard an unreverted side effect: true unless a dry run or ``force_side_effects``.
+    refuse_side_effects: bool = False
 
 
 class EngineInput(_Model):
@@ -243,6 +302,8 @@ class TruncateInput(_Model):
     frame_no: int
     from_frame_no: int
     caller: str
+    #: Discard unreverted side effects anyway (stamped, archived, audited); else refused.
+    force_side_effects: bool = False
 
 
 class ReconcilerInput(_Model):

@@ -26,8 +26,10 @@ from timetravel.errors import (
     InvalidRunId,
     RateLimited,
     RunNotFound,
+    SideEffectBlocked,
     TimeTravelError,
 )
+from timetravel.models import EffectBoundary, EffectGroup, ToolCallEffect
 
 RUN_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 MAX_FRAME_NO = 2_147_483_647
@@ -254,3 +256,127 @@ def needs_attention_payload(message: str, now_ms: int) -> str:
 def hijack_target(audit_id: int) -> str:
     """The marker a paused run carries while a rewind owns it."""
     return f"time-travel:{audit_id}"
+
+
+# -- side effects (tool calls) -----------------------------------------------------------------
+
+#: Tool-call statuses whose effect may have happened (upstream 0.32's ``effectStatus``).
+_EFFECT_HAPPENED = ("succeeded", "unknown", "intended", "started", "failed")
+
+
+def _flag(value: Any) -> bool | None:
+    """A journal flag as the engine writes it (1/0, true/false, "1"), None when not recorded."""
+    if value is None:
+        return None
+    return value is True or value == 1 or value == "1"
+
+
+def classify_tool_call(row: dict[str, Any]) -> tuple[EffectGroup, bool]:
+    """The group of one ``_smithers_tool_calls`` row and whether discarding it needs force.
+
+    Upstream 0.32's rule (``assessEffectBoundary``) as seen by a service that cannot run the
+    workflow's JavaScript revert handlers: a side effect that may have happened and was not
+    reverted blocks, idempotent or with a revert handler too (upstream blocks revertible
+    effects itself when its handler registry cannot be loaded, and never exempts idempotent
+    ones). Rows with no flags at all (older engines) are unclassified: listed, never blocking,
+    as upstream only warns about them. Read-only calls never block.
+    """
+    side_effect, idempotent = _flag(row.get("side_effect")), _flag(row.get("idempotent"))
+    has_revert = _flag(row.get("has_revert"))
+    revert_status, status = row.get("revert_status"), row.get("status")
+    legacy = (side_effect, idempotent, has_revert, row.get("kind")) == (None, None, None, None)
+    if legacy and _flag(row.get("accepts_idempotency_key")) is None:
+        return "unclassified", False
+    if revert_status == "reverted" or status == "reverted":
+        return "reverted", False
+    if not side_effect:
+        return "read_only", False
+    happened = revert_status in ("reverting", "revert-failed", "revert-stale") or (
+        status in _EFFECT_HAPPENED
+    )
+    if has_revert:
+        return "revertible", happened
+    if idempotent:
+        return "idempotent", happened
+    return "unrevertible", happened
+
+
+def effect_boundary(rows: list[dict[str, Any]]) -> EffectBoundary:
+    """Classify the tool calls an operation would discard (oldest first)."""
+    calls = []
+    for row in sorted(rows, key=lambda r: (int(r.get("started_at_ms") or 0), int(r["seq"]))):
+        group, blocking = classify_tool_call(row)
+        calls.append(
+            ToolCallEffect(
+                node_id=str(row["node_id"]),
+                iteration=int(row.get("iteration") or 0),
+                attempt=int(row["attempt"]),
+                seq=int(row["seq"]),
+                tool_name=str(row.get("tool_name") or ""),
+                kind=row.get("kind"),
+                status=str(row.get("status") or ""),
+                started_at_ms=int(row.get("started_at_ms") or 0),
+                side_effect=_flag(row.get("side_effect")),
+                idempotent=_flag(row.get("idempotent")),
+                has_revert=_flag(row.get("has_revert")),
+                revert_status=row.get("revert_status"),
+                group=group,
+                blocking=blocking,
+            )
+        )
+    return EffectBoundary(calls=calls)
+
+
+def check_effect_boundary(
+    run_id: str, boundary: EffectBoundary | None, *, force: bool, operation: str = "rewind"
+) -> None:
+    """Refuse an operation that would discard unreverted side effects, unless forced.
+
+    Raises:
+        SideEffectBlocked: upstream's ``TIME_TRAVEL_SIDE_EFFECT_BLOCKED``, with the calls.
+    """
+    if boundary is None or force or not boundary.blocking:
+        return
+    blocking = boundary.blocking
+    n = len(blocking)
+    names = ", ".join(sorted({f"{c.tool_name} ({c.node_id})" for c in blocking}))
+    raise SideEffectBlocked(
+        f"Time travel is blocked by {n} external side effect{'s' if n != 1 else ''} that "
+        f"would be discarded and were not reverted: {names}. Revert them first, or pass "
+        "force_side_effects: true to go back past them (audited and archived).",
+        {
+            "runId": run_id,
+            "operation": operation,
+            "blocking": [c.model_dump(exclude={"group", "blocking"}) for c in blocking],
+        },
+    )
+
+
+def effect_op_id(audit_id: int) -> str:
+    """``archived_by_op`` of the tool calls one of our operations archives (one per audit id,
+    so the compensation finds exactly its own archive rows)."""
+    return f"timetravel:{audit_id}"
+
+
+def forced_past_stamp(op_id: str, timestamp_ms: int, operation: str, caller: str) -> dict[str, Any]:
+    """One entry of a tool call's ``forced_past_json`` array (upstream's stamp plus who)."""
+    return {"opId": op_id, "timestampMs": timestamp_ms, "operation": operation, "caller": caller}
+
+
+def side_effect_crossed_payload(
+    run_id: str, op_id: str, operation: str, caller: str, boundary: EffectBoundary, ts: int
+) -> str:
+    """The ``SideEffectBoundaryCrossed`` event payload (upstream's, plus the caller)."""
+    return js_json(
+        {
+            "type": "SideEffectBoundaryCrossed",
+            "runId": run_id,
+            "opId": op_id,
+            "operation": operation,
+            "caller": caller,
+            "report": {
+                "blocking": [c.model_dump(exclude={"group", "blocking"}) for c in boundary.blocking]
+            },
+            "timestampMs": ts,
+        }
+    )

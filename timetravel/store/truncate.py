@@ -29,6 +29,14 @@ from timetravel.enginedb.features import (
     SIGNALS,
     SNAPSHOT_CONTENTS,
     SNAPSHOT_REFS,
+    TOOL_CALLS,
+)
+from timetravel.enginedb.tool_calls import (
+    archive_tool_calls,
+    discarded_tool_calls,
+    has_tool_calls,
+    restore_tool_calls,
+    stamp_forced_past,
 )
 from timetravel.errors import UnsupportedSandbox
 from timetravel.models import RewindCounts, RewindPlan, SandboxPlan
@@ -68,8 +76,14 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
 
     # -- plan (read-only) -------------------------------------------------------------------
 
-    def plan(self, run_id: str, frame_no: int) -> RewindPlan:
-        """Read the run and its frames and compute what a rewind to ``frame_no`` would do.
+    def plan(self, run_id: str, frame_no: int, *, refuse_side_effects: bool = False) -> RewindPlan:
+        """Read the run and its frames and compute what a rewind to ``frame_no`` would do,
+        the tool calls it would discard included.
+
+        Args:
+            refuse_side_effects: raise ``TIME_TRAVEL_SIDE_EFFECT_BLOCKED`` when the rewind would
+                discard an unreverted side effect (a mutating rewind not forced past them), so
+                the refusal comes before anything is paused or reverted.
 
         Raises:
             TimeTravelError: ``RunNotFound``, ``FrameOutOfRange``, ``UnsupportedSandbox`` (a
@@ -105,6 +119,12 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
             )
             if noop:
                 return plan
+            if has_tool_calls(conn):
+                plan.tool_calls = rewind.effect_boundary(
+                    discarded_tool_calls(conn, run_id, cut.cutoff_ms)
+                )
+                if refuse_side_effects:
+                    rewind.check_effect_boundary(run_id, plan.tool_calls, force=False)
             plan.sandboxes = self._plan_sandboxes(conn, run_id, cut.cutoff_ms)
 
             def count(t: Any, where: ColumnElement[bool]) -> int:
@@ -194,6 +214,7 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
         from_frame_no: int | None = None,
         caller: str,
         keep_hijack: bool | None = None,
+        force_side_effects: bool = False,
     ) -> RewindCounts:
         """The rewind's database change, in one transaction, backed up first.
 
@@ -210,6 +231,12 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
         plan's may be stale when the engine wrote frames since) and returned in the counts.
         On a 0.32-shaped database whose target frame has a snapshot, the snapshot path runs
         instead of the node heuristic (module docstring).
+
+        The tool calls of the deleted attempts are archived as upstream 0.32 does
+        (:mod:`timetravel.enginedb.tool_calls`); unreverted side effects among them refuse the
+        whole transaction (``TIME_TRAVEL_SIDE_EFFECT_BLOCKED``, nothing written) unless
+        ``force_side_effects``, and then they are stamped with who forced them, a
+        ``SideEffectBoundaryCrossed`` event is appended and the step record lists them.
         """
         bk = self.backups
         with self.db.write() as conn:
@@ -227,6 +254,9 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 rows = dict_rows(conn, OUTPUT_PROVENANCE, run_id)
                 bk.copy_json_rows(conn, audit_id, OUTPUT_PROVENANCE, rows)
                 record["provenance"] = True
+            self._discard_tool_calls(
+                conn, audit_id, cut, caller, now, record, force=force_side_effects
+            )
             snap = self._target_snapshot(conn, run_id, frame_no)
             if snap is not None:
                 counts = self._truncate_to_snapshot(conn, audit_id, cut, snap, now, record)
@@ -236,21 +266,12 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
             bk.copy_rows(conn, RUNS.name, cut.run, audit_id)
             # Held until the resume step as the pause left it (``paused`` on engine 0.32).
             set_run_after_truncate(conn, bk, audit_id, run_id, keep_hijack)
-            seq = conn.execute(
-                select(func.coalesce(func.max(EVENTS.c.seq), -1) + 1).where(
-                    EVENTS.c.run_id == run_id
-                )
-            ).scalar_one()
-            conn.execute(
-                insert(EVENTS).values(
-                    run_id=run_id,
-                    seq=seq,
-                    timestamp_ms=now,
-                    type="TimeTravelJumped",
-                    payload_json=rewind.jumped_event_payload(
-                        run_id, from_frame_no, frame_no, now, caller
-                    ),
-                )
+            seq = _append_event(
+                conn,
+                run_id,
+                now,
+                "TimeTravelJumped",
+                rewind.jumped_event_payload(run_id, from_frame_no, frame_no, now, caller),
             )
             bk.put_record(
                 conn,
@@ -259,6 +280,57 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 {**record, "event_seq": seq, "counts": counts.model_dump()},
             )
             return counts
+
+    def _discard_tool_calls(
+        self,
+        conn: Connection,
+        audit_id: int,
+        cut: Cut,
+        caller: str,
+        now: int,
+        record: dict[str, Any],
+        *,
+        force: bool,
+    ) -> None:
+        """Refuse, or stamp, back up and archive the tool calls of the attempts that go
+        (before they go: the journal is found through them)."""
+        rows = discarded_tool_calls(conn, cut.run_id, cut.cutoff_ms)
+        if not rows:
+            return
+        boundary = rewind.effect_boundary(rows)
+        rewind.check_effect_boundary(cut.run_id, boundary, force=force)
+        op = rewind.effect_op_id(audit_id)
+        self.backups.copy_json_rows(conn, audit_id, TOOL_CALLS, rows)
+        state: dict[str, Any] = {"op": op, "keys": len(rows)}
+        blocking = boundary.blocking
+        reason = f"rewind to frame {cut.frame_no} by {caller}"
+        if blocking:
+            stamp = rewind.forced_past_stamp(op, now, "rewind", caller)
+            forced = [r for r, c in zip(rows, boundary.calls, strict=True) if c.blocking]
+            stamp_forced_past(conn, cut.run_id, forced, stamp)
+            reason += f", forced past {len(blocking)} side effect(s)"
+            state["forced_past"] = {
+                "caller": caller,
+                "calls": [
+                    c.model_dump(
+                        include={"node_id", "iteration", "attempt", "seq", "tool_name", "group"}
+                    )
+                    for c in blocking
+                ],
+                "event_seq": _append_event(
+                    conn,
+                    cut.run_id,
+                    now,
+                    "SideEffectBoundaryCrossed",
+                    rewind.side_effect_crossed_payload(
+                        cut.run_id, op, "rewind", caller, boundary, now
+                    ),
+                ),
+            }
+        state["archived"] = archive_tool_calls(
+            conn, cut.run_id, cut.cutoff_ms, op_id=op, now_ms=now, reason=reason
+        )
+        record["tool_calls"] = state
 
     @retry_on_lock
     def restore_truncated(self, audit_id: int) -> bool:
@@ -274,6 +346,15 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
             conn.execute(
                 delete(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.seq == state["event_seq"])
             )
+            calls = state.get("tool_calls")
+            if calls is not None:
+                crossed = calls.get("forced_past", {}).get("event_seq")
+                if crossed is not None:
+                    conn.execute(
+                        delete(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.seq == crossed)
+                    )
+                rows = bk.json_rows(conn, audit_id, TOOL_CALLS)
+                restore_tool_calls(conn, run_id, calls["op"], rows)
             # The run row is a parent (engine 0.32 cascades frames, diffs and audit rows from
             # it): put it back by UPDATE, never DELETE + INSERT.
             bk.update_from_copies(conn, RUNS.name, audit_id)
@@ -309,3 +390,16 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 )
             bk.mark_restored(conn, audit_id, STEP)
             return True
+
+
+def _append_event(conn: Connection, run_id: str, now: int, type_: str, payload: str) -> int:
+    """Append one ``_smithers_events`` row with the run's next ``seq``; returns the seq."""
+    seq: int = conn.execute(
+        select(func.coalesce(func.max(EVENTS.c.seq), -1) + 1).where(EVENTS.c.run_id == run_id)
+    ).scalar_one()
+    conn.execute(
+        insert(EVENTS).values(
+            run_id=run_id, seq=seq, timestamp_ms=now, type=type_, payload_json=payload
+        )
+    )
+    return seq
