@@ -181,7 +181,7 @@ def test_a_forced_truncate_stamps_archives_audits_and_restores_exactly(db: Datab
     ]
     reason = "rewind to frame 2 by user:alice, forced past 2 side effect(s)"
     assert all(r[3] == reason for r in archived)
-    stamps = {r[1]: json.loads(r[4]) if r[4] else None for r in archived}
+    stamps: dict[str, Any] = {r[1]: json.loads(r[4]) if r[4] else None for r in archived}
     assert stamps["search"] is None and stamps["deploy"] is None
     for tool in ("upsert", "send_email"):
         [stamp] = stamps[tool]
