@@ -230,3 +230,14 @@ def test_nothing_changes_without_the_journal_tables(db_url: str) -> None:
         assert database.dump() == before
     finally:
         database.dispose()
+
+
+def test_the_plan_sentence_names_what_blocks(db: Database) -> None:
+    from timetravel.effects_text import tool_calls_sentence
+
+    assert tool_calls_sentence(RewindStore(db).plan(RUN, 2).tool_calls) == (
+        "Discards 4 tool calls: 1 unrevertible side effect (send_email in b), 1 idempotent side"
+        " effect (upsert in b), 1 reverted call, 1 read-only call. 2 block the rewind unless"
+        " force_side_effects: true."
+    )
+    assert tool_calls_sentence(None) is None
