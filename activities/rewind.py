@@ -140,7 +140,9 @@ class StoreActivities:
         only found out during rollback, bug 16)."""
         if input.audit_id is not None:
             check_held(self.store.db, input.audit_id)  # a settled rewind (Reset) stops here
-        plan = self.store.plan(input.run_id, input.frame_no)
+        plan = self.store.plan(
+            input.run_id, input.frame_no, refuse_side_effects=input.refuse_side_effects
+        )
         for sb in plan.sandboxes:
             backend = backend_for(sb.cwd)
             sb.backend, sb.current_pointer = backend.name, backend.current_pointer(sb.cwd)
@@ -155,6 +157,7 @@ class StoreActivities:
             frame_no=input.frame_no,
             from_frame_no=input.from_frame_no,
             caller=input.caller,
+            force_side_effects=input.force_side_effects,
         )
         metrics.rewind_frames_deleted.observe(counts.deleted_frames)
         return counts

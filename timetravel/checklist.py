@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "Checklist",
@@ -28,9 +28,10 @@ __all__ = [
 DONE, RUNNING, FAILED, UNDONE, UNDO_FAILED, PENDING = "✓", "▶", "✗", "↺", "⚠", "·"
 
 
-def confirm_payload(audit_id: int | None) -> str:
-    """The ``confirm`` update's input, exactly as it must be pasted."""
-    return json.dumps({"audit_id": audit_id})
+def confirm_payload(audit_id: int | None, **extra: Any) -> str:
+    """The ``confirm`` update's input, exactly as it must be pasted (``extra``: further
+    fields the confirmation needs, e.g. ``force_side_effects``)."""
+    return json.dumps({"audit_id": audit_id, **extra})
 
 
 class StepLog(Protocol):
@@ -121,7 +122,12 @@ class Checklist:
             return f"{RUNNING} {label}: running"
         return f"{PENDING} {label}"
 
-    def render(self, plan: str | None = None, confirm_audit_id: int | None = None) -> str:
+    def render(
+        self,
+        plan: str | None = None,
+        confirm_audit_id: int | None = None,
+        confirm_extra: dict[str, Any] | None = None,
+    ) -> str:
         """Markdown for ``workflow.set_current_details``.
 
         Args:
@@ -139,7 +145,7 @@ class Checklist:
                 "`abort`, no input):",
                 "",
                 "```json",
-                confirm_payload(confirm_audit_id),
+                confirm_payload(confirm_audit_id, **(confirm_extra or {})),
                 "```",
             ]
         return "\n".join(lines)

@@ -208,6 +208,8 @@ class ConfirmInput(_Model):
     """Argument of the ``confirm`` update: the audit id shown in the pending plan."""
 
     audit_id: Any = None
+    #: Go past the unreverted side effects the plan lists (issue #14); only ``true`` counts.
+    force_side_effects: Any = None
 
     @model_validator(mode="before")
     @classmethod

@@ -120,6 +120,10 @@ class MutatingSaga(Generic[V]):
     def _plan_sentence(self) -> str | None:
         raise NotImplementedError
 
+    def _confirm_extra(self) -> dict[str, Any]:
+        """Fields the ``confirm`` input needs besides the audit id (none by default)."""
+        return {}
+
     def _finish_from_frame(self) -> int | None:
         return None
 
@@ -131,7 +135,11 @@ class MutatingSaga(Generic[V]):
             self._title(), v.status, self._saga.undone, self._saga.undo_failed
         )
         workflow.set_current_details(
-            checklist.render(self._plan_sentence(), v.audit.id if waiting and v.audit else None)
+            checklist.render(
+                self._plan_sentence(),
+                v.audit.id if waiting and v.audit else None,
+                self._confirm_extra(),
+            )
         )
 
     def _upsert(self, key: SearchAttributeKey[Any], value: str) -> None:

@@ -22,7 +22,8 @@ with workflow.unsafe.imports_passed_through():
         StoreActivities,
         VcsActivities,
     )
-    from timetravel.checklist import rewind_plan_sentence
+    from timetravel.checklist import confirm_payload, rewind_plan_sentence
+    from timetravel.effects_text import tool_calls_sentence
     from timetravel.models import (
         AuditRef,
         AuditRow,
@@ -59,6 +60,8 @@ class RewindRun(MutatingSaga[AuditView]):
         self._pause_timeout = PAUSE_TIMEOUT_S
         #: The run's latest frame as the truncate saw it (its counts), once it ran.
         self._from_frame_no: int | None = None
+        #: Go past unreverted side effects: the input, or the human's confirm (issue #14).
+        self._force_effects = False
 
     # -- handlers -----------------------------------------------------------------------------
 
@@ -70,11 +73,20 @@ class RewindRun(MutatingSaga[AuditView]):
     @workflow.update
     def confirm(self, input: ConfirmInput) -> AuditView:
         """Confirm a pending rewind (``await_confirmation``); pass the audit id shown."""
+        if input.force_side_effects is True:
+            self._force_effects = True
         return self._decide(True)
 
     @confirm.validator
     def _validate_confirm(self, input: ConfirmInput) -> None:
         self._check_confirm(input.audit_id)  # 4, 4.0 or "4"
+        blocking = self._blocking_effects()
+        if blocking and not (self._force_effects or input.force_side_effects is True):
+            names = ", ".join(sorted({f"{c.tool_name} in {c.node_id}" for c in blocking}))
+            raise ValueError(
+                f"this rewind discards {len(blocking)} side effect(s) that were not reverted "
+                f"({names}); confirm with {self._confirm_payload_text()} to go past them"
+            )
 
     @workflow.update
     def abort(self) -> AuditView:
@@ -100,13 +112,28 @@ class RewindRun(MutatingSaga[AuditView]):
         if p is None or self._view.status != "awaiting confirmation":
             return None
         c = p.counts
-        return rewind_plan_sentence(
+        sentence = rewind_plan_sentence(
             deleted_frames=c.deleted_frames,
             deleted_attempts=c.deleted_attempts,
             deleted_outputs=c.deleted_outputs,
             invalidated_diffs=c.invalidated_diffs,
             sandboxes=len(p.sandboxes),
         )
+        effects = tool_calls_sentence(p.tool_calls)
+        return f"{sentence} {effects}" if effects else sentence
+
+    def _blocking_effects(self) -> list[Any]:
+        p = self._view.plan
+        return p.tool_calls.blocking if p is not None and p.tool_calls is not None else []
+
+    def _confirm_extra(self) -> dict[str, Any]:
+        """What the ``confirm`` input must add to the audit id: going past unreverted side
+        effects is an explicit decision (issue #14)."""
+        return {"force_side_effects": True} if self._blocking_effects() else {}
+
+    def _confirm_payload_text(self) -> str:
+        audit_id = self._view.audit.id if self._view.audit else None
+        return confirm_payload(audit_id, **self._confirm_extra())
 
     def _finish_from_frame(self) -> int | None:
         if self._from_frame_no is not None:
@@ -128,6 +155,7 @@ class RewindRun(MutatingSaga[AuditView]):
         dry_run = input.dry_run is True
         await_confirmation = input.await_confirmation is True and not dry_run
         self._pause_timeout = float(input.pause_timeout_s)  # bounded by workflow_input
+        self._force_effects = input.force_side_effects is True
         info = workflow.info()
         b: BeginResult = await self._begin(
             AuditActivities.begin,
@@ -162,7 +190,14 @@ class RewindRun(MutatingSaga[AuditView]):
         plan: RewindPlan = await self._step(
             "snapshot-pre-jump",
             StoreActivities.snapshot_pre_jump,
-            PlanInput(audit_id=b.audit_id, run_id=b.run_id, frame_no=b.frame_no),
+            PlanInput(
+                audit_id=b.audit_id,
+                run_id=b.run_id,
+                frame_no=b.frame_no,
+                # Unreverted side effects refuse a rewind before anything changes, unless
+                # forced; a human awaiting confirmation sees them first and forces in `confirm`.
+                refuse_side_effects=not (dry_run or await_confirmation or self._force_effects),
+            ),
         )
         self._view.plan = plan
         if self._view.audit is not None:
@@ -197,7 +232,8 @@ class RewindRun(MutatingSaga[AuditView]):
         saga.add("restore-database", StoreActivities.restore_truncated, audit, undoes="truncate")
         counts: RewindCounts = await self._step("truncate", StoreActivities.truncate,
             TruncateInput(audit_id=b.audit_id, run_id=b.run_id, frame_no=b.frame_no,
-                          from_frame_no=plan.from_frame_no, caller=b.caller))  # fmt: skip
+                          from_frame_no=plan.from_frame_no, caller=b.caller,
+                          force_side_effects=self._force_effects))  # fmt: skip
         self._from_frame_no = counts.from_frame_no
         if self._view.audit is not None and counts.from_frame_no is not None:
             self._view.audit.from_frame_no = counts.from_frame_no

@@ -7,14 +7,10 @@ a tool call marked ``sideEffect`` (and ``announce`` a ``<Task sideEffect>`` row)
 
 from __future__ import annotations
 
-import inspect
 import json
 
-import pytest
 from temporalio.client import Client
 
-import activities.rewind
-import workflows.rewind_run
 from tests.engine.e2e_helpers import (
     CALLER,
     audit_rows,
@@ -26,12 +22,6 @@ from tests.engine.e2e_helpers import (
 )
 from tests.engine.harness import Workspace
 from timetravel.store import Database
-
-#: The forced path needs the workflow and the activity to pass the flag down (see the README
-#: section "Side effects (tool calls)"); until both do, only the refusal can be run.
-WIRED = "force_side_effects" in inspect.getsource(workflows.rewind_run) and (
-    "force_side_effects" in inspect.getsource(activities.rewind)
-)
 
 
 async def _finished(ws: Workspace, run_id: str) -> int:
@@ -77,7 +67,6 @@ async def test_a_rewind_past_a_sent_message_is_refused(
     assert [a["result"] for a in audit_rows(engine_ws, run_id)] == ["failed"]
 
 
-@pytest.mark.skipif(not WIRED, reason="RewindRun does not pass force_side_effects down yet")
 async def test_a_forced_rewind_archives_and_audits_the_calls(
     client: Client, engine_ws: Workspace
 ) -> None:
