@@ -69,6 +69,11 @@ def build_activities(
     from timetravel.store.retention import RetentionStore
 
     maintenance = build(MaintenanceActivities, RetentionStore(db), settings.backup_retention)
+    from activities.maintenance import UndoActivities
+    from timetravel.store.undo import UndoStore
+
+    undo = build(UndoActivities, UndoStore(db, backups), audit_store, SandboxStore(db, backups),
+                 limit, search_attributes)  # fmt: skip
     return [
         audit.begin,
         audit.renew_lease,
@@ -93,4 +98,9 @@ def build_activities(
         task.task_reset,
         task.task_restore,
         maintenance.prune_backups,
+        undo.undo_begin,
+        undo.undo_check,
+        undo.undo_sandbox,
+        undo.undo_database,
+        undo.undo_database_restore,
     ]

@@ -18,6 +18,7 @@ from workflows.retry_task import RetryTask
 from workflows.revert_to_attempt import RevertToAttempt
 from workflows.rewind_run import RewindRun
 from workflows.time_travel_to_attempt import TimeTravelToAttempt
+from workflows.undo_rewind import UndoRewind
 
 ALL_WORKFLOWS: list[type[Any]] = [
     ForkRun,
@@ -28,4 +29,5 @@ ALL_WORKFLOWS: list[type[Any]] = [
     TimeTravelToAttempt,
     RevertToAttempt,
     PruneBackups,
+    UndoRewind,
 ]

@@ -41,7 +41,8 @@ from timetravel.enginedb import engine_features
 from timetravel.enginedb._sql import insert_rows
 from timetravel.enginedb.features import OUTPUT_PROVENANCE
 from timetravel.errors import TimeTravelError
-from timetravel.store import Database, decode_value, retry_on_lock
+from timetravel.models import BeginResult
+from timetravel.store import Database, decode_row, retry_on_lock
 from timetravel.store.backups import Backups
 from timetravel.store.engine_rows import HOLD_KEY as ENGINE_HOLD_KEY
 from timetravel.store.engine_rows import PAUSE_FIELDS
@@ -49,7 +50,18 @@ from timetravel.store.engine_rows import STEP as ENGINE_STEP
 from timetravel.store.fence import hold
 from timetravel.store.retention import pruned_record
 
-__all__ = ["UNDO_STEP", "UndoPlan", "UndoStore", "moved_on", "not_undoable"]
+__all__ = [
+    "UNDO_STEP",
+    "UndoBeginInput",
+    "UndoBegun",
+    "UndoInput",
+    "UndoPlan",
+    "UndoResult",
+    "UndoStepInput",
+    "UndoStore",
+    "moved_on",
+    "not_undoable",
+]
 
 UNDO_STEP = "undo"
 TRUNCATE_STEP = "truncate"
@@ -229,7 +241,7 @@ class UndoStore:
             out = self.db.output_table(conn, table_name)
             if out is None:
                 continue
-            row = {k: decode_value(v) for k, v in json.loads(row_json).items()}
+            row = decode_row(row_json)
             key = (row[out.node_col], row[out.iteration_col] if out.iteration_col else None)
             keys.setdefault(table_name, set()).add(key)
         return keys
@@ -299,6 +311,27 @@ class UndoStore:
             rec = self.backups.record(conn, audit_id, SANDBOX_STEP, cwd)
         return None if rec is None else dict(rec.state)
 
+    def expected_pointer(self, audit_id: int, cwd: str) -> str | None:
+        """Where the target left a sandbox: the pointer of the newest attempt in ``cwd``
+        that started before it (a rewind reverted the sandbox to it)."""
+        with self.db.read() as conn:
+            audit = conn.execute(select(A.c.run_id, A.c.timestamp_ms).where(A.c.id == audit_id))
+            row = audit.first()
+            if row is None:
+                return None
+            pointer = conn.execute(
+                select(ATTEMPTS.c.jj_pointer)
+                .where(
+                    ATTEMPTS.c.run_id == row.run_id,
+                    ATTEMPTS.c.jj_cwd == cwd,
+                    ATTEMPTS.c.jj_pointer.is_not(None),
+                    ATTEMPTS.c.started_at_ms < row.timestamp_ms,
+                )
+                .order_by(ATTEMPTS.c.started_at_ms.desc())
+                .limit(1)
+            ).scalar()
+        return None if pointer is None else str(pointer)
+
     # -- the undo ---------------------------------------------------------------------------
 
     @retry_on_lock
@@ -351,6 +384,7 @@ class UndoStore:
             # 2. The target's rows back.
             if t.kind == "undo":
                 self._replace_from(conn, t.id, rid, t.record)
+                self._control_fields_back(conn, t.id, rid)
                 marked = [[UNDO_STEP, ""]]
             else:
                 self._put_rewind_back(conn, t)
@@ -432,22 +466,7 @@ class UndoStore:
         bk, rid, aid = self.backups, t.run_id, t.id
         since = int(t.audit.timestamp_ms)
         bk.update_from_copies(conn, RUNS.name, aid)
-        # The run copy was taken after the rewind paused the engine: the control fields go
-        # back to what the pause recorded before it changed them.
-        engine = bk.record(conn, aid, ENGINE_STEP)
-        if engine is not None:
-            st = engine.state
-            if st.get("mode") == "pause":
-                held = bk.record(conn, aid, ENGINE_STEP, ENGINE_HOLD_KEY)
-                pre = held.state if held is not None and held.state.get("parked_by_us") else st
-                values = {f: pre[f] for f in PAUSE_FIELDS if f in pre}
-            else:
-                values = {
-                    "hijack_requested_at_ms": st.get("hijack_requested_at_ms"),
-                    "hijack_target": st.get("hijack_target"),
-                }
-            runs = bk.live_table(conn, RUNS.name)
-            conn.execute(update(runs).where(runs.c.run_id == rid).values(**values))
+        self._control_fields_back(conn, aid, rid)
         conn.execute(
             delete(FRAMES).where(
                 FRAMES.c.run_id == rid, FRAMES.c.frame_no > int(t.audit.to_frame_no)
@@ -483,6 +502,26 @@ class UndoStore:
         if t.record.get("provenance"):
             conn.execute(text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": rid})
             insert_rows(conn, OUTPUT_PROVENANCE, bk.json_rows(conn, aid, OUTPUT_PROVENANCE))
+
+    def _control_fields_back(self, conn: Connection, aid: int, rid: str) -> None:
+        """The run copy of ``aid`` was taken after it paused the engine: the control fields
+        go back to what its pause recorded before it changed them."""
+        bk = self.backups
+        engine = bk.record(conn, aid, ENGINE_STEP)
+        if engine is None:
+            return
+        st = engine.state
+        if st.get("mode") == "pause":
+            held = bk.record(conn, aid, ENGINE_STEP, ENGINE_HOLD_KEY)
+            pre = held.state if held is not None and held.state.get("parked_by_us") else st
+            values = {f: pre[f] for f in PAUSE_FIELDS if f in pre}
+        else:
+            values = {
+                "hijack_requested_at_ms": st.get("hijack_requested_at_ms"),
+                "hijack_target": st.get("hijack_target"),
+            }
+        runs = bk.live_table(conn, RUNS.name)
+        conn.execute(update(runs).where(runs.c.run_id == rid).values(**values))
 
     def _replace_from(
         self, conn: Connection, source_id: int, run_id: str, record: dict[str, Any]
@@ -542,3 +581,61 @@ def _run_rows(conn: Connection, table_name: str, run_id: str) -> list[dict[str, 
         dict(r._mapping)
         for r in conn.execute(text(f"SELECT * FROM {table_name} WHERE run_id = :r"), {"r": run_id})
     ]
+
+
+# -- the contract and the activities' models --------------------------------------------------
+
+
+class UndoInput(BaseModel):
+    """Input of ``UndoRewind`` (**contract**). Like ``RewindInput``, any JSON value decodes;
+    the activities refuse a wrong one with a typed error."""
+
+    audit_id: Any = None
+    confirm: Any = False
+    await_confirmation: Any = False
+    dry_run: Any = False
+    discard_newer: Any = False
+    caller: Any = None
+    confirmation_timeout_s: Any = None
+
+
+class UndoBeginInput(BaseModel):
+    target_audit_id: Any
+    confirm: Any = False
+    caller: Any = None
+    dry_run: bool = False
+    workflow_id: str | None = None
+    workflow_run_id: str | None = None
+
+
+class UndoStepInput(BaseModel):
+    audit_id: int
+    target_audit_id: int
+    run_id: str
+    caller: str = ""
+    discard_newer: bool = False
+    cwd: str = ""
+    moved_sandboxes: list[str] = Field(default_factory=list)
+
+
+class UndoResult(BaseModel):
+    """Result of ``UndoRewind``."""
+
+    ok: bool = True
+    audit_id: int | None
+    undone_audit_id: int
+    run_id: str
+    from_frame_no: int
+    new_frame_no: int
+    restored: dict[str, int] = Field(default_factory=dict)
+    restored_sandboxes: int = 0
+    discarded: dict[str, Any] = Field(default_factory=dict)
+    duration_ms: int = 0
+    dry_run: bool | None = None
+    plan: UndoPlan | None = None
+
+
+class UndoBegun(BeginResult):
+    """The admission's result (the shared saga base reads it) and the undo's plan."""
+
+    plan: UndoPlan
