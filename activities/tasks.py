@@ -85,8 +85,9 @@ class TaskActivities:
     @domain_errors
     def task_plan(self, input: TaskStepInput) -> TaskPlan:
         """What the operation will change; a sandbox to revert must be a repository (checked
-        here, before any change). Writes nothing."""
-        plan = self.store.plan(_valid(input.begun))
+        here, before any change), and unreverted side effects refuse it when the input asks
+        (``TIME_TRAVEL_SIDE_EFFECT_BLOCKED``). Writes nothing."""
+        plan = self.store.plan(_valid(input.begun), refuse_side_effects=input.refuse_side_effects)
         if plan.restore_vcs:
             if not plan.jj_cwd:
                 from timetravel.errors import UnsupportedSandbox
@@ -109,6 +110,7 @@ class TaskActivities:
             _valid(input.begun),
             jj_pointer=input.jj_pointer,
             vcs_restored=input.vcs_restored,
+            force_side_effects=input.force_side_effects,
         )
 
     @activity.defn

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from timetravel.models import AuditRow
+from timetravel.models import AuditRow, EffectBoundary
 
 TaskOpName = Literal["retry-task", "time-travel", "revert"]
 
@@ -36,6 +36,13 @@ class _Common(_AnyPayload):
     dry_run: Any = Field(default=False, description="Only compute what would be reset.")
     await_confirmation: Any = False
     confirmation_timeout_s: Any = 900
+    force_side_effects: Any = Field(
+        default=False,
+        description=(
+            "Exactly true: discard tool calls that changed the world and were not reverted "
+            "(refused with TIME_TRAVEL_SIDE_EFFECT_BLOCKED otherwise); audited and archived."
+        ),
+    )
 
 
 class RetryTaskInput(_Common):
@@ -86,6 +93,8 @@ class TaskPlan(_Model):
     restore_vcs: bool = False
     backend: str | None = None
     current_pointer: str | None = None
+    #: the tool calls of the attempts the operation discards, by group (None: no journal)
+    tool_calls: EffectBoundary | None = None
 
 
 class RetryTaskResult(_Model):
@@ -104,6 +113,10 @@ class TimeTravelResult(_Model):
     success: bool = True
     jj_pointer: str | None = None
     vcs_restored: bool = False
+    #: plan: refuse (``TIME_TRAVEL_SIDE_EFFECT_BLOCKED``) when unreverted side effects would go
+    refuse_side_effects: bool = False
+    #: reset: discard unreverted side effects (stamped, archived, audited) instead of refusing
+    force_side_effects: bool = False
     reset_nodes: list[str] = Field(default_factory=list)
     audit_id: int | None = None
     dry_run: bool | None = None
@@ -175,3 +188,7 @@ class TaskStepInput(_Model):
     begun: TaskBegun
     jj_pointer: str | None = None
     vcs_restored: bool = False
+    #: plan: refuse (``TIME_TRAVEL_SIDE_EFFECT_BLOCKED``) when unreverted side effects would go
+    refuse_side_effects: bool = False
+    #: reset: discard unreverted side effects (stamped, archived, audited) instead of refusing
+    force_side_effects: bool = False

@@ -31,6 +31,9 @@ __all__ = [
     "CANCELLABLE_ATTEMPT_STATES",
     "TaskOp",
     "ValidTaskInput",
+    "discarded_attempts",
+    "effect_operation",
+    "effect_reason",
     "event_payload",
     "last_valid_frame",
     "mark_reset_cancelled",
@@ -232,6 +235,57 @@ def time_travel_cancels(attempt: Mapping[str, Any], cutoff_ms: int) -> bool:
     """Whether ``timeTravel`` cancels this attempt of a reset node (the target attempt
     itself included)."""
     return (attempt.get("started_at_ms") or 0) >= cutoff_ms and attempt.get("state") != "cancelled"
+
+
+def discarded_attempts(
+    op: TaskOp,
+    attempts: Sequence[Mapping[str, Any]],
+    reset_keys: Sequence[Key],
+    cutoff_ms: int | None,
+) -> list[tuple[str, int, int]]:
+    """``(node_id, iteration, attempt)`` of the attempts whose tool calls an operation
+    discards (issue #14), in ``attempts`` order.
+
+    ``retryTask``: every attempt of a reset node (the node runs again, so what its attempts did
+    would be done again; upstream 0.32 guards nothing here). ``timeTravel`` and
+    ``revertToAttempt``: every attempt of the run that started at or after the target attempt
+    (``cutoff_ms``, the target included): the ones the reset cancels and the ones the cut
+    frames record; upstream's set, keyed by attempt instead of by each call's start time.
+    """
+    keys = set(reset_keys)
+    out = []
+    for a in attempts:
+        if op == "retry-task":
+            hit = _key(a) in keys
+        else:
+            hit = cutoff_ms is not None and (a.get("started_at_ms") or 0) >= cutoff_ms
+        if hit:
+            out.append((str(a["node_id"]), int(a.get("iteration") or 0), int(a["attempt"])))
+    return out
+
+
+#: The ``operation`` of a task-level forced-past stamp and event (upstream 0.32's names).
+_EFFECT_OPERATION: dict[str, str] = {
+    "retry-task": "retry-task",
+    "time-travel": "timetravel",
+    "revert": "revert",
+}
+
+
+def effect_operation(op: TaskOp) -> str:
+    """Upstream's ``operation`` name for a task-level operation's effect boundary."""
+    return _EFFECT_OPERATION[op]
+
+
+def effect_reason(v: ValidTaskInput, attempt: int | None, forced: int) -> str:
+    """``archive_reason`` of the tool calls an operation archives (upstream's ``timetravel to
+    n/i/a``, plus who, and how many side effects it was forced past)."""
+    if v.op == "retry-task":
+        what = f"retry-task {v.node_id}/{v.iteration}"
+    else:
+        what = f"{effect_operation(v.op)} to {v.node_id}/{v.iteration}/{attempt}"
+    reason = f"{what} by {v.caller}"
+    return reason + (f", forced past {forced} side effect(s)" if forced else "")
 
 
 def last_valid_frame(frames: Sequence[tuple[int, int]], cutoff_ms: int) -> int | None:

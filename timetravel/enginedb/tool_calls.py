@@ -7,8 +7,10 @@ attempts it deletes to ``_smithers_tool_call_archive`` (same columns, plus ``arc
 it was forced past in ``forced_past_json``. These functions do the same, dialect-neutral, on
 the live column lists (the journal's columns grew across engine versions), and put it all back.
 
-The discarded calls are those of the attempts that started after the target frame, exactly
-upstream's ``attemptsToDelete``. Every function is a no-op on a database without both tables.
+A rewind discards the calls of the attempts that started after the target frame, exactly
+upstream's ``attemptsToDelete``; a task-level operation discards those of the attempts it names
+(``*_of_attempts``, keyed by ``(node_id, iteration, attempt)``). Every function is a no-op on a
+database without both tables.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from timetravel.enginedb._sql import insert_rows, quote
 from timetravel.enginedb.features import TOOL_CALL_ARCHIVE, TOOL_CALLS, engine_features
 
 __all__ = [
+    "AttemptKey",
+    "archive_attempt_tool_calls",
     "archive_tool_calls",
+    "attempt_tool_calls",
     "discarded_tool_calls",
     "has_tool_calls",
     "restore_tool_calls",
@@ -31,6 +36,10 @@ __all__ = [
 ]
 
 _KEY = ("node_id", "iteration", "attempt", "seq")
+#: ``(node_id, iteration, attempt)`` of one attempt.
+AttemptKey = tuple[str, int, int]
+#: Attempts per statement (three bound parameters each, well under every driver's limit).
+_CHUNK = 200
 _ARCHIVE_EXTRA = ("archived_by_op", "archived_at_ms", "archive_reason")
 
 
@@ -44,6 +53,22 @@ def _discarded(t: str) -> str:
         f" AND a.iteration = {t}.iteration AND a.attempt = {t}.attempt"
         " AND a.started_at_ms > :cutoff)"
     )
+
+
+def _of_attempts(t: str, keys: Sequence[AttemptKey]) -> tuple[str, dict[str, Any]]:
+    """The tool calls (table or alias ``t``) of the given attempts of ``:run_id``: the
+    predicate and its parameters (one OR-clause per attempt, portable across dialects)."""
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    for i, (node, iteration, attempt) in enumerate(keys):
+        clauses.append(f"({t}.node_id = :n{i} AND {t}.iteration = :i{i} AND {t}.attempt = :a{i})")
+        params |= {f"n{i}": node, f"i{i}": int(iteration), f"a{i}": int(attempt)}
+    return f"{t}.run_id = :run_id AND ({' OR '.join(clauses)})", params
+
+
+def _chunks(keys: Sequence[AttemptKey]) -> list[list[AttemptKey]]:
+    unique = list(dict.fromkeys((str(n), int(i), int(a)) for n, i, a in keys))
+    return [unique[i : i + _CHUNK] for i in range(0, len(unique), _CHUNK)]
 
 
 def has_tool_calls(conn: Connection) -> bool:
@@ -62,6 +87,24 @@ def discarded_tool_calls(conn: Connection, run_id: str, cutoff_ms: int) -> list[
         {"run_id": run_id, "cutoff": cutoff_ms},
     )
     return [dict(r._mapping) for r in rows]
+
+
+def attempt_tool_calls(
+    conn: Connection, run_id: str, keys: Sequence[AttemptKey]
+) -> list[dict[str, Any]]:
+    """Every journal row of the given attempts (a task-level operation's discarded attempts),
+    oldest first, as column → value (empty without the journal or without attempts)."""
+    if not keys or not has_tool_calls(conn):
+        return []
+    out: list[dict[str, Any]] = []
+    for chunk in _chunks(keys):
+        where, params = _of_attempts("t", chunk)
+        rows = conn.execute(
+            text(f"SELECT t.* FROM {TOOL_CALLS} t WHERE {where}"), {"run_id": run_id} | params
+        )
+        out.extend(dict(r._mapping) for r in rows)
+    out.sort(key=lambda r: (int(r.get("started_at_ms") or 0), str(r["node_id"]), int(r["seq"])))
+    return out
 
 
 def _columns(conn: Connection, table: str) -> list[str]:
@@ -123,6 +166,40 @@ def archive_tool_calls(
     # DELETE names its table (an alias is not portable).
     delete = f"DELETE FROM {TOOL_CALLS} WHERE {_discarded(TOOL_CALLS)}"
     return int(conn.execute(text(delete), params).rowcount)
+
+
+def archive_attempt_tool_calls(
+    conn: Connection,
+    run_id: str,
+    keys: Sequence[AttemptKey],
+    *,
+    op_id: str,
+    now_ms: int,
+    reason: str,
+) -> int:
+    """:func:`archive_tool_calls` for the journal rows of the given attempts (a task-level
+    operation's), in the caller's transaction. Returns how many rows moved."""
+    if not keys or not has_tool_calls(conn):
+        return 0
+    archive = set(_columns(conn, TOOL_CALL_ARCHIVE))
+    cols = [c for c in _columns(conn, TOOL_CALLS) if c in archive and c not in _ARCHIVE_EXTRA]
+    names = ", ".join(quote(conn, c) for c in cols)
+    extra = ", ".join(_ARCHIVE_EXTRA)
+    moved = 0
+    for chunk in _chunks(keys):
+        where, params = _of_attempts("t", chunk)
+        params |= {"run_id": run_id, "op": op_id, "now": now_ms, "why": reason}
+        conn.execute(
+            text(
+                f"INSERT INTO {TOOL_CALL_ARCHIVE} ({names}, {extra}) "
+                f"SELECT {', '.join('t.' + quote(conn, c) for c in cols)}, :op, :now, :why "
+                f"FROM {TOOL_CALLS} t WHERE {where}"
+            ),
+            params,
+        )
+        plain, _ = _of_attempts(TOOL_CALLS, chunk)  # DELETE names its table
+        moved += int(conn.execute(text(f"DELETE FROM {TOOL_CALLS} WHERE {plain}"), params).rowcount)
+    return moved
 
 
 def restore_tool_calls(

@@ -39,7 +39,20 @@ from timetravel.enginedb import (
     snapshot_rows_after,
 )
 from timetravel.enginedb._sql import insert_rows
-from timetravel.enginedb.features import OUTPUT_PROVENANCE, SNAPSHOT_CONTENTS, SNAPSHOT_REFS
+from timetravel.enginedb.features import (
+    OUTPUT_PROVENANCE,
+    SNAPSHOT_CONTENTS,
+    SNAPSHOT_REFS,
+    TOOL_CALLS,
+)
+from timetravel.enginedb.tool_calls import (
+    AttemptKey,
+    archive_attempt_tool_calls,
+    attempt_tool_calls,
+    has_tool_calls,
+    restore_tool_calls,
+    stamp_forced_past,
+)
 from timetravel.errors import (
     AttemptNotFound,
     Busy,
@@ -148,9 +161,14 @@ class _Decision:
         cancels: list[dict[str, Any]],
         frame_cut: int | None,
         cutoff_ms: int | None,
+        discarded: list[AttemptKey] | None = None,
     ) -> None:
         self.plan, self.reset, self.cancels = plan, reset, cancels
         self.frame_cut, self.cutoff_ms = frame_cut, cutoff_ms
+        #: the attempts whose tool calls the operation discards (issue #14)
+        self.discarded = discarded or []
+        #: their journal rows (read with the decision, so plan and reset agree)
+        self.tool_calls: list[dict[str, Any]] = []
 
 
 class TaskStore:
@@ -249,7 +267,11 @@ class TaskStore:
             [a for a in attempts if (a["node_id"], a["iteration"]) in keys and cancels(a)],
             frame_cut,
             cutoff,
+            tasks.discarded_attempts(v.op, attempts, list(keys), cutoff),
         )
+        if has_tool_calls(r.conn):
+            d.tool_calls = attempt_tool_calls(r.conn, v.run_id, d.discarded)
+            plan.tool_calls = rewind.effect_boundary(d.tool_calls)
         plan.reset_nodes = tasks.unique_node_ids(d.reset)
         plan.reset_keys = [(n["node_id"], int(n["iteration"])) for n in d.reset]
         plan.cancelled_attempts = len(d.cancels)
@@ -383,9 +405,21 @@ class TaskStore:
 
     # -- plan (read-only) -------------------------------------------------------------------
 
-    def plan(self, v: tasks.ValidTaskInput) -> TaskPlan:
+    def plan(self, v: tasks.ValidTaskInput, *, refuse_side_effects: bool = False) -> TaskPlan:
+        """What the operation would change, the tool calls it would discard included.
+
+        Args:
+            refuse_side_effects: raise ``TIME_TRAVEL_SIDE_EFFECT_BLOCKED`` when it would discard
+                an unreverted side effect (an operation not forced past them), so the refusal
+                comes before anything changes.
+        """
         with self.db.read() as conn:
-            return self._decide(_Read(conn, v.run_id), v, now_ms()).plan
+            plan = self._decide(_Read(conn, v.run_id), v, now_ms()).plan
+        if refuse_side_effects:
+            rewind.check_effect_boundary(
+                v.run_id, plan.tool_calls, force=False, operation=tasks.effect_operation(v.op)
+            )
+        return plan
 
     # -- the reset: one transaction, backed up first ----------------------------------------
 
@@ -397,11 +431,18 @@ class TaskStore:
         *,
         jj_pointer: str | None = None,
         vcs_restored: bool = False,
+        force_side_effects: bool = False,
     ) -> TaskPlan:
         """Apply the operation's database change and its two event rows, once per audit id.
 
         Re-decides inside the transaction (the plan may be stale), holding the per-run lock
         row and, where the table exists, upstream's rewind lease for the transaction.
+
+        The tool calls of the discarded attempts (:func:`timetravel.tasks.discarded_attempts`)
+        are archived as upstream 0.32 does; unreverted side effects among them refuse the whole
+        transaction (``TIME_TRAVEL_SIDE_EFFECT_BLOCKED``, nothing written) unless
+        ``force_side_effects``, and then they are stamped with who forced them and a
+        ``SideEffectBoundaryCrossed`` event is appended (see :meth:`_discard_tool_calls`).
         """
         bk = self.backups
         with self.db.write() as conn:
@@ -433,6 +474,9 @@ class TaskStore:
                     raise rewind.busy_error(v.run_id, reason="upstream-lease")
             d = self._decide(_Read(conn, v.run_id), v, now)
             record: dict[str, Any] = {"run_id": v.run_id}
+            crossed = self._discard_tool_calls(
+                conn, audit_id, v, d, now, record, force=force_side_effects
+            )
             mark = engine_features(conn).is_v032
             # Attempts: cancel (0.32: merge the resetCancelled marker into meta_json).
             keys3 = [(a["node_id"], a["iteration"], a["attempt"]) for a in d.cancels]
@@ -528,12 +572,76 @@ class TaskStore:
                     )
                 )
                 record["run"] = True
-            record["event_seqs"] = self._events(conn, v, d.plan, now, jj_pointer, vcs_restored)
+            record["event_seqs"] = crossed + self._events(
+                conn, v, d.plan, now, jj_pointer, vcs_restored
+            )
             if own and lease_run and token:
                 lease.release(conn, lease_run, token)
             record["plan"] = d.plan.model_dump(mode="json")
             bk.put_record(conn, audit_id, RESET_STEP, record)
             return d.plan
+
+    def _discard_tool_calls(
+        self,
+        conn: Connection,
+        audit_id: int,
+        v: tasks.ValidTaskInput,
+        d: _Decision,
+        now: int,
+        record: dict[str, Any],
+        *,
+        force: bool,
+    ) -> list[int]:
+        """Refuse, or stamp, back up and archive the tool calls of the discarded attempts.
+        Returns the seq of the ``SideEffectBoundaryCrossed`` event (as a list; empty when
+        nothing was forced past)."""
+        rows, boundary = d.tool_calls, d.plan.tool_calls
+        if not rows or boundary is None:
+            return []
+        operation = tasks.effect_operation(v.op)
+        rewind.check_effect_boundary(v.run_id, boundary, force=force, operation=operation)
+        op = rewind.effect_op_id(audit_id)
+        self.backups.copy_json_rows(conn, audit_id, TOOL_CALLS, rows)
+        state: dict[str, Any] = {"op": op, "keys": len(rows)}
+        blocking = boundary.blocking
+        crossed: list[int] = []
+        if blocking:
+            stamp = rewind.forced_past_stamp(op, now, operation, v.caller)
+            forced = [r for r, c in zip(rows, boundary.calls, strict=True) if c.blocking]
+            stamp_forced_past(conn, v.run_id, forced, stamp)
+            crossed = self._append_events(
+                conn,
+                v.run_id,
+                now,
+                [
+                    (
+                        "SideEffectBoundaryCrossed",
+                        rewind.side_effect_crossed_payload(
+                            v.run_id, op, operation, v.caller, boundary, now
+                        ),
+                    )
+                ],
+            )
+            state["forced_past"] = {
+                "caller": v.caller,
+                "calls": [
+                    c.model_dump(
+                        include={"node_id", "iteration", "attempt", "seq", "tool_name", "group"}
+                    )
+                    for c in blocking
+                ],
+                "event_seq": crossed[0],
+            }
+        state["archived"] = archive_attempt_tool_calls(
+            conn,
+            v.run_id,
+            d.discarded,
+            op_id=op,
+            now_ms=now,
+            reason=tasks.effect_reason(v, d.plan.attempt, len(blocking)),
+        )
+        record["tool_calls"] = state
+        return crossed
 
     def _cut_history(
         self, conn: Connection, audit_id: int, run_id: str, cut: int, record: dict[str, Any]
@@ -578,10 +686,17 @@ class TaskStore:
             vcs_restored=vcs_restored,
             now=now,
         )
+        return TaskStore._append_events(conn, v.run_id, now, events)
+
+    @staticmethod
+    def _append_events(
+        conn: Connection, run_id: str, now: int, events: Sequence[tuple[str, str]]
+    ) -> list[int]:
+        """Append ``(type, payload)`` event rows with the run's next seqs; returns them."""
         seq = int(
             conn.execute(
                 select(func.coalesce(func.max(EVENTS.c.seq), -1) + 1).where(
-                    EVENTS.c.run_id == v.run_id
+                    EVENTS.c.run_id == run_id
                 )
             ).scalar_one()
         )
@@ -589,7 +704,7 @@ class TaskStore:
             insert(EVENTS),
             [
                 {
-                    "run_id": v.run_id,
+                    "run_id": run_id,
                     "seq": seq + i,
                     "timestamp_ms": now,
                     "type": name,
@@ -637,5 +752,9 @@ class TaskStore:
                 insert_rows(
                     conn, OUTPUT_PROVENANCE, bk.json_rows(conn, audit_id, OUTPUT_PROVENANCE)
                 )
+            calls = s.get("tool_calls")
+            if calls is not None:
+                rows = bk.json_rows(conn, audit_id, TOOL_CALLS)
+                restore_tool_calls(conn, run_id, calls["op"], rows)
             bk.mark_restored(conn, audit_id, RESET_STEP)
             return True
