@@ -181,6 +181,29 @@ def test_only_unblocked_calls_go_without_force(db: Database) -> None:
     assert db.dump() == before
 
 
+def test_nothing_changes_without_the_journal_tables(db_url: str) -> None:
+    from tests.enginedb import schema032
+    from tests.enginedb.test_rewind_032 import OUTPUT_TABLES, seed
+
+    database = Database(db_url)
+    try:
+        with database.write() as conn:
+            schema032.create(conn, OUTPUT_TABLES)
+            conn.execute(text("DROP TABLE _smithers_tool_calls"))
+            conn.execute(text("DROP TABLE _smithers_tool_call_archive"))
+        database.migrate()
+        seed(database)
+        store = TaskStore(database)
+        before = database.dump()
+        audit_id, v = _begin(store, "retry-task", {"node_id": "b"})
+        assert store.plan(v, refuse_side_effects=True).tool_calls is None
+        store.reset(audit_id, v)
+        assert store.restore(audit_id) is True
+        assert database.dump() == before
+    finally:
+        database.dispose()
+
+
 # -- through a real worker -----------------------------------------------------------------------
 
 
