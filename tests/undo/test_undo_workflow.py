@@ -5,6 +5,7 @@ the run moved on; a fault after the database step compensated exactly; Busy agai
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,31 @@ async def test_undo_is_busy_while_a_rewind_waits(client, db: Database, new_worke
             await pending.result()
         done = await undo(client, w.task_queue, {"audit_id": res.audit_id, "confirm": True})
         assert done.undone_audit_id == res.audit_id
+
+
+async def test_undo_command(client, db: Database, db_url, new_worker) -> None:
+    from tests.rewind.test_recovery import _cli
+
+    seed_upstream_run(db, "run-cli", cwd=None)
+    before = db.dump()
+    async with new_worker() as w:
+        res = await rewind(client, w.task_queue, rewind_input("run-cli", 1))
+        env = {
+            "TIMETRAVEL_DATABASE_URL": db_url,
+            "TIMETRAVEL_TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            "TIMETRAVEL_TASK_QUEUE": w.task_queue,
+        }
+        aid = str(res.audit_id)
+        code, out, err = await _cli(env, "undo", aid)
+        assert code == 3 and "ConfirmationRequired" in err
+        code, out, err = await _cli(env, "undo", aid, "--dry-run", "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["ok"] and doc["dry_run"] and doc["restored"]["_smithers_frames"] == 1
+        code, out, err = await _cli(env, "undo", aid, "--confirm")
+        assert code == 0, err
+        assert f"undo of audit {aid} (run-cli): brought back" in out
+        assert without_events(db.dump()) == without_events(before)
+        code, out, err = await _cli(env, "undo", aid, "--confirm", "--json")
+        assert code == 5
+        assert json.loads(out)["error"]["details"]["reason"] == "already-undone"

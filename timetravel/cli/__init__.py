@@ -57,7 +57,7 @@ app = typer.Typer(
     cls=_Group,
 )
 
-for _module in ("dev", "rewind", "recovery", "history", "tasks", "prune"):
+for _module in ("dev", "rewind", "recovery", "history", "tasks", "prune", "undo"):
     importlib.import_module(f"timetravel.cli.{_module}")
 
 
