@@ -179,6 +179,13 @@ class UndoStore:
                     f"Rewind {audit_id} took engine 0.32's snapshot path; undoing it is not "
                     "supported yet.",
                 )
+            if record.get("tool_calls") is not None:
+                raise not_undoable(
+                    audit_id,
+                    "side-effects",
+                    f"Rewind {audit_id} archived the run's tool-call journal (engine 0.32 side "
+                    "effects); undoing it is not supported yet.",
+                )
             return _Target(audit, kind, record, int(row.created_at_ms))
         raise not_undoable(
             audit_id,
