@@ -17,9 +17,9 @@ code meaning
 3    ``ConfirmationRequired``
 4    ``InvalidRunId``, ``InvalidFrameNo``, ``InvalidInput`` (a rejected confirm/abort)
 5    ``RunNotFound``, ``FrameOutOfRange``, ``NodeNotFound``, ``AttemptNotFound``,
-     ``RevisionNotFound``
+     ``RevisionNotFound``, ``NotUndoable``
 6    ``Busy``, ``RateLimited``, ``RunOwnerAlive``, ``RewindNotHeld``, ``RunStillActive``,
-     ``WorkspaceExists``
+     ``WorkspaceExists``, ``RunMovedOn``
 7    ``UnsupportedSandbox``, ``VcsError``, ``NoVcsPointer``
 8    ``RewindFailed`` (incl. a workflow that was terminated, cancelled or timed out)
 9    ``Aborted``, ``ConfirmationTimeout``
@@ -68,12 +68,14 @@ EXIT_CODES: dict[str, int] = {
     "NodeNotFound": 5,
     "AttemptNotFound": 5,
     "RevisionNotFound": 5,
+    "NotUndoable": 5,
     "Busy": 6,
     "RateLimited": 6,
     "RunOwnerAlive": 6,
     "RewindNotHeld": 6,
     "RunStillActive": 6,
     "WorkspaceExists": 6,
+    "RunMovedOn": 6,
     "UnsupportedSandbox": 7,
     "VcsError": 7,
     "NoVcsPointer": 7,
