@@ -11,6 +11,7 @@ from timetravel.settings import Settings, SettingsError, load_settings
 
 #: design §3: every variable, a non-default value, and the attribute it must set.
 CONTRACT: dict[str, tuple[str, str, object]] = {
+    "TIMETRAVEL_BACKUP_RETENTION": ("12h", "backup_retention", 43_200_000),
     "TIMETRAVEL_DATABASE_URL": (
         "postgresql://app@db.internal:5432/smithers",
         "database_url",

@@ -137,6 +137,15 @@ class RewindNotHeld(_Coded):
 
 
 # Codes of the confirmation step and the other operations.
+class NotUndoable(_Coded):
+    """An undo that cannot be done: no such rewind, not a success, already undone, backups
+    pruned (``details.reason`` says which)."""
+
+
+class RunMovedOn(_Coded):
+    """The run changed since the rewind an undo would reverse (``discard_newer`` discards)."""
+
+
 class Aborted(_Coded):
     """A human aborted a pending rewind."""
 

@@ -20,7 +20,6 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.maintenance import UndoActivities
@@ -39,8 +38,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows._mutating import MutatingSaga
 
 PAUSE_TIMEOUT_S = 120.0
-#: Codes of the undo that ``timetravel/errors.py`` has no class for (yet): kept as raised.
-UNDO_CODES = ("NotUndoable", "RunMovedOn")
 
 
 def _flag(inp: UndoInput, name: str) -> bool:
@@ -132,8 +129,7 @@ class UndoRewind(MutatingSaga[AuditView]):
         try:
             return await self._undo_rewind(input)
         except (Exception, asyncio.CancelledError) as err:
-            failure = await self._fail(err)
-            raise _keep_undo_code(err, failure) from None
+            raise await self._fail(err) from None
 
     async def _undo_rewind(self, input: UndoInput) -> UndoResult:
         dry_run = input.dry_run is True
@@ -217,18 +213,3 @@ def _result(
         dry_run=True if dry_run else None,
         plan=plan if dry_run else None,
     )
-
-
-def _keep_undo_code(err: BaseException, failure: BaseException) -> BaseException:
-    """The shared failure path knows the codes of ``timetravel.errors`` only; an undo's own
-    codes (``NotUndoable``, ``RunMovedOn``) are kept as raised instead of ``RewindFailed``."""
-    cause = err.cause if isinstance(err, ActivityError) else None
-    if (
-        isinstance(cause, ApplicationError)
-        and cause.type in UNDO_CODES
-        and isinstance(failure, ApplicationError)
-        and failure.type == "RewindFailed"
-        and "rollback was only partial" not in failure.message
-    ):
-        return ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
-    return failure

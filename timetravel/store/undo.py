@@ -22,9 +22,6 @@ Refused with ``NotUndoable`` (``details.reason``): no such audit row, not ``succ
 rewind or an undo (the task-level sagas are not undoable yet), backups pruned by retention
 (``pruned``), already undone, or a rewind that took upstream 0.32's snapshot path (its
 snapshot rows are not undoable yet).
-
-Error codes ``NotUndoable`` and ``RunMovedOn`` are raised as :class:`TimeTravelError` with that
-code (``timetravel/errors.py`` has no class for them yet; see the README section).
 """
 
 from __future__ import annotations
@@ -40,7 +37,7 @@ from timetravel.clock import now_ms
 from timetravel.enginedb import engine_features
 from timetravel.enginedb._sql import insert_rows
 from timetravel.enginedb.features import OUTPUT_PROVENANCE
-from timetravel.errors import TimeTravelError
+from timetravel.errors import NotUndoable, RunMovedOn, TimeTravelError
 from timetravel.models import BeginResult
 from timetravel.store import Database, decode_row, retry_on_lock
 from timetravel.store.backups import Backups
@@ -83,15 +80,12 @@ WHOLE = (FRAMES, ATTEMPTS, DIFFS, NODES, RALPH)
 
 
 def not_undoable(audit_id: int, reason: str, message: str, **details: Any) -> TimeTravelError:
-    return TimeTravelError.of(
-        "NotUndoable", message, {"auditId": audit_id, "reason": reason, **details}
-    )
+    return NotUndoable(message, {"auditId": audit_id, "reason": reason, **details})
 
 
 def moved_on(audit_id: int, run_id: str, changed: dict[str, Any]) -> TimeTravelError:
     what = ", ".join(f"{k} {v if isinstance(v, int) else len(v)}" for k, v in changed.items())
-    return TimeTravelError.of(
-        "RunMovedOn",
+    return RunMovedOn(
         f"Run {run_id} has moved on since audit {audit_id} ({what}); pass discard_newer: true "
         "to discard that newer work (it is backed up, and the undo can be undone).",
         {"auditId": audit_id, "runId": run_id, **changed},
