@@ -31,13 +31,14 @@ from temporalio.client import Client
 
 from timetravel import schema
 from timetravel.cli.dev import (
+    DEV_PRUNE_EVERY,
     DEV_RECOVERY_EVERY,
     DYNAMIC_CONFIG,
     SEARCH_ATTRIBUTES,
     server_command,
 )
 from timetravel.demo import DEMO_RUN_IDS, REWIND_INPUT, demo_database_url, seed_demo
-from timetravel.schedules import RECOVERY_SCHEDULE_ID
+from timetravel.schedules import PRUNE_SCHEDULE_ID, RECOVERY_SCHEDULE_ID
 from timetravel.settings import Settings
 from timetravel.store import Database
 
@@ -200,6 +201,8 @@ async def test_dev_demo_serves_ui_worker_and_stops_cleanly(
     # and the banner says where the Web UI shows it.
     desc = await client.get_schedule_handle(RECOVERY_SCHEDULE_ID).describe()
     assert [i.every for i in desc.schedule.spec.intervals] == [DEV_RECOVERY_EVERY]
+    prune = await client.get_schedule_handle(PRUNE_SCHEDULE_ID).describe()
+    assert [i.every for i in prune.schedule.spec.intervals] == [DEV_PRUNE_EVERY]
     assert "/namespaces/default/schedules" in dev.stdout.read_text()
 
     # The demo database has its runs, and the banner says how to rewind one of them.

@@ -1,5 +1,6 @@
-"""The recovery Schedule: ``RecoverRewindAudits`` every few minutes, created or updated
-idempotently (``timetravel schedule recovery --every 5m``)."""
+"""The maintenance Schedules, created or updated idempotently: recovery (``RecoverRewindAudits``
+every few minutes, ``timetravel schedule recovery --every 5m``) and retention
+(``PruneBackups``, ``timetravel schedule prune --every 1d``)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from temporalio.client import (
 )
 
 from timetravel.models import RecoverInput
+from timetravel.store.retention import PruneInput
+from workflows.prune_backups import PruneBackups
 from workflows.recover_rewind_audits import RecoverRewindAudits
 
 RECOVERY_SCHEDULE_ID = "timetravel-recover-rewind-audits"
+PRUNE_SCHEDULE_ID = "timetravel-prune-backups"
 
 
 def recovery_schedule(every: timedelta, task_queue: str, older_than: timedelta) -> Schedule:
@@ -54,9 +58,43 @@ async def ensure_recovery_schedule(
         older_than: rows written by another tool (no workflow of ours owns them) are settled
             only once they are this old; rows of our dead rewinds are settled at once.
     """
+    return await _ensure(client, schedule_id, recovery_schedule(every, task_queue, older_than))
+
+
+def prune_schedule(every: timedelta, task_queue: str, older_than: timedelta | None) -> Schedule:
+    """Start ``PruneBackups`` every ``every``; ``older_than`` ``None`` lets each run use the
+    worker's ``TIMETRAVEL_BACKUP_RETENTION``."""
+    older_ms = None if older_than is None else int(older_than.total_seconds() * 1000)
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            PruneBackups.run,
+            PruneInput(older_than_ms=older_ms),
+            id="prune-backups",
+            task_queue=task_queue,
+            execution_timeout=max(every, timedelta(minutes=15)),
+            static_summary="Free the backups of settled rewinds older than the retention",
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(),
+    )
+
+
+async def ensure_prune_schedule(
+    client: Client,
+    *,
+    every: timedelta,
+    task_queue: str,
+    older_than: timedelta | None = None,
+    schedule_id: str = PRUNE_SCHEDULE_ID,
+) -> str:
+    """Create the retention schedule, or update it in place if it exists. Returns its id."""
+    return await _ensure(client, schedule_id, prune_schedule(every, task_queue, older_than))
+
+
+async def _ensure(client: Client, schedule_id: str, schedule: Schedule) -> str:
+    every = schedule.spec.intervals[0].every
     if every <= timedelta(0):
         raise ValueError("the schedule interval must be positive")
-    schedule = recovery_schedule(every, task_queue, older_than)
     try:
         await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:

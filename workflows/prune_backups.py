@@ -13,23 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.maintenance import MaintenanceActivities
-    from timetravel.errors import CODES
     from timetravel.store.retention import PruneInput, PruneReport
     from workflows._input import MAX_MS, Spec, integer, workflow_input
-
-#: Domain errors are never retried; a lost connection a few times, briefly (the saga steps'
-#: policy, kept here while that moves to the shared ``workflows/_steps.py``).
-PRUNE_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=5,
-    non_retryable_error_types=list(CODES),
-)
+    from workflows._steps import STEP_RETRY
 
 
 def check_prune(inp: PruneInput) -> PruneInput:
@@ -52,7 +41,7 @@ class PruneBackups:
             MaintenanceActivities.prune_backups,
             input,
             start_to_close_timeout=timedelta(minutes=10),
-            retry_policy=PRUNE_RETRY,
+            retry_policy=STEP_RETRY,
             summary="dry run" if input.dry_run else "prune",
         )
         verb = "Would free" if report.dry_run else "Freed"
@@ -63,58 +52,3 @@ class PruneBackups:
             "locked)"
         )
         return report
-
-
-PRUNE_SCHEDULE_ID = "timetravel-prune-backups"
-
-
-async def ensure_prune_schedule(
-    client: Any,
-    *,
-    every: timedelta,
-    task_queue: str,
-    older_than: timedelta | None = None,
-    schedule_id: str = PRUNE_SCHEDULE_ID,
-) -> str:
-    """Create the Schedule that runs ``PruneBackups`` every ``every``, or update it in place
-    (the recovery Schedule's mechanism). Returns its id.
-
-    Args:
-        older_than: the retention; ``None`` lets each run use the worker's
-            ``TIMETRAVEL_BACKUP_RETENTION``.
-    """
-    from temporalio.client import (
-        Schedule,
-        ScheduleActionStartWorkflow,
-        ScheduleAlreadyRunningError,
-        ScheduleIntervalSpec,
-        SchedulePolicy,
-        ScheduleSpec,
-        ScheduleUpdate,
-        ScheduleUpdateInput,
-    )
-
-    if every <= timedelta(0):
-        raise ValueError("the schedule interval must be positive")
-    older_ms = None if older_than is None else int(older_than.total_seconds() * 1000)
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            PruneBackups.run,
-            PruneInput(older_than_ms=older_ms),
-            id="prune-backups",
-            task_queue=task_queue,
-            execution_timeout=max(every, timedelta(minutes=15)),
-            static_summary="Free the backups of settled rewinds older than the retention",
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        policy=SchedulePolicy(),
-    )
-    try:
-        await client.create_schedule(schedule_id, schedule)
-    except ScheduleAlreadyRunningError:
-
-        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(schedule_id).update(replace)
-    return schedule_id

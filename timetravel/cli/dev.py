@@ -212,28 +212,34 @@ async def _watch_server(server: DevServer, stop: asyncio.Event) -> None:
     stop.set()
 
 
-#: How often ``timetravel dev``'s recovery schedule runs RecoverRewindAudits.
+#: How often ``timetravel dev``'s schedules run RecoverRewindAudits and PruneBackups.
 DEV_RECOVERY_EVERY = timedelta(minutes=1)
+DEV_PRUNE_EVERY = timedelta(days=1)
 
 
 async def _ensure_recovery(settings: Settings, ui_port: int) -> None:
-    """Create (or update) the recovery schedule on the dev server; a failure is a warning."""
+    """Create (or update) the maintenance schedules on the dev server: recovery (settles dead
+    rewinds) and retention (frees backups past TIMETRAVEL_BACKUP_RETENTION). A failure is a
+    warning."""
     from timetravel.client import connect
-    from timetravel.schedules import ensure_recovery_schedule
+    from timetravel.schedules import ensure_prune_schedule, ensure_recovery_schedule
 
     try:
         client = await connect(settings)
         sid = await ensure_recovery_schedule(
             client, every=DEV_RECOVERY_EVERY, task_queue=settings.task_queue
         )
+        prune = await ensure_prune_schedule(
+            client, every=DEV_PRUNE_EVERY, task_queue=settings.task_queue
+        )
     except Exception as err:
-        _error(f"the recovery schedule was not created: {_one_line(err)}")
+        _error(f"the maintenance schedules were not created: {_one_line(err)}")
         return
     console.print(
         f"recovery: schedule {sid} settles dead rewinds every "
-        f"{int(DEV_RECOVERY_EVERY.total_seconds())} s "
-        f"(Web UI → Schedules: http://{BIND_IP}:{ui_port}/namespaces/"
-        f"{settings.temporal_namespace}/schedules; --no-recovery skips it)",
+        f"{int(DEV_RECOVERY_EVERY.total_seconds())} s, schedule {prune} prunes old backups "
+        f"daily (Web UI → Schedules: http://{BIND_IP}:{ui_port}/namespaces/"
+        f"{settings.temporal_namespace}/schedules; --no-recovery skips both)",
         highlight=False,
         style="dim",
     )

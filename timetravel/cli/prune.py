@@ -114,8 +114,8 @@ def schedule_prune(
     ] = None,
 ) -> None:
     """Run PruneBackups on a Temporal Schedule (created, or updated in place)."""
+    from timetravel.schedules import ensure_prune_schedule
     from worker import connect
-    from workflows.prune_backups import ensure_prune_schedule
 
     settings = settings_or_exit()
     interval = _retention(every)
