@@ -271,6 +271,7 @@ async def start_rewind(
     rate_limit: RateLimitOptions | Mapping[str, Any] | None = None,
     confirmation_timeout_s: float | None = None,
     force: bool = False,
+    force_side_effects: bool = False,
     task_queue: str = DEFAULT_TASK_QUEUE,
 ) -> WorkflowHandle[RewindRun, RewindResult]:
     """Start a ``RewindRun`` workflow and return its handle without waiting.
@@ -293,6 +294,9 @@ async def start_rewind(
         force: rewind a run a live engine still drives although the engine control cannot
             pause it (``http``, ``none``); without it such a rewind is refused with
             ``RunOwnerAlive``.
+        force_side_effects: go past tool calls with side effects that were not reverted (a
+            sent e-mail, a deploy): they are archived and the audit says who forced it; without
+            it such a rewind is refused with ``TIME_TRAVEL_SIDE_EFFECT_BLOCKED``.
         task_queue: the worker's task queue.
 
     Returns:
@@ -321,6 +325,8 @@ async def start_rewind(
         fields["confirmation_timeout_s"] = confirmation_timeout_s
     if force:
         fields["force"] = True
+    if force_side_effects:
+        fields["force_side_effects"] = True
     return await start_exclusive(
         client,
         RewindRun.run,
@@ -387,6 +393,7 @@ async def rewind(
     rate_limit: RateLimitOptions | Mapping[str, Any] | None = None,
     confirmation_timeout_s: float | None = None,
     force: bool = False,
+    force_side_effects: bool = False,
     task_queue: str = DEFAULT_TASK_QUEUE,
 ) -> RewindResult:
     """Rewind a run to an earlier frame and wait for the result.
@@ -412,6 +419,7 @@ async def rewind(
         rate_limit=rate_limit,
         confirmation_timeout_s=confirmation_timeout_s,
         force=force,
+        force_side_effects=force_side_effects,
         task_queue=task_queue,
     )
     return await await_rewind(handle)
@@ -458,7 +466,12 @@ async def _update(
 
 
 async def confirm_rewind(
-    client: Client, run_id: Any, audit_id: int, *, workflow_id: str | None = None
+    client: Client,
+    run_id: Any,
+    audit_id: int,
+    *,
+    workflow_id: str | None = None,
+    force_side_effects: bool = False,
 ) -> AuditView:
     """Confirm a rewind that waits for a human (started with ``await_confirmation``).
 
@@ -468,6 +481,8 @@ async def confirm_rewind(
         audit_id: the audit id the pending rewind shows (current details, ``audit`` query):
             proof that the confirmer saw *this* rewind's plan.
         workflow_id: for a rewind started under another id than ``rewind-<run_id>``.
+        force_side_effects: needed when the plan lists side effects that were not reverted
+            (Current Details says so); a confirmation without it is refused.
 
     Returns:
         The rewind's ``audit`` view at the moment it was confirmed; wait for the outcome with
@@ -478,7 +493,11 @@ async def confirm_rewind(
             run is waiting for confirmation.
     """
     return await _update(
-        client, run_id, workflow_id, RewindRun.confirm, ConfirmInput(audit_id=audit_id)
+        client,
+        run_id,
+        workflow_id,
+        RewindRun.confirm,
+        ConfirmInput(audit_id=audit_id, force_side_effects=force_side_effects or None),
     )
 
 

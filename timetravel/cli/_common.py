@@ -19,6 +19,14 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 CallerOption = Annotated[
     str | None, typer.Option(help="Who asks (audited; the rate limit is per run and caller).")
 ]
+ForceSideEffectsOption = Annotated[
+    bool,
+    typer.Option(
+        "--force-side-effects",
+        help="Go past tool calls with side effects that were not reverted (they are archived "
+        "and audited); refused with TIME_TRAVEL_SIDE_EFFECT_BLOCKED without it.",
+    ),
+]
 ForceOption = Annotated[
     bool,
     typer.Option(

@@ -76,6 +76,7 @@ EXIT_CODES: dict[str, int] = {
     "RunStillActive": 6,
     "WorkspaceExists": 6,
     "RunMovedOn": 6,
+    "TIME_TRAVEL_SIDE_EFFECT_BLOCKED": 6,
     "UnsupportedSandbox": 7,
     "VcsError": 7,
     "NoVcsPointer": 7,

@@ -42,6 +42,7 @@ from timetravel.cli._common import (
     AddressOption,
     CallerOption,
     ForceOption,
+    ForceSideEffectsOption,
     JsonOption,
     NamespaceOption,
     RunArg,
@@ -318,6 +319,7 @@ def rewind(
         int | None, typer.Option(help="Length of the rate-limit window, in ms.")
     ] = None,
     force: ForceOption = False,
+    force_side_effects: ForceSideEffectsOption = False,
     as_json: JsonOption = False,
     task_queue: TaskQueueOption = None,
     temporal_address: AddressOption = None,
@@ -344,6 +346,7 @@ def rewind(
             rate_limit=rate_limit,
             confirmation_timeout_s=confirmation_timeout,
             force=force,
+            force_side_effects=force_side_effects,
             task_queue=settings.task_queue,
         )
         progress = _Progress(run_id, frame_no, _progress_mode(as_json))
@@ -371,6 +374,7 @@ def confirm_command(
     wait: Annotated[
         bool, typer.Option(help="Follow the rewind to its end and print its result.")
     ] = True,
+    force_side_effects: ForceSideEffectsOption = False,
     as_json: JsonOption = False,
     workflow_id: WorkflowIdOption = None,
     task_queue: TaskQueueOption = None,
@@ -384,7 +388,13 @@ def confirm_command(
         from timetravel.client import confirm_rewind, rewind_handle
 
         client = await connect_or_exit(settings)
-        view = await confirm_rewind(client, run_id, audit_id, workflow_id=workflow_id)
+        view = await confirm_rewind(
+            client,
+            run_id,
+            audit_id,
+            workflow_id=workflow_id,
+            force_side_effects=force_side_effects,
+        )
         if not wait:
             _print_view(run_id, view, "confirmed", as_json=as_json)
             return 0

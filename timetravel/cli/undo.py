@@ -1,7 +1,7 @@
 """``timetravel undo AUDIT_ID``: undo a successful rewind (the ``UndoRewind`` workflow).
 
-Exit codes are the rewind's (``timetravel rewind``), plus 5 for ``NotUndoable`` (no such
-rewind, not a success, already undone, backups pruned) and 6 for ``RunMovedOn`` (the run
+Exit codes are every command's (``timetravel/cli/_errors.py``): 5 for ``NotUndoable`` (no
+such rewind, not a success, already undone, backups pruned), 6 for ``RunMovedOn`` (the run
 moved since the rewind; ``--discard-newer``).
 """
 
@@ -14,11 +14,7 @@ import typer
 
 from timetravel.cli import app
 from timetravel.cli._common import console, settings_or_exit
-from timetravel.cli._errors import connect_or_exit, print_error, run_command
-from timetravel.errors import TimeTravelError
-
-#: Exit status of the undo's own codes (``timetravel/errors.py`` has no class for them yet).
-UNDO_EXIT_CODES = {"NotUndoable": 5, "RunMovedOn": 6}
+from timetravel.cli._errors import connect_or_exit, run_command
 
 
 @app.command(no_args_is_help=True)
@@ -46,21 +42,15 @@ def undo(
 
     async def main() -> int:
         client = await connect_or_exit(settings)
-        try:
-            result = await undo_rewind(
-                client,
-                audit_id,
-                confirm=confirm,
-                dry_run=dry_run,
-                discard_newer=discard_newer,
-                caller=caller,
-                task_queue=settings.task_queue,
-            )
-        except TimeTravelError as err:
-            if err.code not in UNDO_EXIT_CODES:
-                raise
-            print_error(err, as_json=as_json)
-            return UNDO_EXIT_CODES[err.code]
+        result = await undo_rewind(
+            client,
+            audit_id,
+            confirm=confirm,
+            dry_run=dry_run,
+            discard_newer=discard_newer,
+            caller=caller,
+            task_queue=settings.task_queue,
+        )
         if as_json:
             print(json.dumps({"ok": True, **result.model_dump(mode="json")}))
             return 0
