@@ -1,6 +1,7 @@
 """Issue #10, proof 3: an operator resets a rewind (ResetWorkflowExecution, as the Web UI's
 Reset does) to every workflow-task boundary of its history, for a successful rewind and for a
-failed-and-compensated one (reset with the cause fixed, the usual retry). Each reset run must
+failed-and-compensated one (reset with the cause fixed, the usual retry), and a successful one
+after which the engine moved on (a new frame, a new commit in a sandbox). Each reset run must
 leave the run exactly pre or exactly post, sandboxes matching, every audit row settled, no
 lock, no marker; or end in a typed refusal with nothing changed."""
 
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
@@ -20,9 +23,11 @@ from tests.conftest import SEARCH_ATTRIBUTES
 from tests.faults import common, scenario
 from tests.faults.crash_worker import _faulty
 from tests.faults.gates import activity_class
-from tests.rewind.helpers import failure, rewind_input, start
+from tests.rewind.helpers import failure, git, rewind_input, sandbox_state, start
+from timetravel import schema
 from timetravel.settings import Settings
 from timetravel.store import Database
+from timetravel.store.seed import _frame, insert_rows
 from workflows.rewind_run import RewindRun
 
 
@@ -78,7 +83,8 @@ async def one_round(
             await handle.result()
         except WorkflowFailureError as err:
             assert first == "failed" and failure(err).type == "RewindFailed"
-    assert common.outcome(db, root, boxes, ref) == ("post" if first == "success" else "pre")
+    assert common.outcome(db, root, boxes, ref) == ("pre" if first == "failed" else "post")
+    moved = move_on(db, boxes) if first == "moved-on" else None
     points = await boundaries(handle)
     if index is None:
         return len(points), ""
@@ -94,18 +100,50 @@ async def one_round(
         except WorkflowFailureError as err:
             app = failure(err)
             ended = f"{app.type}: {app.message}"
+    head = f"reset to boundary {index} (event {points[index]}): {ended}"
     try:
-        where = common.outcome(db, root, boxes, ref, rows=2)
-        return len(
-            points
-        ), f"ok   reset to boundary {index} (event {points[index]}): {where}; {ended}"
+        if moved is None:
+            where = common.outcome(db, root, boxes, ref, rows=2)
+        else:
+            where = moved_on_outcome(db, boxes, moved, ended)
     except AssertionError as err:
-        return len(
-            points
-        ), f"FAIL reset to boundary {index} (event {points[index]}): {ended}\n       {err}"
+        return len(points), f"FAIL {head}\n       {err}"
+    return len(points), f"ok   {head}: {where}"
 
 
-@pytest.mark.parametrize("first", ["success", "failed"])
+def move_on(db: Database, boxes: list) -> tuple[Any, Any]:
+    """What the engine does after a rewind: it runs on, writes frame 1 again and commits in
+    sb-a. Returns the database dump and the sandboxes' states then."""
+    insert_rows(db, "_smithers_frames", [_frame(scenario.RUN_ID, 1, 300, '{"frame":"1b"}', "h1b")])
+    repo = boxes[0][0]
+    (repo / "engine.txt").write_text("the engine moved on\n")
+    git(repo, "add", "engine.txt")
+    git(repo, "commit", "-q", "-m", "engine moved on")
+    return db.dump(), [sandbox_state(r) for r, _ in boxes]
+
+
+def moved_on_outcome(db: Database, boxes: list, moved: tuple[Any, Any], ended: str) -> str:
+    """After the engine moved on, a reset either refuses (typed) with nothing changed, or (a
+    reset before ``begin``) is a new rewind of its own: settled, lock released, the new frame
+    gone and the sandbox reverted."""
+    audits, locks = scenario.side_rows(db)
+    assert locks == [], f"lock rows left: {locks}"
+    assert all(a.result in ("success", "failed") for a in audits), [a.result for a in audits]
+    if db.dump() == moved[0] and [sandbox_state(r) for r, _ in boxes] == moved[1]:
+        # A typed refusal, or (a reset past the last change, to before `finish`) the original
+        # rewind's recorded result, settled again idempotently.
+        return "unchanged"
+    assert ended.startswith("ok"), f"{ended}, yet the run changed"
+    assert audits[-1].result == "success" and audits[-1].id != audits[0].id, audits
+    with db.read() as conn:
+        frames = conn.execute(select(schema.frames.c.frame_no)).scalars().all()
+    assert sorted(frames) == [0], frames
+    # The engine's new commit is in no attempt row: the new rewind has no sandbox to revert.
+    assert [sandbox_state(r) for r, _ in boxes] == moved[1]
+    return "rewound again (a new rewind)"
+
+
+@pytest.mark.parametrize("first", ["success", "failed", "moved-on"])
 async def test_reset_to_every_boundary(client, db_url: str, tmp_path: Path, first: str) -> None:
     """Each boundary in a fresh database: seed, rewind, reset there."""
     ref = await common.reference(client, db_url, tmp_path)
