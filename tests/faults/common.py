@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
+from temporalio.client import Client, WorkflowHandle
 
 from tests.faults import scenario
 from tests.rewind.helpers import rewind, rewind_input
@@ -72,3 +73,16 @@ def outcome(db: Database, root: Path, boxes: list, ref: Reference, *, rows: int 
     assert locks == [], f"lock rows left: {locks}"
     assert scenario.marker(db) == (None, None), f"marker left: {scenario.marker(db)}"
     return where
+
+
+async def workflow_task_failures(handle: WorkflowHandle) -> list[str]:
+    """The messages of the WorkflowTaskFailed events of ``handle``'s run (none is expected: a
+    workflow task must never fail, let alone twice in a row), except the one a Reset records
+    at its reset point."""
+    reset = WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW
+    return [
+        e.workflow_task_failed_event_attributes.failure.message
+        async for e in handle.fetch_history_events()
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+        and e.workflow_task_failed_event_attributes.cause != reset
+    ]

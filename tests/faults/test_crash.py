@@ -117,6 +117,7 @@ async def run_case(
                 ended = f"{app.type}: {app.message}"
                 expected_end = "pre"
             case.seconds = time.monotonic() - t0
+            assert await common.workflow_task_failures(handle) == []
             case.ended = ended
             case.notes.append(f"crashed at {crashed_at:.1f}s")
             where = common.outcome(db, root, boxes, ref)

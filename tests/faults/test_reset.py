@@ -100,6 +100,9 @@ async def one_round(
         except WorkflowFailureError as err:
             app = failure(err)
             ended = f"{app.type}: {app.message}"
+        task_failures = await common.workflow_task_failures(new)
+    if task_failures:
+        return len(points), f"FAIL reset to boundary {index}: workflow task failed {task_failures}"
     head = f"reset to boundary {index} (event {points[index]}): {ended}"
     try:
         if moved is None:
