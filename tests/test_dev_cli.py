@@ -269,7 +269,12 @@ async def test_dev_restart_keeps_server_state_and_demo(
     client = await Client.connect(f"127.0.0.1:{second.port}")
     desc = await client.get_workflow_handle(handle.id).describe()
     assert desc.workflow_type == "NoSuchWorkflow"
-    # The schedule the first start created survives the restart (then updated in place).
+    # The recovery schedule is there after the restart (created or updated in place): the
+    # banner line comes once `dev` has ensured it.
+    deadline = time.monotonic() + 30
+    while "recovery: schedule" not in second.stdout.read_text():
+        assert time.monotonic() < deadline, second.output()
+        await asyncio.sleep(0.1)
     await client.get_schedule_handle(RECOVERY_SCHEDULE_ID).describe()
     assert await asyncio.to_thread(second.interrupt) == 0, second.output()
 

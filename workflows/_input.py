@@ -143,21 +143,36 @@ def _snake(name: str) -> str:
 
 
 def unknown_fields(keys: Sequence[str], known: Sequence[str], where: str = "") -> str | None:
-    """``unknown field runId — did you mean run_id?`` for each key not in ``known``."""
-    parts = []
-    for key in keys:
-        if key in known:
-            continue
+    """``unknown field runId — did you mean run_id?`` for each key not in ``known`` (the first
+    few; the known names listed once when a key has no close match)."""
+    parts, unmatched = [], 0
+    unknown = [k for k in keys if k not in known]
+    for key in unknown[:MAX_UNKNOWN_SHOWN]:
         guess = _snake(key) if _snake(key) in known else None
         if guess is None:
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             guess = close[0] if close else None
-        shown = f"{where}{key}"
+        shown = f"{where}{_clip(key)}"
         if guess is not None:
             parts.append(f"unknown field {shown} — did you mean {where}{guess}?")
         else:
-            parts.append(f"unknown field {shown} (known: {', '.join(known)})")
-    return "; ".join(parts) or None
+            parts.append(f"unknown field {shown}")
+            unmatched += 1
+    if not parts:
+        return None
+    if len(unknown) > MAX_UNKNOWN_SHOWN:
+        parts.append(f"and {len(unknown) - MAX_UNKNOWN_SHOWN} more unknown field(s)")
+    text = "; ".join(parts)
+    return f"{text} (known: {', '.join(known)})" if unmatched else text
+
+
+#: Unknown keys named one by one in an error message (a hostile input may send thousands).
+MAX_UNKNOWN_SHOWN = 3
+MAX_KEY_SHOWN = 40
+
+
+def _clip(key: str) -> str:
+    return key if len(key) <= MAX_KEY_SHOWN else key[: MAX_KEY_SHOWN - 1] + "…"
 
 
 def _validation_message(err: ValidationError) -> tuple[str, str]:
