@@ -47,10 +47,10 @@ from temporalio.worker import Worker
 from bench.common import scratch_database
 from bench.noop import BenchNoop, bench_noop
 from tests.conftest import DEV_SERVER_ARGS, temporal_binary
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.models import RewindInput
 from timetravel.settings import Settings
 from timetravel.store import Database
-from timetravel.store.seed import seed_upstream_run
 from worker import build_worker
 from workflows.rewind_run import RewindRun
 

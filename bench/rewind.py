@@ -41,10 +41,10 @@ from bench.common import scratch_database
 from bench.noop import BenchNoop, bench_noop
 from tests.conftest import DEV_SERVER_ARGS, temporal_binary
 from timetravel import schema
+from timetravel.demo.seed import seed_large_run
 from timetravel.models import RewindInput
 from timetravel.settings import Settings
 from timetravel.store import Database
-from timetravel.store.seed import seed_large_run
 from worker import build_worker
 from workflows.rewind_run import RewindRun
 

@@ -31,10 +31,10 @@ from tests.rewind.test_jump_to_frame import (
     _wait_for,
 )
 from timetravel.client import await_rewind, rewind_handle, start_rewind
+from timetravel.demo.seed import insert_rows, seed_upstream_run
 from timetravel.models import AuditView, RewindResult
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore
-from timetravel.store.seed import insert_rows, seed_upstream_run
 from workflows.rewind_run import RewindRun
 
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -29,10 +29,10 @@ from timetravel.client import (
     rewind_handle,
     start_rewind,
 )
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.models import AuditView, RewindResult
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore
-from timetravel.store.seed import seed_upstream_run
 from workflows.rewind_run import RewindRun
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

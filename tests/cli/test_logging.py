@@ -14,8 +14,8 @@ from temporalio.client import Client
 from tests.rewind.helpers import rewind, rewind_input
 from timetravel.cli._logging import JsonFormatter, log_handler, redact
 from timetravel.client import LogContextInterceptor
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.store import Database
-from timetravel.store.seed import seed_upstream_run
 
 
 def test_redact_masks_url_passwords_and_password_parameters() -> None:

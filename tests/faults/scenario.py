@@ -24,9 +24,9 @@ from sqlalchemy import create_engine, select, text
 
 from tests.rewind.helpers import git_repo, sandbox_state
 from timetravel import schema
+from timetravel.demo.seed import insert_rows, seed_rollback_run
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore
-from timetravel.store.seed import insert_rows, seed_rollback_run
 
 RUN_ID = "run-fault"
 TARGET_FRAME = 0

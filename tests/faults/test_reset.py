@@ -25,9 +25,9 @@ from tests.faults.crash_worker import _faulty
 from tests.faults.gates import activity_class
 from tests.rewind.helpers import failure, git, rewind_input, sandbox_state, start
 from timetravel import schema
+from timetravel.demo.seed import _frame, insert_rows
 from timetravel.settings import Settings
 from timetravel.store import Database
-from timetravel.store.seed import _frame, insert_rows
 from workflows.rewind_run import RewindRun
 
 

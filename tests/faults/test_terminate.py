@@ -57,31 +57,19 @@ async def recover(client: Client, queue: str) -> RecoverResult:
     )
 
 
-#: Cases that fail today, all for one reason: recovery settles a dead rewind that recorded a
-#: change as ``partial`` and marks the run failed + needsAttention (activities/recovery.py
-#: ``settle_stale_rewind``) instead of undoing it from its backups (or finishing it, when only
-#: ``finish`` was left), so the database is neither pre nor post, and after revert-sandbox the
-#: sandboxes are reverted while the database is not. Strict: a fix turns them into XPASS.
-RECOVERY_FLAGS_INSTEAD_OF_SETTLING = {
-    ("pause_event_loop", "after"),
-    *((s, side) for s in ("revert_sandbox:sb-b", "truncate", "rebuild_reconciler",
-                          "resume_event_loop") for side in ("before", "after")),
-    ("finish", "before"),
-}  # fmt: skip
-GAP = pytest.mark.xfail(
-    strict=True,
-    reason="issue #10: recovery flags a half-done rewind partial instead of settling it exactly",
-)
+#: Where each case must end: a terminate before the engine got the run back is rolled back
+#: (exactly pre); once the resume step ran only ``finish`` was left, so recovery finishes it
+#: (exactly post). Anything else (partial, mixed) fails ``common.outcome``.
+POST = {("resume_event_loop", "after"), ("finish", "before"), ("finish", "after")}
+#: Steps whose orphaned activity, let go after recovery took the run over, must be refused
+#: (it would write to a run that is no longer its own).
+FENCED = {"snapshot_pre_jump", "pause_event_loop", "revert_sandbox", "truncate",
+          "rebuild_reconciler", "resume_event_loop"}  # fmt: skip
 
 
 def _cases() -> list:
     return [
-        pytest.param(
-            step,
-            side,
-            id=f"{step.split(':')[0]}-{side}",
-            marks=[GAP] if (step, side) in RECOVERY_FLAGS_INSTEAD_OF_SETTLING else [],
-        )
+        pytest.param(step, side, id=f"{step.split(':')[0]}-{side}")
         for side in ("before", "after")
         for step in STEPS
     ]
@@ -117,4 +105,12 @@ async def test_terminate_during_step_then_recover(
         f"{[r.id for r in second.recovered]}; orphan ended with {gate.error!r}; audit "
         f"{[(a.id, a.result) for a in audits]}, locks {locks}"
     )
-    common.outcome(db, root, boxes, ref)
+    where = common.outcome(db, root, boxes, ref)
+    assert where == ("post" if (method, side) in POST else "pre")
+    if side == "before" and method in FENCED:
+        assert "RewindNotHeld" in repr(gate.error), f"the orphan was not fenced: {gate.error!r}"
+    settled = [r for r in (*first.recovered, *second.recovered) if r.id == audits[-1].id]
+    if settled:  # what recovery did, in its result
+        expected = {"pre": ("failed",), "post": ("success",)}[where]
+        assert len(settled) == 1 and settled[0].result in expected, settled
+        assert settled[0].action in ("rolled back", "finished", "nothing to do"), settled

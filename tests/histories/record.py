@@ -20,9 +20,9 @@ from activities import build_activities
 from activities.rewind import StoreActivities
 from tests.conftest import DEV_SERVER_ARGS, SEARCH_ATTRIBUTES, temporal_binary
 from tests.rewind.helpers import faulty_class, git_repo, rewind_input
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.settings import Settings
 from timetravel.store import Database
-from timetravel.store.seed import seed_upstream_run
 from worker import build_worker
 from workflows.rewind_run import RewindRun
 

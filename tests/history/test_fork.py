@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tests.history._data import node, sample
 from timetravel import schema
+from timetravel.demo.seed import insert_rows
 from timetravel.errors import TimeTravelError
 from timetravel.history import (
     ForkInput,
@@ -28,7 +29,6 @@ from timetravel.history import (
 from timetravel.history.fork import plan_fork
 from timetravel.store import Database
 from timetravel.store.history import ForkRows, HistoryStore
-from timetravel.store.seed import insert_rows
 
 
 def data(**kw: Any) -> SnapshotData:

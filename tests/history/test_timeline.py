@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import event
 
 from tests.history._data import node
+from timetravel.demo.seed import insert_rows
 from timetravel.history import (
     ForkInput,
     SnapshotData,
@@ -21,7 +22,6 @@ from timetravel.history import (
     to_text,
 )
 from timetravel.store import Database
-from timetravel.store.seed import insert_rows
 
 DATA = SnapshotData(nodes=[node("analyze", "finished", 1)], input={"prompt": "test"})
 

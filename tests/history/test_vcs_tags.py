@@ -12,6 +12,7 @@ import pytest
 
 from tests.history._data import sample
 from tests.history._git import commit_file, git, make_repo
+from timetravel.demo.seed import insert_rows
 from timetravel.errors import TimeTravelError
 from timetravel.history import (
     ForkInput,
@@ -25,7 +26,6 @@ from timetravel.history import (
     tag_snapshot_vcs,
 )
 from timetravel.store import Database
-from timetravel.store.seed import insert_rows
 
 # -- upstream §3.11 ---------------------------------------------------------------------------
 

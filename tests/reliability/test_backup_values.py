@@ -18,6 +18,7 @@ from temporalio.client import WorkflowFailureError
 from activities.rewind import StoreActivities
 from tests.rewind.helpers import audit_rows, faulty_class, rewind, rewind_input
 from tests.rewind.test_rollback import acts_with
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.store import (
     Database,
     UnencodableValue,
@@ -27,7 +28,6 @@ from timetravel.store import (
     encode_value,
 )
 from timetravel.store.backups import Backups
-from timetravel.store.seed import seed_upstream_run
 
 TZ = dt.timezone(dt.timedelta(hours=2))
 

@@ -15,8 +15,8 @@ from sqlalchemy import text
 from temporalio.client import WorkflowFailureError
 
 from tests.rewind.helpers import audit_rows, failure, rewind, rewind_input
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.store import Database
-from timetravel.store.seed import seed_upstream_run
 
 
 def closed_port_url() -> str:

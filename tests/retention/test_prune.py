@@ -15,6 +15,7 @@ from temporalio.client import WorkflowFailureError
 from tests.rewind.helpers import failure, rewind, rewind_input
 from tests.rewind.test_recovery import _cli
 from timetravel import schema
+from timetravel.demo.seed import insert_rows, seed_upstream_run
 from timetravel.schedules import ensure_prune_schedule
 from timetravel.settings import load_settings
 from timetravel.store import Database
@@ -26,7 +27,6 @@ from timetravel.store.retention import (
     parse_duration_ms,
     pruned_record,
 )
-from timetravel.store.seed import insert_rows, seed_upstream_run
 from workflows.prune_backups import PruneBackups
 
 BACKUP_TABLES = [

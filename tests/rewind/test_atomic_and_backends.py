@@ -15,8 +15,8 @@ from tests.rewind.helpers import audit_rows, failure, faulty_class, rewind, rewi
 from tests.rewind.test_jump_to_frame import _make_live
 from tests.rewind.test_rollback import acts_with
 from tests.vcs.test_jj import backend, jj_repo, jj_template  # noqa: F401  (fixtures)
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.store import Database
-from timetravel.store.seed import seed_upstream_run
 from timetravel.vcs import backend_for
 from workflows.rewind_run import RewindRun
 

@@ -17,8 +17,8 @@ from temporalio.client import WorkflowFailureError
 from activities.rewind import StoreActivities
 from tests.rewind.helpers import failure, faulty_class, rewind, rewind_input
 from tests.rewind.test_rollback import acts_with
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.store import Database
-from timetravel.store.seed import seed_upstream_run
 
 
 class Engine:

@@ -18,8 +18,8 @@ from activities.rewind import EngineActivities, StoreActivities
 from tests.rewind.helpers import audit_rows, failure, faulty_class, rewind_input, start
 from tests.rewind.test_rollback import acts_with
 from timetravel.cli.dev import log_handler
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.store import Database
-from timetravel.store.seed import seed_upstream_run
 from worker import build_worker
 from workflows.registry import ALL_WORKFLOWS
 from workflows.rewind_run import RewindRun

@@ -30,9 +30,9 @@ from tests.enginedb import schema032
 from tests.rewind.helpers import audit_rows, failure, faulty_class, rewind, rewind_input, start
 from tests.rewind.test_rollback import acts_with
 from timetravel.clock import now_ms
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore
-from timetravel.store.seed import seed_upstream_run
 from workflows.rewind_run import RewindRun
 
 RUN_COLS = (

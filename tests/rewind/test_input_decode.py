@@ -26,10 +26,10 @@ from temporalio.exceptions import ApplicationError
 
 from tests.rewind.helpers import audit_rows
 from tests.rewind.test_operating import _pending
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.errors import TimeTravelError
 from timetravel.models import BeginInput, ConfirmInput
 from timetravel.store import Database
-from timetravel.store.seed import seed_upstream_run
 from workflows._input import SPECS, decode_input
 from workflows.rewind_run import RewindRun
 

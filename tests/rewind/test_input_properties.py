@@ -19,11 +19,11 @@ from activities.rewind import AuditActivities
 from tests.rewind.helpers import failure, rewind, rewind_input
 from timetravel import rewind as rules
 from timetravel import schema
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.errors import TimeTravelError
 from timetravel.models import BeginInput
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore
-from timetravel.store.seed import seed_upstream_run
 
 SQL = [
     "'; DROP TABLE _smithers_runs; --",

@@ -22,8 +22,8 @@ from tests.rewind.helpers import (
 )
 from timetravel import schema
 from timetravel.clock import now_ms
+from timetravel.demo.seed import insert_rows, seed_upstream_run
 from timetravel.store import Database
-from timetravel.store.seed import insert_rows, seed_upstream_run
 
 
 def rows(db: Database, table, *where) -> list[dict]:

@@ -11,11 +11,11 @@ import pytest
 from temporalio.client import WorkflowFailureError
 
 from tests.rewind.helpers import audit_rows, failure, rewind, rewind_input
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.errors import TimeTravelError
 from timetravel.rewind import RateLimit
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore
-from timetravel.store.seed import seed_upstream_run
 
 
 def acquire(store: RewindStore, run_id: str) -> int:
@@ -83,7 +83,7 @@ def test_release_is_idempotent(db: Database) -> None:
 
 def test_a_foreign_in_progress_row_is_busy(db: Database) -> None:
     """A rewind by another tool (e.g. the JavaScript package) that is still in progress."""
-    from timetravel.store.seed import insert_rows
+    from timetravel.demo.seed import insert_rows
 
     insert_rows(db, "_smithers_time_travel_audit", [
         {"run_id": "run-js", "from_frame_no": 2, "to_frame_no": 1, "caller": "js",

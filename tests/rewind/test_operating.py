@@ -28,9 +28,9 @@ from tests.rewind.helpers import (
 )
 from tests.rewind.test_jump_to_frame import _engine_lets_go, _make_live
 from tests.rewind.test_rollback import acts_with
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.models import ConfirmInput
 from timetravel.store import Database
-from timetravel.store.seed import seed_upstream_run
 from worker import build_worker, registered_search_attributes
 from workflows.rewind_run import RewindRun
 

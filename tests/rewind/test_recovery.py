@@ -19,11 +19,11 @@ from tests.rewind.test_jump_to_frame import (
     _wait_for,
 )
 from timetravel import schema
+from timetravel.demo.seed import insert_rows, seed_upstream_run
 from timetravel.models import RecoverInput, RecoverResult
 from timetravel.schedules import ensure_recovery_schedule
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore
-from timetravel.store.seed import insert_rows, seed_upstream_run
 from workflows.recover_rewind_audits import RecoverRewindAudits
 
 

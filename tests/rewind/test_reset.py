@@ -16,9 +16,9 @@ from tests.rewind.test_jump_to_frame import (
     _make_live,
     _wait_for,
 )
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore
-from timetravel.store.seed import seed_upstream_run
 from workflows.rewind_run import RewindRun
 
 

@@ -34,8 +34,8 @@ from tests.rewind.test_jump_to_frame import (
     _wait_for,
 )
 from timetravel import schema
+from timetravel.demo.seed import insert_rows, seed_rollback_run
 from timetravel.store import Database
-from timetravel.store.seed import insert_rows, seed_rollback_run
 from workflows.rewind_run import RewindRun
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from sqlalchemy import update
 
 from timetravel import schema
+from timetravel.demo.seed import insert_rows, seed_upstream_run
 from timetravel.rewind import RateLimit
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore
-from timetravel.store.seed import insert_rows, seed_upstream_run
 
 
 def test_odd_output_tables_restore_exactly(db: Database) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 from temporalio.client import Client
 
 from timetravel import schema
+from timetravel.demo.seed import create_output_table, insert_rows
 from timetravel.store import Database
-from timetravel.store.seed import create_output_table, insert_rows
 from workflows.retry_task import RetryTask
 from workflows.revert_to_attempt import RevertToAttempt
 from workflows.time_travel_to_attempt import TimeTravelToAttempt

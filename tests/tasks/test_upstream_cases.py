@@ -12,8 +12,8 @@ from temporalio.client import WorkflowFailureError
 
 from tests.rewind.helpers import failure, git_repo
 from tests.tasks.helpers import attempt_row, node_states, rows, run_op, run_row, seed_chain
+from timetravel.demo.seed import create_output_table, insert_rows
 from timetravel.store import Database
-from timetravel.store.seed import create_output_table, insert_rows
 
 
 def _code(exc: BaseException) -> str:

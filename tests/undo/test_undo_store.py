@@ -10,11 +10,11 @@ import pytest
 
 from tests.rewind.helpers import rewind, rewind_input
 from timetravel import rewind as rules
+from timetravel.demo.seed import insert_rows, seed_upstream_run
 from timetravel.errors import TimeTravelError
 from timetravel.store import Database
 from timetravel.store.audit import AuditStore
 from timetravel.store.retention import RetentionStore
-from timetravel.store.seed import insert_rows, seed_upstream_run
 from timetravel.store.undo import UndoStore
 
 LIMIT = rules.RateLimit(100, 3_600_000)

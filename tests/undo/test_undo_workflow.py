@@ -26,8 +26,8 @@ from tests.rewind.helpers import (
     sandbox_state,
 )
 from tests.undo.test_undo_store import engine_moves_on, without_events
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.store import Database
-from timetravel.store.seed import seed_upstream_run
 from timetravel.store.undo import UndoInput, UndoResult
 from workflows.undo_rewind import UndoRewind
 

@@ -16,9 +16,9 @@ from activities._errors import domain_errors
 from activities.rewind import StoreActivities
 from tests.rewind.helpers import audit_rows, rewind_input, start
 from tests.rewind.test_rollback import acts_with
+from timetravel.demo.seed import seed_upstream_run
 from timetravel.models import AuditRef, RewindCounts, TruncateInput
 from timetravel.store import Database
-from timetravel.store.seed import seed_upstream_run
 from workflows.rewind_run import RewindRun
 
 EVENTS: list[tuple[str, float]] = []

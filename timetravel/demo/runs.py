@@ -1,4 +1,4 @@
-"""The demo data of ``timetravel dev --demo``: a few Smithers runs worth rewinding.
+"""The demo runs of ``timetravel dev --demo``: a few Smithers runs worth rewinding.
 
 :func:`seed_demo` writes three runs with every table a rewind touches, in the shapes the Smithers
 engine writes them:
@@ -23,10 +23,8 @@ every machine: a sandbox deleted by hand is rebuilt with the ids the database al
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +33,13 @@ from typing import Any
 from sqlalchemy import Table, insert, select
 
 from timetravel import schema
+from timetravel.demo.seed import create_output_table
+from timetravel.history.canonical import dumps as _js_json
+from timetravel.history.models import SnapshotData
+from timetravel.history.snapshot import build_snapshot_row
 from timetravel.store import Database
-from timetravel.store.seed import create_output_table
+from timetravel.vcs._run import base_env, failure_text
+from timetravel.vcs._run import run as run_vcs
 
 __all__ = [
     "DEMO_RUN_IDS",
@@ -64,11 +67,6 @@ _GIT_IDENTITY = {
     "GIT_COMMITTER_NAME": "Smithers Demo",
     "GIT_COMMITTER_EMAIL": "demo@smithers.invalid",
 }
-
-
-def _js_json(value: Any) -> str:
-    """JSON as JavaScript's ``JSON.stringify`` writes it (what Smithers stores)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 # -- what the demo runs are ------------------------------------------------------------------
@@ -197,7 +195,6 @@ DEMO_RUN_IDS: tuple[str, ...] = tuple(spec.run_id for spec in _RUNS)
 def _git(repo: Path, *args: str, stdin: str | None = None, when_ms: int = BASE_MS) -> str:
     seconds = when_ms // 1000
     env = {
-        **os.environ,
         **_GIT_IDENTITY,
         "GIT_AUTHOR_DATE": f"@{seconds} +0000",
         "GIT_COMMITTER_DATE": f"@{seconds} +0000",
@@ -206,16 +203,9 @@ def _git(repo: Path, *args: str, stdin: str | None = None, when_ms: int = BASE_M
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.devnull,
     }
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed in {repo}: {done.stderr.strip()}")
+    done = run_vcs(["git", *args], str(repo), env=base_env(env), input=stdin)
+    if not done.ok:
+        raise RuntimeError(f"git {' '.join(args)} failed in {repo}: {failure_text('git', done)}")
     return done.stdout.strip()
 
 
@@ -316,15 +306,15 @@ def _build_run(spec: _RunSpec, start_ms: int, sandbox: Path | None) -> _Rows:
             if spec.loop
             else []
         )
-        content = {"nodes": nodes, "outputs": outputs, "ralph": ralph, "input": input_obj}
-        rows.add(schema.snapshots, {
-            "run_id": run_id, "frame_no": frame_no, "nodes_json": _js_json(nodes),
-            "outputs_json": _js_json(outputs), "ralph_json": _js_json(ralph),
-            "input_json": _js_json(input_obj), "vcs_pointer": pointer,
-            "workflow_hash": workflow_hash,
-            "content_hash": hashlib.sha256(_js_json(content).encode()).hexdigest(),
-            "created_at_ms": t,
-        })  # fmt: skip
+        data = SnapshotData(
+            nodes=nodes,
+            outputs=outputs,
+            ralph=ralph,
+            input=input_obj,
+            vcs_pointer=pointer,
+            workflow_hash=workflow_hash,
+        )
+        rows.add(schema.snapshots, build_snapshot_row(run_id, frame_no, data, t).model_dump())
         frame_no += 1
 
     capture("run started", [])
