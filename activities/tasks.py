@@ -7,6 +7,8 @@ the rewind.
 
 from __future__ import annotations
 
+import dataclasses
+
 from temporalio import activity
 
 from activities._errors import domain_errors
@@ -16,19 +18,20 @@ from timetravel.store.tasks import TaskStore
 from timetravel.task_models import TaskBeginInput, TaskBegun, TaskPlan, TaskStepInput
 from timetravel.vcs import backend_for
 
+#: The admitted operation's fields, shared by ``tasks.ValidTaskInput`` and ``TaskBegun``.
+_VALID_FIELDS = tuple(f.name for f in dataclasses.fields(tasks.ValidTaskInput))
+
+#: The input fields each operation takes besides the common ones, in the audit row's order.
+_COMMON_FIELDS = ("run_id", "node_id", "iteration", "caller", "confirm")
+_OP_FIELDS = {
+    "retry-task": ("reset_dependents", "force"),
+    "time-travel": ("attempt", "reset_dependents", "restore_vcs", "force"),
+    "revert": ("attempt", "force"),
+}
+
 
 def _valid(b: TaskBegun) -> tasks.ValidTaskInput:
-    return tasks.ValidTaskInput(
-        op=b.op,
-        run_id=b.run_id,
-        node_id=b.node_id,
-        iteration=b.iteration,
-        attempt=b.attempt,
-        reset_dependents=b.reset_dependents,
-        force=b.force,
-        restore_vcs=b.restore_vcs,
-        caller=b.caller,
-    )
+    return tasks.ValidTaskInput(**{name: getattr(b, name) for name in _VALID_FIELDS})
 
 
 class TaskActivities:
@@ -41,24 +44,7 @@ class TaskActivities:
     @activity.defn
     @domain_errors
     def task_begin(self, input: TaskBeginInput) -> TaskBegun:
-        raw = {
-            "run_id": input.run_id,
-            "node_id": input.node_id,
-            "iteration": input.iteration,
-            "caller": input.caller,
-            "confirm": input.confirm,
-        }
-        if input.op == "retry-task":
-            raw.update(reset_dependents=input.reset_dependents, force=input.force)
-        elif input.op == "time-travel":
-            raw.update(
-                attempt=input.attempt,
-                reset_dependents=input.reset_dependents,
-                restore_vcs=input.restore_vcs,
-                force=input.force,
-            )
-        else:
-            raw.update(attempt=input.attempt, force=input.force)
+        raw = {name: getattr(input, name) for name in (*_COMMON_FIELDS, *_OP_FIELDS[input.op])}
         audit_id, v, ts = self.store.begin(
             input.op,
             raw,
@@ -68,15 +54,7 @@ class TaskActivities:
         )
         return TaskBegun(
             audit_id=audit_id,
-            op=v.op,
-            run_id=v.run_id,
-            node_id=v.node_id,
-            iteration=v.iteration,
-            attempt=v.attempt,
-            reset_dependents=v.reset_dependents,
-            force=v.force,
-            restore_vcs=v.restore_vcs,
-            caller=v.caller,
+            **{name: getattr(v, name) for name in _VALID_FIELDS},
             started_at_ms=ts,
             search_attributes=self.search_attributes,
         )
