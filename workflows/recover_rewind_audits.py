@@ -14,6 +14,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.recovery import RecoveryActivities
     from timetravel.models import RecoveredAudit, RecoverInput, RecoverResult, StaleRewind
+    from timetravel.store.recovery import SettledRewind
     from workflows._input import RECOVER, workflow_input
     from workflows._steps import STEP_RETRY, STEP_TIMEOUT
 
@@ -34,16 +35,31 @@ class RecoverRewindAudits:
         )
         recovered = []
         for row in stale:
-            await workflow.execute_activity_method(
+            # A history recorded before recovery settled exactly holds an AuditRow here: it
+            # decodes into SettledRewind with no action.
+            settled: SettledRewind = await workflow.execute_activity_method(
                 RecoveryActivities.settle_stale_rewind,
                 row,
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=STEP_RETRY,
                 summary=f"settle audit {row.id} ({row.run_id})",
             )
-            recovered.append(RecoveredAudit(id=row.id, run_id=row.run_id))
+            recovered.append(
+                RecoveredAudit(
+                    id=row.id,
+                    run_id=row.run_id,
+                    result=settled.result,
+                    action=settled.action,
+                    detail=settled.detail,
+                )
+            )
         workflow.set_current_details(
             f"Recovered {len(recovered)} rewind(s): "
-            + (", ".join(f"{r.id} ({r.run_id})" for r in recovered) or "none")
+            + ("; ".join(_line(r) for r in recovered) or "none")
         )
         return RecoverResult(recovered=recovered)
+
+
+def _line(r: RecoveredAudit) -> str:
+    """``audit 12 (run-x): rolled back (undid engine, truncate): failed``."""
+    return f"audit {r.id} ({r.run_id}): {r.detail or r.result or 'settled'}"

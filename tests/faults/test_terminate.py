@@ -108,7 +108,8 @@ async def test_terminate_during_step_then_recover(
     where = common.outcome(db, root, boxes, ref)
     assert where == ("post" if (method, side) in POST else "pre")
     if side == "before" and method in FENCED:
-        assert "RewindNotHeld" in repr(gate.error), f"the orphan was not fenced: {gate.error!r}"
+        code = getattr(gate.error, "type", None)
+        assert code == "RewindNotHeld", f"the orphan was not fenced: {gate.error!r}"
     settled = [r for r in (*first.recovered, *second.recovered) if r.id == audits[-1].id]
     if settled:  # what recovery did, in its result
         expected = {"pre": ("failed",), "post": ("success",)}[where]

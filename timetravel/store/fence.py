@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
 from timetravel import schema
 from timetravel.clock import now_ms
@@ -33,7 +33,15 @@ from timetravel.enginedb import engine_features, lease
 from timetravel.errors import Busy, RewindNotHeld
 from timetravel.store import Database, retry_on_lock
 
-__all__ = ["Holding", "check_held", "hold", "not_held"]
+__all__ = [
+    "TAKEOVER_PREFIX",
+    "Holding",
+    "check_held",
+    "hold",
+    "not_held",
+    "take_over",
+    "taken_over",
+]
 
 K = schema.run_locks
 
@@ -71,8 +79,8 @@ def hold(conn: Connection, audit_id: int, *, undo: bool = False) -> Holding:
         Busy: upstream's lease for the run is no longer ours.
     """
     row = conn.execute(select(K).where(K.c.audit_id == audit_id).with_for_update()).first()
-    if row is None:
-        raise not_held(audit_id)
+    if row is None or (not undo and taken_over(row.workflow_id)):
+        raise not_held(audit_id)  # gone, or recovery took the run over: only undo may write
     held = Holding(row.run_id, audit_id, row.lease_run_id, row.lease_token)
     if held.lease_token is None or held.lease_run_id is None:
         return held
@@ -94,3 +102,33 @@ def hold(conn: Connection, audit_id: int, *, undo: bool = False) -> Holding:
             },
         )
     return held
+
+
+#: The lock row's ``workflow_id`` once recovery took a dead saga's run over (issue #10).
+TAKEOVER_PREFIX = "timetravel-recovery:"
+
+
+def taken_over(workflow_id: str | None) -> bool:
+    """Whether a lock row's ``workflow_id`` says recovery took the run over."""
+    return workflow_id is not None and workflow_id.startswith(TAKEOVER_PREFIX)
+
+
+@retry_on_lock
+def take_over(db: Database, audit_id: int, by: str) -> Holding:
+    """Recovery takes a dead saga's run over before settling it: from this commit on, every
+    forward step of that saga (an orphaned activity still running) is refused with
+    ``RewindNotHeld``, while its compensations (``hold(..., undo=True)``, what recovery runs)
+    still pass. The lock row stays (with the saga's audit id, which keys its backups) until
+    recovery's ``finish`` releases it. On PostgreSQL the ``FOR UPDATE`` waits for a write of
+    the orphan in flight, so every record it committed is visible afterwards. Idempotent.
+
+    Raises:
+        RewindNotHeld: the saga no longer holds the run (nothing to take over).
+        Busy: upstream's lease is someone else's, unexpired.
+    """
+    with db.write() as conn:
+        held = hold(conn, audit_id, undo=True)
+        conn.execute(
+            update(K).where(K.c.audit_id == audit_id).values(workflow_id=TAKEOVER_PREFIX + by)
+        )
+        return held
