@@ -235,6 +235,11 @@ class StaleRewind(_Model):
 class RecoveredAudit(_Model):
     id: int
     run_id: str
+    #: The row's terminal result (``failed``, ``success``, ``partial``) and what recovery did:
+    #: ``rolled back``, ``finished``, ``nothing to do``, ``flagged``.
+    result: str | None = None
+    action: str | None = None
+    detail: str | None = None
 
 
 class RecoverResult(_Model):
