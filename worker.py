@@ -1,6 +1,8 @@
 """The smithers-time-travel worker.
 
-``build_worker(client, settings)`` registers every workflow and activity on the task queue;
+``build_worker(client, settings)`` registers every workflow and activity on the task queue,
+with the interceptors of :mod:`timetravel.identity` (a saga's steps run against the database it
+began on, or fail ``WrongDatabase``: serve one database per task queue);
 ``python worker.py`` (or ``timetravel worker``) runs it until SIGINT/SIGTERM and then shuts down
 cleanly, letting running activities finish. Activities are synchronous (SQLAlchemy, git and jj
 all block) and run on a thread pool at least as large as the activity slots.
@@ -24,6 +26,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities import build_activities
 from timetravel.client import connect
 from timetravel.converter import LenientPayloadConverter
+from timetravel.identity import DatabaseInterceptor
+from timetravel.models import DatabaseRef
 from timetravel.settings import Settings, load_settings
 from timetravel.store import Database
 from workflows.registry import ALL_WORKFLOWS
@@ -79,6 +83,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
+        interceptors=[DatabaseInterceptor(database_ref(db))],
         workflows=ALL_WORKFLOWS,
         workflow_runner=workflow_runner(),
         activities=acts,
@@ -87,6 +92,12 @@ def build_worker(
         ),
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
     )
+
+
+def database_ref(db: Database) -> DatabaseRef:
+    """The worker's database as sagas name it: its identity (created on first use in a database
+    migrated before identities existed) and its URL without the password."""
+    return DatabaseRef(id=db.identity(), name=db.describe())
 
 
 def with_lenient_inputs(client: Client) -> Client:
@@ -159,7 +170,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     start_metrics_server(settings.metrics_bind)
     attrs = await registered_search_attributes(client, settings.temporal_namespace)
     worker = build_worker(client, settings, db=db, search_attributes=attrs)
-    log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
+    log.info(
+        "worker polling task queue %s on %s for database %s (id %s); serve one database per "
+        "task queue",
+        settings.task_queue,
+        settings.temporal_address,
+        db.describe(),
+        db.identity(),
+    )
     async with worker:
         await stop.wait()
         log.info("shutting down worker")

@@ -186,6 +186,13 @@ class RevisionNotFound(_Coded):
     """The VCS has no such revision."""
 
 
+# Codes of the deployment.
+class WrongDatabase(_Coded):
+    """A step of a saga reached a worker of another database than the one the saga began on
+    (two workers with different databases poll one task queue; serve one database per task
+    queue). Nothing was done; ``details`` names both databases (never a password)."""
+
+
 _BY_CODE: dict[str, type[_Coded]] = {cls.code: cls for cls in _Coded.__subclasses__()}
 
 #: Every error code, derived from the classes above (rewind codes first).

@@ -262,6 +262,15 @@ class BeginInput(_Model):
     force: bool = False
 
 
+class DatabaseRef(_Model):
+    """Which database a saga began on (:mod:`timetravel.identity`)."""
+
+    #: The database's identity (``_timetravel_meta.database_id``).
+    id: str
+    #: Its URL as the worker that began saw it, password hidden (for error messages).
+    name: str
+
+
 class BeginResult(_Model):
     audit_id: int | None
     run_id: str
@@ -272,6 +281,9 @@ class BeginResult(_Model):
     search_attributes: list[str] = Field(default_factory=list)
     #: Whether begin took upstream's rewind lease (the workflow renews it while it lives).
     lease: bool = False
+    #: The database begin ran against, set by the worker (:mod:`timetravel.identity`); every
+    #: later step must run against it. ``None`` in histories recorded before it existed.
+    database: DatabaseRef | None = None
 
 
 class AuditRef(_Model):

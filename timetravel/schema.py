@@ -20,6 +20,11 @@ Our own tables start with ``_timetravel_``:
 * ``_timetravel_bk_outputs``: the same for the per-node output tables, as JSON rows.
 * ``_timetravel_bk_rows``: the same for engine tables outside this metadata (0.32 snapshot
   contents and refs, output provenance, signals, VCS tags), as JSON rows.
+* ``_timetravel_meta``: facts about the database itself, as key/value rows; ``database_id`` is
+  the database's identity (a uuid), which workers compare so that a saga's steps never run
+  against another database than the one it began on (:mod:`timetravel.identity`). Created by
+  ``migrate``, or on first use in a database migrated before it existed
+  (:data:`OPTIONAL_TABLES`).
 
 Per-node output tables are named at run time (``_smithers_nodes.output_table``); they are never
 in this metadata. :func:`check_output_table_name` guards every use of such a name.
@@ -43,6 +48,7 @@ from sqlalchemy import (
 
 __all__ = [
     "BACKED_UP_TABLES",
+    "OPTIONAL_TABLES",
     "OUTPUT_TABLE_NAME",
     "check_output_table_name",
     "metadata",
@@ -321,6 +327,18 @@ bk_rows = Table(
     Column("table_name", Text, nullable=False),
     Column("row_json", Text, nullable=False),
 )
+
+#: Facts about the database itself (key ``database_id``: its identity, a uuid).
+meta = Table(
+    "_timetravel_meta",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+#: Our tables that are created on first use when missing, so a database migrated before they
+#: existed is not reported as lacking tables (``timetravel migrate`` creates them too).
+OPTIONAL_TABLES = frozenset({meta.name})
 
 
 def _backup_table(source: Table) -> Table:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from timetravel.models import AuditRow, EffectBoundary
+from timetravel.models import AuditRow, DatabaseRef, EffectBoundary
 
 TaskOpName = Literal["retry-task", "time-travel", "revert"]
 
@@ -179,6 +179,7 @@ class TaskBegun(_Model):
     caller: str
     started_at_ms: int
     search_attributes: list[str] = Field(default_factory=list)
+    database: DatabaseRef | None = None  # set by the worker (timetravel.identity)
 
 
 class TaskStepInput(_Model):

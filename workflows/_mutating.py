@@ -164,6 +164,7 @@ class MutatingSaga(Generic[V]):
         self._admitted = True
         self._ref = AuditRef(audit_id=begun.audit_id, run_id=begun.run_id)
         self._attrs = list(begun.search_attributes)
+        self._database = begun.database  # every later step runs there (timetravel.identity)
         self._upsert(RUN_ID_KEY, begun.run_id)
         return begun
 

@@ -23,6 +23,7 @@ code meaning
 7    ``UnsupportedSandbox``, ``VcsError``, ``NoVcsPointer``
 8    ``RewindFailed`` (incl. a workflow that was terminated, cancelled or timed out)
 9    ``Aborted``, ``ConfirmationTimeout``
+10   ``WrongDatabase`` (two databases served on one task queue)
 130  interrupted (Ctrl-C); the workflow itself keeps running
 ==== =====================================================================
 """
@@ -83,6 +84,7 @@ EXIT_CODES: dict[str, int] = {
     "RewindFailed": 8,
     "Aborted": 9,
     "ConfirmationTimeout": 9,
+    "WrongDatabase": 10,
 }
 EXIT_OTHER = 1
 EXIT_INTERRUPTED = 130

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    insert,
     inspect,
     select,
     text,
@@ -362,6 +363,7 @@ class Database:
                     if c["name"] not in have:
                         self._add_column(conn, backup.name, Column(c["name"], c["type"]))
                         report.columns.append(f"{backup.name}.{c['name']}")
+            self._ensure_identity(conn)
         with self._lock:
             self._columns.clear()
             self._outputs.clear()
@@ -377,6 +379,48 @@ class Database:
                 ddl += " NOT NULL"
         conn.exec_driver_sql(ddl)
 
+    # -- identity ---------------------------------------------------------------------------
+
+    #: The key of the database's identity in ``_timetravel_meta``.
+    IDENTITY_KEY = "database_id"
+
+    def identity(self) -> str:
+        """This database's identity: a uuid kept in ``_timetravel_meta``, the same for every
+        process that opens the database, whatever URL it uses. Created on first use (the table
+        too) in a database migrated before identities existed; two processes creating it at
+        once agree on one."""
+        with self.read() as conn:
+            if schema.meta.name in inspect(conn).get_table_names():
+                found = conn.execute(
+                    select(schema.meta.c.value).where(schema.meta.c.key == self.IDENTITY_KEY)
+                ).scalar()
+                if found is not None:
+                    return str(found)
+        for attempt in range(3):
+            try:
+                with self.write() as conn:
+                    return self._ensure_identity(conn)
+            except DBAPIError:  # a concurrent creator won the table or the row: read theirs
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _ensure_identity(self, conn: Connection) -> str:
+        """The identity row, inserted (and its table created) when missing."""
+        schema.meta.create(conn, checkfirst=True)
+        found = conn.execute(
+            select(schema.meta.c.value).where(schema.meta.c.key == self.IDENTITY_KEY)
+        ).scalar()
+        if found is not None:
+            return str(found)
+        new = str(uuid.uuid4())
+        conn.execute(insert(schema.meta).values(key=self.IDENTITY_KEY, value=new))
+        return new
+
+    def describe(self) -> str:
+        """The database's URL as logs and errors may show it (never a password)."""
+        return self.url.render_as_string(hide_password=True)
+
     def missing_sqlite_file(self) -> str | None:
         """The path of a file-backed SQLite database that does not exist yet (connecting would
         create it), else ``None``."""
@@ -391,7 +435,11 @@ class Database:
         """Smithers and side tables this database lacks (``timetravel migrate`` adds them)."""
         with self.read() as conn:
             present = set(inspect(conn).get_table_names())
-        return [t.name for t in schema.metadata.sorted_tables if t.name not in present]
+        return [
+            t.name
+            for t in schema.metadata.sorted_tables
+            if t.name not in present and t.name not in schema.OPTIONAL_TABLES
+        ]
 
     def columns(self, conn: Connection, table_name: str) -> list[str]:
         """The live column names of a table (cached; refreshed by :meth:`migrate`)."""
