@@ -184,6 +184,7 @@ class SnapshotTruncate:
         self._upsert(conn, NODES, changed, ["run_id", "node_id", "iteration"])
         # Outputs: each table that changes is copied whole (the run's rows) and replaced.
         deleted_outputs, replaced = 0, []
+        deleted_keys: dict[str, list[list[Any]]] = {}
         for name, plan in state.outputs.items():
             out = self.db.output_table(conn, name)
             if out is None or out.iteration_col is None or not (plan.delete or plan.upsert):
@@ -194,6 +195,9 @@ class SnapshotTruncate:
             if rows:
                 bk.copy_output_rows(conn, audit_id, out, rows)
             replaced.append(name)
+            if plan.delete:
+                # What an undo checks for outputs written again since (small: keys only).
+                deleted_keys[name] = [[str(n), int(i)] for n, i in plan.delete]
             key_cols = (t.c[out.node_col], t.c[out.iteration_col])
             for row_keys in chunks(plan.delete, KEYS_PER_STATEMENT):
                 deleted_outputs += conn.execute(
@@ -203,6 +207,8 @@ class SnapshotTruncate:
                 conn, t, list(plan.upsert.values()), [out.run_col, out.node_col, out.iteration_col]
             )
         record["replaced_outputs"] = replaced
+        if deleted_keys:
+            record["deleted_output_keys"] = deleted_keys
         # Provenance (copied whole before either path), deletes before upserts: seq is unique.
         if record.get("provenance"):
             for p in state.provenance_delete:

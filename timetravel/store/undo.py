@@ -18,10 +18,19 @@ transaction fenced on the *undo's* own lock (:func:`~timetravel.store.fence.hold
 4. it marks the target's records ``restored`` (a target is undone once) and appends a
    ``TimeTravelUndone`` event.
 
+Engine 0.32 (:mod:`timetravel.store.truncate_snapshot`): a rewind that took the *snapshot path*
+is undone too: its JSON row copies put back the snapshots after its target frame (contents,
+refs and ref counts exact), the VCS tags and the signals it deleted, and the output tables it
+replaced are replaced again by their copies. A rewind that archived tool calls (forced past
+side effects or not) gets its journal rows back exactly and the archive rows it added removed
+(:func:`~timetravel.enginedb.tool_calls.restore_tool_calls`); the undo's record and its
+``TimeTravelUndone`` event say how many calls came back and which it had been forced past. The
+undo's whole-state copy covers those tables as well (signals, tool calls and their archive,
+snapshots and tags after the target frame), so such an undo is undoable and compensable too.
+
 Refused with ``NotUndoable`` (``details.reason``): no such audit row, not ``success``, not a
 rewind or an undo (the task-level sagas are not undoable yet), backups pruned by retention
-(``pruned``), already undone, or a rewind that took upstream 0.32's snapshot path (its
-snapshot rows are not undoable yet).
+(``pruned``), or already undone.
 """
 
 from __future__ import annotations
@@ -34,9 +43,23 @@ from sqlalchemy import Connection, and_, delete, func, insert, select, text, tup
 
 from timetravel import schema
 from timetravel.clock import now_ms
-from timetravel.enginedb import engine_features
+from timetravel.enginedb import (
+    SnapshotRows,
+    delete_snapshots_after,
+    engine_features,
+    restore_snapshot_rows,
+)
+from timetravel.enginedb import snapshot_rows_after as snapshot_rows_after_frame
 from timetravel.enginedb._sql import insert_rows
-from timetravel.enginedb.features import OUTPUT_PROVENANCE
+from timetravel.enginedb.features import (
+    OUTPUT_PROVENANCE,
+    SIGNALS,
+    SNAPSHOT_CONTENTS,
+    SNAPSHOT_REFS,
+    TOOL_CALL_ARCHIVE,
+    TOOL_CALLS,
+)
+from timetravel.enginedb.tool_calls import restore_tool_calls
 from timetravel.errors import NotUndoable, RunMovedOn, TimeTravelError
 from timetravel.models import BeginResult
 from timetravel.store import Database, decode_row, retry_on_lock
@@ -75,6 +98,11 @@ DIFFS = schema.node_diffs
 RALPH = schema.ralph
 EVENTS = schema.events
 BO = schema.bk_outputs
+BR = schema.bk_rows
+VCS_TAGS = schema.vcs_tags
+SNAPSHOTS = schema.snapshots.name
+#: Engine tables whose JSON row copies an undo puts back (and counts in its plan).
+JSON_COMES_BACK = (SNAPSHOTS, SIGNALS, VCS_TAGS.name, TOOL_CALLS, TOOL_CALL_ARCHIVE)
 #: The run's tables an undo copies whole and replaces (the run row by UPDATE).
 WHOLE = (FRAMES, ATTEMPTS, DIFFS, NODES, RALPH)
 
@@ -166,20 +194,6 @@ class UndoStore:
             if row.restored:
                 raise not_undoable(audit_id, "already-undone", f"Audit {audit_id} is undone.")
             record = json.loads(row.state_json)
-            if record.get("mode") == "snapshot":
-                raise not_undoable(
-                    audit_id,
-                    "snapshot-path",
-                    f"Rewind {audit_id} took engine 0.32's snapshot path; undoing it is not "
-                    "supported yet.",
-                )
-            if record.get("tool_calls") is not None:
-                raise not_undoable(
-                    audit_id,
-                    "side-effects",
-                    f"Rewind {audit_id} archived the run's tool-call journal (engine 0.32 side "
-                    "effects); undoing it is not supported yet.",
-                )
             return _Target(audit, kind, record, int(row.created_at_ms))
         raise not_undoable(
             audit_id,
@@ -231,6 +245,18 @@ class UndoStore:
             outputs = self._rewritten_outputs(conn, t)
             if outputs:
                 out["newOutputs"] = outputs
+        if engine_features(conn).signals:
+            signals = list(
+                conn.execute(
+                    text(
+                        f"SELECT seq FROM {SIGNALS} WHERE run_id = :r AND received_at_ms > :t "
+                        "ORDER BY seq"
+                    ),
+                    {"r": rid, "t": t.created_at_ms},
+                ).scalars()
+            )
+            if signals:
+                out["newSignals"] = [int(x) for x in signals]
         return out
 
     def _output_keys(self, conn: Connection, audit_id: int) -> dict[str, set[tuple[Any, ...]]]:
@@ -248,9 +274,18 @@ class UndoStore:
         return keys
 
     def _rewritten_outputs(self, conn: Connection, t: _Target) -> list[str]:
-        """Outputs the run wrote again for the keys the rewind deleted (``table:node#iter``)."""
+        """Outputs the run wrote again for the keys the rewind deleted (``table:node#iter``).
+
+        The snapshot path copies each output table it replaces whole (kept rows too): the
+        keys it deleted are in its record instead (none recorded: none checked here, a new
+        output comes with a new attempt, which is checked)."""
         found = []
-        for name, keys in self._output_keys(conn, t.id).items():
+        if t.record.get("mode") == "snapshot":
+            deleted: dict[str, list[list[Any]]] = t.record.get("deleted_output_keys", {})
+            by_table = {n: {(k[0], k[1]) for k in keys} for n, keys in deleted.items()}
+        else:
+            by_table = self._output_keys(conn, t.id)
+        for name, keys in by_table.items():
             out = self.db.output_table(conn, name)
             assert out is not None
             tb = out.table
@@ -274,6 +309,13 @@ class UndoStore:
             select(BO.c.table_name, func.count())
             .where(BO.c.audit_id == t.id)
             .group_by(BO.c.table_name)
+        ):
+            counts[name] = int(n)
+        # Engine 0.32's rows kept as JSON (provenance is replaced whole: not counted).
+        for name, n in conn.execute(
+            select(BR.c.table_name, func.count())
+            .where(BR.c.audit_id == t.id, BR.c.table_name.in_(JSON_COMES_BACK))
+            .group_by(BR.c.table_name)
         ):
             counts[name] = int(n)
         return dict(sorted(counts.items()))
@@ -382,13 +424,15 @@ class UndoStore:
                 bk.copy_json_rows(
                     conn, undo_audit_id, OUTPUT_PROVENANCE, _run_rows(conn, OUTPUT_PROVENANCE, rid)
                 )
+            engine_state = self._copy_engine_state(conn, undo_audit_id, t)
             # 2. The target's rows back.
+            effects: dict[str, Any] | None = None
             if t.kind == "undo":
                 self._replace_from(conn, t.id, rid, t.record)
                 self._control_fields_back(conn, t.id, rid)
                 marked = [[UNDO_STEP, ""]]
             else:
-                self._put_rewind_back(conn, t)
+                effects = self._put_rewind_back(conn, t)
                 marked = [
                     [step, ""]
                     for step in (TRUNCATE_STEP, RECONCILER_STEP)
@@ -415,6 +459,14 @@ class UndoStore:
                             "fromFrameNo": plan.from_frame_no,
                             "toFrameNo": plan.to_frame_no,
                             "discardedNewer": bool(changed),
+                            **(
+                                {
+                                    "restoredToolCalls": effects["restored"],
+                                    "forcedPastCalls": len(effects["forced_past"]),
+                                }
+                                if effects
+                                else {}
+                            ),
                             "caller": caller,
                             "timestampMs": now,
                         }
@@ -431,12 +483,47 @@ class UndoStore:
                     "target_audit_id": t.id,
                     "output_tables": tables,
                     "provenance": provenance,
+                    **engine_state,
+                    **({"tool_calls": effects} if effects else {}),
                     "marked": marked,
                     "event_seq": seq,
                     "plan": plan.model_dump(),
                 },
             )
             return plan
+
+    def _copy_engine_state(
+        self, conn: Connection, undo_audit_id: int, t: _Target
+    ) -> dict[str, Any]:
+        """Copy, under the undo's id, the run's engine-0.32 rows the undo may change: every
+        signal, tool call and archived tool call of the run and, when the target changed
+        snapshots (a snapshot-path rewind, or an undo of one), the snapshots (refs and the
+        contents only they reference) and VCS tags after the target frame. Returns what the
+        undo's record says about them (:meth:`_replace_from` reads it)."""
+        bk, rid, feats = self.backups, t.run_id, engine_features(conn)
+        out: dict[str, Any] = {}
+        if feats.signals:
+            bk.copy_json_rows(conn, undo_audit_id, SIGNALS, _run_rows(conn, SIGNALS, rid))
+            out["signals"] = True
+        if feats.tool_calls:
+            for name in (TOOL_CALLS, TOOL_CALL_ARCHIVE):
+                bk.copy_json_rows(conn, undo_audit_id, name, _run_rows(conn, name, rid))
+            out["tool_calls_whole"] = True
+        after = _snapshots_after(t)
+        if after is not None:
+            rows = snapshot_rows_after_frame(conn, rid, after)
+            bk.copy_json_rows(conn, undo_audit_id, SNAPSHOT_CONTENTS, rows.contents)
+            bk.copy_json_rows(conn, undo_audit_id, SNAPSHOTS, rows.snapshots)
+            bk.copy_json_rows(conn, undo_audit_id, SNAPSHOT_REFS, rows.refs)
+            tags = VCS_TAGS.c.run_id == rid, VCS_TAGS.c.frame_no > after
+            bk.copy_json_rows(
+                conn,
+                undo_audit_id,
+                VCS_TAGS.name,
+                [dict(r._mapping) for r in conn.execute(select(VCS_TAGS).where(*tags))],
+            )
+            out["snapshots_after"] = after
+        return out
 
     def _output_tables(self, conn: Connection, run_id: str, target_id: int) -> list[str]:
         """Physical output tables of the run's nodes (live and in the target's copies)."""
@@ -461,11 +548,22 @@ class UndoStore:
                 out.add(resolved.table.name)
         return sorted(out)
 
-    def _put_rewind_back(self, conn: Connection, t: _Target) -> None:
+    def _put_rewind_back(self, conn: Connection, t: _Target) -> dict[str, Any] | None:
         """A rewind's row copies over what it left; newer rows with its keys, and newer frames,
-        attempts and diffs, go first (they are in the undo's copies)."""
+        attempts and diffs, go first (they are in the undo's copies). Returns what came back
+        of the tool-call journal (None when the rewind archived none)."""
         bk, rid, aid = self.backups, t.run_id, t.id
         since = int(t.audit.timestamp_ms)
+        snapshot_mode = t.record.get("mode") == "snapshot"
+        feats = engine_features(conn)
+        newer = {
+            (str(n), int(i))
+            for n, i in conn.execute(
+                select(ATTEMPTS.c.node_id, ATTEMPTS.c.iteration).where(
+                    ATTEMPTS.c.run_id == rid, ATTEMPTS.c.started_at_ms >= since
+                )
+            )
+        }
         bk.update_from_copies(conn, RUNS.name, aid)
         self._control_fields_back(conn, aid, rid)
         conn.execute(
@@ -483,7 +581,19 @@ class UndoStore:
             if src is not NODES or not t.record.get("nodes_replaced"):
                 bk.delete_copied(conn, src.name, aid)
             bk.restore_rows(conn, src.name, aid)
-        for name, keys in self._output_keys(conn, aid).items():
+        copied = self._output_keys(conn, aid)
+        replaced = set(t.record.get("replaced_outputs", [])) if snapshot_mode else set()
+        for name in replaced:
+            # The snapshot path copied each table it replaced whole: replace it again.
+            out = self.db.output_table(conn, name)
+            if out is None:
+                raise TimeTravelError.of(
+                    "RewindFailed", f"Output table {name} vanished; cannot restore."
+                )
+            conn.execute(delete(out.table).where(out.table.c[out.run_col] == rid))
+        for name, keys in copied.items():
+            if name in replaced:
+                continue
             out = self.db.output_table(conn, name)
             assert out is not None
             tb = out.table
@@ -496,6 +606,8 @@ class UndoStore:
                         mine, tuple_(tb.c[out.node_col], tb.c[out.iteration_col]).in_(list(keys))
                     )
                 )
+        if newer:
+            self._drop_newer_outputs(conn, rid, aid, newer, skip=replaced)
         bk.restore_output_rows(conn, aid)
         if bk.record(conn, aid, RECONCILER_STEP) is not None:
             conn.execute(delete(RALPH).where(RALPH.c.run_id == rid))
@@ -503,6 +615,91 @@ class UndoStore:
         if t.record.get("provenance"):
             conn.execute(text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": rid})
             insert_rows(conn, OUTPUT_PROVENANCE, bk.json_rows(conn, aid, OUTPUT_PROVENANCE))
+        after = {"r": rid, "t": t.created_at_ms}
+        if feats.signals:
+            # Signals received since the rewind (newer work, discarded: in the undo's copies).
+            conn.execute(
+                text(f"DELETE FROM {SIGNALS} WHERE run_id = :r AND received_at_ms > :t"), after
+            )
+        if snapshot_mode:
+            self._snapshot_rows_back(conn, rid, aid, int(t.audit.to_frame_no))
+        calls = t.record.get("tool_calls")
+        if feats.tool_calls:
+            # Calls journaled since the rewind belong to the newer attempts dropped above.
+            conn.execute(
+                text(f"DELETE FROM {TOOL_CALLS} WHERE run_id = :r AND started_at_ms > :t"), after
+            )
+        if calls is None:
+            return None
+        rows = bk.json_rows(conn, aid, TOOL_CALLS)
+        restore_tool_calls(conn, rid, str(calls["op"]), rows)
+        forced = calls.get("forced_past") or {}
+        return {
+            "op": calls["op"],
+            "restored": len(rows),
+            "unarchived": int(calls.get("archived", 0)),
+            "forced_past": list(forced.get("calls", [])),
+            "forced_by": forced.get("caller"),
+        }
+
+    def _snapshot_rows_back(self, conn: Connection, rid: str, aid: int, frame_no: int) -> None:
+        """A snapshot-path rewind's deleted signals, VCS tags and snapshots (refs and contents,
+        ref counts exact) back, over whatever the run has after ``frame_no`` now."""
+        bk = self.backups
+        signals = bk.json_rows(conn, aid, SIGNALS)
+        if signals:
+            # Deleted from a sequence number on; any newer ones with those numbers go first.
+            low = min(int(r["seq"]) for r in signals)
+            conn.execute(
+                text(f"DELETE FROM {SIGNALS} WHERE run_id = :r AND seq >= :s"),
+                {"r": rid, "s": low},
+            )
+            insert_rows(conn, SIGNALS, signals)
+        self._frames_after_back(conn, rid, aid, frame_no)
+
+    def _frames_after_back(self, conn: Connection, rid: str, source: int, frame_no: int) -> None:
+        """The run's snapshots and VCS tags after ``frame_no`` replaced by those copied under
+        ``source`` (refs deleted first, so the ref-count triggers collect contents)."""
+        bk = self.backups
+        delete_snapshots_after(conn, rid, frame_no)
+        restore_snapshot_rows(
+            conn,
+            SnapshotRows(
+                snapshots=bk.json_rows(conn, source, SNAPSHOTS),
+                refs=bk.json_rows(conn, source, SNAPSHOT_REFS),
+                contents=bk.json_rows(conn, source, SNAPSHOT_CONTENTS),
+            ),
+        )
+        conn.execute(
+            delete(VCS_TAGS).where(VCS_TAGS.c.run_id == rid, VCS_TAGS.c.frame_no > frame_no)
+        )
+        insert_rows(conn, VCS_TAGS.name, bk.json_rows(conn, source, VCS_TAGS.name))
+
+    def _drop_newer_outputs(
+        self,
+        conn: Connection,
+        rid: str,
+        aid: int,
+        newer: set[tuple[str, int]],
+        *,
+        skip: set[str],
+    ) -> None:
+        """Outputs written since the rewind by attempts it did not know of (discarded newer
+        work, in the undo's copies) in tables the rewind's copies do not replace."""
+        for name in self._output_tables(conn, rid, aid):
+            if name in skip:
+                continue
+            out = self.db.output_table(conn, name)
+            if out is None:
+                continue
+            tb = out.table
+            mine = tb.c[out.run_col] == rid
+            if out.iteration_col is None:
+                nodes = sorted({n for n, _ in newer})
+                conn.execute(delete(tb).where(mine, tb.c[out.node_col].in_(nodes)))
+            else:
+                cols = tuple_(tb.c[out.node_col], tb.c[out.iteration_col])
+                conn.execute(delete(tb).where(mine, cols.in_(sorted(newer))))
 
     def _control_fields_back(self, conn: Connection, aid: int, rid: str) -> None:
         """The run copy of ``aid`` was taken after it paused the engine: the control fields
@@ -544,6 +741,15 @@ class UndoStore:
         if record.get("provenance"):
             conn.execute(text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": run_id})
             insert_rows(conn, OUTPUT_PROVENANCE, bk.json_rows(conn, source_id, OUTPUT_PROVENANCE))
+        names = [SIGNALS] if record.get("signals") else []
+        if record.get("tool_calls_whole"):
+            names += [TOOL_CALLS, TOOL_CALL_ARCHIVE]
+        for name in names:
+            conn.execute(text(f"DELETE FROM {name} WHERE run_id = :r"), {"r": run_id})
+            insert_rows(conn, name, bk.json_rows(conn, source_id, name))
+        after = record.get("snapshots_after")
+        if after is not None:
+            self._frames_after_back(conn, run_id, source_id, int(after))
 
     @retry_on_lock
     def restore(self, undo_audit_id: int) -> bool:
@@ -575,6 +781,14 @@ class UndoStore:
                 )
             bk.mark_restored(conn, undo_audit_id, UNDO_STEP)
             return True
+
+
+def _snapshots_after(t: _Target) -> int | None:
+    """The frame after which the target changed snapshots and VCS tags (None: it did not)."""
+    if t.kind == "rewind":
+        return int(t.audit.to_frame_no) if t.record.get("mode") == "snapshot" else None
+    after = t.record.get("snapshots_after")
+    return None if after is None else int(after)
 
 
 def _run_rows(conn: Connection, table_name: str, run_id: str) -> list[dict[str, Any]]:
