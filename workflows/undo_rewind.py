@@ -22,8 +22,8 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.maintenance import UndoActivities
     from activities.rewind import EngineActivities, VcsActivities
+    from activities.undo import UndoActivities
     from timetravel.errors import TimeTravelError
     from timetravel.models import AuditRow, AuditView, ConfirmInput, EngineInput, SandboxInput
     from timetravel.store.undo import (

@@ -354,6 +354,16 @@ class UndoStore:
             rec = self.backups.record(conn, audit_id, SANDBOX_STEP, cwd)
         return None if rec is None else dict(rec.state)
 
+    def restored_sandbox_state(self, undo_audit_id: int, cwd: str) -> dict[str, Any] | None:
+        """The state an undo put a sandbox back to (its target's ``sandbox`` record), None
+        when ``undo_audit_id`` is no undo or did not touch ``cwd``."""
+        with self.db.read() as conn:
+            rec = self.backups.record(conn, undo_audit_id, UNDO_STEP)
+            if rec is None:
+                return None
+            saved = self.backups.record(conn, int(rec.state["target_audit_id"]), SANDBOX_STEP, cwd)
+        return None if saved is None else dict(saved.state)
+
     def expected_pointer(self, audit_id: int, cwd: str) -> str | None:
         """Where the target left a sandbox: the pointer of the newest attempt in ``cwd``
         that started before it (a rewind reverted the sandbox to it)."""
@@ -713,6 +723,9 @@ class UndoStore:
             held = bk.record(conn, aid, ENGINE_STEP, ENGINE_HOLD_KEY)
             pre = held.state if held is not None and held.state.get("parked_by_us") else st
             values = {f: pre[f] for f in PAUSE_FIELDS if f in pre}
+            # The hold record saw the run after our own pause request: that request goes.
+            if "pause_requested_at_ms" in st:
+                values["pause_requested_at_ms"] = st["pause_requested_at_ms"]
         else:
             values = {
                 "hijack_requested_at_ms": st.get("hijack_requested_at_ms"),
