@@ -94,8 +94,10 @@ async def test_a_terminated_rewind_is_settled_and_its_lock_released(
         result = await recover(client, w.task_queue)
         assert [(r.id, r.run_id) for r in result.recovered] == [(audit_id, "run-dead")]
         assert store.lock_holder("run-dead") is None
-        assert store.audit_row(audit_id).result == "partial"  # type: ignore[union-attr]
-        assert "needsAttention" in run_row(db, "run-dead").error_json
+        # Settled exactly (issue #10): its pause request undone, the run as it was.
+        assert store.audit_row(audit_id).result == "failed"  # type: ignore[union-attr]
+        assert run_row(db, "run-dead").hijack_target is None
+        assert "needsAttention" not in (run_row(db, "run-dead").error_json or "")
         # Recovery is idempotent, and the run can be rewound again.
         assert (await recover(client, w.task_queue)).recovered == []
         _engine_lets_go(db, "run-dead")
