@@ -1,0 +1,120 @@
+"""End to end (issues #13, #14): the real engine (smithers-orchestrator 0.32) runs
+``side_effect.tsx`` to the end; OUR ``RewindRun`` rewinds it past both journaled side effects
+(forced), taking upstream 0.32's snapshot path; OUR ``UndoRewind`` undoes that rewind through the
+real worker. The engine's database is then equal to its dump before the rewind (events aside: the
+log keeps the jump, the crossing and the undo), the journal is back and the archive empty, and
+the real engine still resumes the run: ``up --resume`` finds it finished and sends nothing
+again, and a new rewind to the same frame then resumed re-executes exactly the later tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+
+from tests.engine.e2e_helpers import (
+    CALLER,
+    REWIND_TIMEOUT_S,
+    audit_rows,
+    engine_worker,
+    first_frame_mounting,
+    off_loop,
+    result_of,
+    rewind,
+)
+from tests.engine.harness import Workspace
+from timetravel.store import Database
+
+
+def _dump(ws: Workspace) -> dict[str, list[tuple[object, ...]]]:
+    db = Database(f"sqlite:///{ws.db}")
+    try:
+        dump = db.dump()
+    finally:
+        db.dispose()
+    return {k: v for k, v in dump.items() if k != "_smithers_events"}
+
+
+def _events(ws: Workspace, run_id: str) -> list[str]:
+    rows = ws.query("SELECT type FROM _smithers_events WHERE run_id = ? ORDER BY seq", [run_id])
+    return [r["type"] for r in rows]
+
+
+async def test_undo_of_a_forced_snapshot_path_rewind_on_the_real_engine(
+    client: Client, engine_ws: Workspace
+) -> None:
+    ws, run_id = engine_ws, "e2e-undo"
+    effects = ws.root / "effects.log"
+    env = {"EFFECTS_LOG": str(effects)}
+    done = await off_loop(ws.up, "side_effect", run_id, {"x": 1}, env=env)
+    assert done.status == "finished", done.describe()
+    sent = effects.read_text()
+    assert [line.split()[0] for line in sent.splitlines()] == ["send", "announce"]
+    target = first_frame_mounting(ws, run_id, "send")
+    journal = ws.query(
+        "SELECT * FROM _smithers_tool_calls WHERE run_id = ? ORDER BY node_id", [run_id]
+    )
+    assert [r["node_id"] for r in journal] == ["announce", "send"]
+    Database(f"sqlite:///{ws.db}").migrate()  # our tables exist in both dumps
+    before = _dump(ws)
+
+    async with engine_worker(client, ws.db) as worker:
+        rewound = await rewind(client, worker, run_id, target, force_side_effects=True)
+        assert rewound["ok"] is True and rewound["deleted_attempts"] == 2
+        [(state,)] = [
+            (r["state_json"],)
+            for r in ws.query(
+                "SELECT state_json FROM _timetravel_backups WHERE audit_id = ? AND step = ?",
+                [rewound["audit_id"], "truncate"],
+            )
+        ]
+        record: dict[str, Any] = json.loads(state)
+        assert record["mode"] == "snapshot"  # upstream 0.32's path, on the engine's snapshots
+        assert record["tool_calls"]["archived"] == 2
+        assert _dump(ws) != before
+
+        handle = await client.start_workflow(
+            "UndoRewind",
+            {"audit_id": rewound["audit_id"], "confirm": True, "caller": CALLER},
+            id=f"e2e-undo-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+            execution_timeout=timedelta(seconds=REWIND_TIMEOUT_S + 30),
+        )
+        undone = await result_of(handle)
+
+    assert undone["ok"] is True and undone["undone_audit_id"] == rewound["audit_id"]
+    assert undone["restored"]["_smithers_tool_calls"] == 2
+    assert _dump(ws) == before
+    assert (
+        ws.query("SELECT * FROM _smithers_tool_calls WHERE run_id = ? ORDER BY node_id", [run_id])
+        == journal
+    )
+    assert ws.query("SELECT count(*) AS n FROM _smithers_tool_call_archive") == [{"n": 0}]
+    assert _events(ws, run_id)[-3:] == [
+        "SideEffectBoundaryCrossed",
+        "TimeTravelJumped",
+        "TimeTravelUndone",
+    ]
+    assert [(a["result"], a["to_frame_no"]) for a in audit_rows(ws, run_id)] == [
+        ("success", target),
+        ("success", rewound["from_frame_no"]),
+    ]
+
+    # The engine resumes the undone run: finished already, nothing runs or is sent again.
+    resumed = await off_loop(ws.up, "side_effect", run_id, resume=True, env=env)
+    assert resumed.status == "finished", resumed.describe()
+    assert effects.read_text() == sent
+    assert ws.counts() == {"send": 1, "announce": 1}
+
+    # And its snapshots are whole again: the same rewind, then resumed, re-executes exactly the
+    # tasks after the target frame.
+    async with engine_worker(client, ws.db) as worker:
+        again = await rewind(client, worker, run_id, target, force_side_effects=True)
+    assert again["ok"] is True and again["deleted_attempts"] == 2
+    rerun = await off_loop(ws.up, "side_effect", run_id, resume=True, env=env)
+    assert rerun.status == "finished", rerun.describe()
+    assert ws.counts() == {"send": 2, "announce": 2}
