@@ -25,6 +25,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from timetravel.search_attributes import SEARCH_ATTRIBUTES
+
 __all__ = [
     "BIND_IP",
     "DEFAULT_DATA_DIR",
@@ -52,11 +54,6 @@ DEFAULT_DATA_DIR = Path(".timetravel")
 DEFAULT_DB_FILENAME = "temporal.db"
 SERVER_LOG = "temporal-server.log"
 
-#: Search attributes the workflows upsert (design §4); registered at server start.
-SEARCH_ATTRIBUTES: dict[str, str] = {
-    "SmithersRunId": "Keyword",
-    "SmithersRewindResult": "Keyword",
-}
 #: The stock dev server polls its transfer queue at 20/s, which adds ~50 ms to every activity
 #: (8 activities: 450 ms → 71 ms with this value), design §7.
 DYNAMIC_CONFIG: dict[str, str] = {"history.transferProcessorMaxPollRPS": "10000"}

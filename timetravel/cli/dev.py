@@ -253,7 +253,7 @@ async def _serve(
     demo_input: dict[str, Any] | None,
     recovery: bool = True,
 ) -> None:
-    from worker import run_worker
+    from timetravel.worker_factory import run_worker
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -393,7 +393,7 @@ def worker() -> None:
     """Run the worker against TIMETRAVEL_TEMPORAL_ADDRESS until Ctrl-C or SIGTERM."""
     settings = settings_or_exit()
     # Imported after the settings check: a typo in a variable is reported without the wait.
-    from worker import run_worker
+    from timetravel.worker_factory import run_worker
 
     _configure_logging()
     try:

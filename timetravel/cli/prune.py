@@ -72,8 +72,8 @@ def prune(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Free the backups of settled rewinds older than the retention (PruneBackups)."""
+    from timetravel.client import connect
     from timetravel.store.retention import PruneInput
-    from worker import connect
     from workflows.prune_backups import PruneBackups
 
     settings = settings_or_exit()
@@ -114,8 +114,8 @@ def schedule_prune(
     ] = None,
 ) -> None:
     """Run PruneBackups on a Temporal Schedule (created, or updated in place)."""
+    from timetravel.client import connect
     from timetravel.schedules import ensure_prune_schedule
-    from worker import connect
 
     settings = settings_or_exit()
     interval = _retention(every)

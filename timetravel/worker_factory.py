@@ -1,0 +1,199 @@
+"""Building and running the worker, for ``worker.py`` and ``timetravel dev``/``worker``.
+
+:func:`build_worker` registers every workflow (``workflows.registry.ALL_WORKFLOWS``) and
+activity (:func:`activities.build_activities`) on the task queue, with the workflow sandbox,
+the activity thread pool and the interceptors of :mod:`timetravel.identity` (a saga's steps run
+against the database it began on, or fail ``WrongDatabase``: serve one database per task
+queue); :func:`run_worker` opens the database, refuses one that is not a Smithers database,
+connects, serves metrics and runs the worker until SIGINT/SIGTERM, then shuts down cleanly,
+letting running activities finish. ``worker.py`` stays the entry point (``python worker.py``);
+the CLI imports this module, never ``worker``. Activities are synchronous (SQLAlchemy, git and
+jj all block) and run on a thread pool at least as large as the activity slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities import build_activities
+from timetravel.client import connect
+from timetravel.converter import LenientPayloadConverter
+from timetravel.identity import DatabaseInterceptor
+from timetravel.models import DatabaseRef
+from timetravel.search_attributes import SEARCH_ATTRIBUTES
+from timetravel.settings import Settings
+from timetravel.store import Database
+from workflows.registry import ALL_WORKFLOWS
+
+__all__ = [
+    "MAX_CONCURRENT_ACTIVITIES",
+    "SANDBOX_PASSTHROUGH",
+    "SEARCH_ATTRIBUTES",
+    "NotASmithersDatabase",
+    "build_worker",
+    "database_ref",
+    "refuse_foreign_database",
+    "registered_search_attributes",
+    "run_worker",
+    "with_lenient_inputs",
+    "workflow_runner",
+]
+
+log = logging.getLogger("timetravel.worker")
+
+MAX_CONCURRENT_ACTIVITIES = 16
+
+#: Modules the workflow sandbox takes from the host instead of re-importing them. Log
+#: handlers run inside the sandbox when a workflow (or the SDK, on a failed activation) logs:
+#: rich's handler imports lazily and, re-imported there, trips on restricted ``os.getcwd``,
+#: which would fail the workflow task on every retry (issue #10).
+SANDBOX_PASSTHROUGH = ("rich", "pygments", "markdown_it")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The default sandbox, with :data:`SANDBOX_PASSTHROUGH` passed through."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+    )
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+    db: Database | None = None,
+    activities: Sequence[Callable[..., Any]] | None = None,
+    search_attributes: Iterable[str] = (),
+) -> Worker:
+    """Build (not start) the worker.
+
+    Args:
+        client: a client connected with the pydantic data converter.
+        settings: where the database is and how the engine is controlled.
+        task_queue: overrides ``settings.task_queue`` (tests use a fresh one each).
+        db: an open database; built from ``settings.database_url`` when omitted.
+        activities: replaces the activity list (tests register a faulty subclass's methods).
+        search_attributes: our search attributes that the namespace has (see
+            :func:`registered_search_attributes`); the workflows upsert only those.
+    """
+    if db is None:
+        db = Database(settings.database_url.get_secret_value())
+    client = with_lenient_inputs(client)
+    acts = (
+        list(activities)
+        if activities is not None
+        else build_activities(
+            db, settings, search_attributes=frozenset(search_attributes), client=client
+        )
+    )
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        interceptors=[DatabaseInterceptor(database_ref(db))],
+        workflows=ALL_WORKFLOWS,
+        workflow_runner=workflow_runner(),
+        activities=acts,
+        activity_executor=ThreadPoolExecutor(
+            max_workers=MAX_CONCURRENT_ACTIVITIES, thread_name_prefix="timetravel-activity"
+        ),
+        max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+    )
+
+
+def database_ref(db: Database) -> DatabaseRef:
+    """The worker's database as sagas name it: its identity (created on first use in a database
+    migrated before identities existed) and its URL without the password."""
+    return DatabaseRef(id=db.identity(), name=db.describe())
+
+
+def with_lenient_inputs(client: Client) -> Client:
+    """``client``, with :mod:`timetravel.converter`'s converter if it has another: a worker
+    must hand undecodable workflow inputs to the workflow raw (issue #10), whatever converter
+    the caller connected with (tests use ``pydantic_data_converter``)."""
+    if isinstance(client.data_converter.payload_converter, LenientPayloadConverter):
+        return client
+    config = client.config()
+    config["data_converter"] = dataclasses.replace(
+        client.data_converter, payload_converter_class=LenientPayloadConverter
+    )
+    return Client(**config)
+
+
+async def registered_search_attributes(client: Client, namespace: str) -> frozenset[str]:
+    """Which of our search attributes the namespace has (empty if it cannot be told)."""
+    from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+
+    try:
+        resp = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+    except Exception as err:  # e.g. no permission on a cloud namespace: just don't upsert
+        log.warning("cannot list search attributes: %s", err)
+        return frozenset()
+    return frozenset(a for a in SEARCH_ATTRIBUTES if a in resp.custom_attributes)
+
+
+class NotASmithersDatabase(RuntimeError):
+    """The worker's database does not exist or holds no Smithers run table."""
+
+
+def refuse_foreign_database(db: Database) -> None:
+    """Refuse to serve a database that is not a Smithers database: a worker started with the
+    default settings beside another one would otherwise join its task queue with an empty file
+    and answer RunNotFound for half of the rewinds. (`timetravel migrate` creates the tables when
+    an empty database is really meant.)"""
+    missing = db.missing_sqlite_file()
+    if missing is not None:
+        db.dispose()
+        raise NotASmithersDatabase(
+            f"the database file {missing} does not exist; point TIMETRAVEL_DATABASE_URL at the "
+            "Smithers database (or run `timetravel migrate` to create an empty one)"
+        )
+    if "_smithers_runs" in db.missing_tables():
+        db.dispose()
+        raise NotASmithersDatabase(
+            f"{db.url.render_as_string(hide_password=True)} is not a Smithers database (no "
+            "_smithers_runs table); run `timetravel migrate` first if an empty one is meant"
+        )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run the worker until ``stop`` is set or SIGINT/SIGTERM arrives."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+    db = Database(settings.database_url.get_secret_value())
+    refuse_foreign_database(db)
+    client = await connect(settings)
+    db.migrate()
+    from timetravel.metrics import start_metrics_server
+
+    start_metrics_server(settings.metrics_bind)
+    attrs = await registered_search_attributes(client, settings.temporal_namespace)
+    worker = build_worker(client, settings, db=db, search_attributes=attrs)
+    log.info(
+        "worker polling task queue %s on %s for database %s (id %s); serve one database per "
+        "task queue",
+        settings.task_queue,
+        settings.temporal_address,
+        db.describe(),
+        db.identity(),
+    )
+    async with worker:
+        await stop.wait()
+        log.info("shutting down worker")
+    db.dispose()
