@@ -127,7 +127,8 @@ def print_error(err: TimeTravelError, *, as_json: bool) -> int:
         }
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
     else:
-        extra = _holder(err.details) if err.code == "Busy" else ""
+        # A Busy from an older worker has the holder only in its details.
+        extra = _holder(err.details) if err.code == "Busy" and "Held by" not in err.message else ""
         err_console.print(
             f"error: {err.code}: {err.message}{extra}",
             style="red",

@@ -12,6 +12,7 @@ audit row, the lock row and the link to the Temporal workflow. A refused attempt
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
@@ -21,12 +22,12 @@ from timetravel import rewind, schema
 from timetravel.clock import now_ms
 from timetravel.enginedb import engine_features, lease
 from timetravel.enginedb.liveness import is_run_likely_live
-from timetravel.errors import RewindFailed, RunOwnerAlive, TimeTravelError
+from timetravel.errors import Busy, RewindFailed, RunOwnerAlive, TimeTravelError
 from timetravel.models import AuditRow
 from timetravel.store import Database, retry_on_lock
 from timetravel.store.fence import hold
 
-__all__ = ["AuditStore", "latest_frame_no"]
+__all__ = ["AuditStore", "busy_error", "holder_sentence", "latest_frame_no"]
 
 A = schema.audit
 R = schema.runs
@@ -39,6 +40,34 @@ B = schema.backups
 
 def latest_frame_no(conn: Connection, run_id: str) -> int | None:
     return conn.execute(select(func.max(F.c.frame_no)).where(F.c.run_id == run_id)).scalar()
+
+
+def busy_error(run_id: str, **details: Any) -> TimeTravelError:
+    """Upstream's ``Busy`` (its text first, unchanged), then who holds the run and since when:
+    ``… Held by audit 7 (workflow rewind-run-x) since 2026-12-07T02:34:33Z.`` The same facts
+    are in ``details`` (``holderAuditId``, ``holderWorkflowId``, ``heldSinceMs``, or
+    ``reason: lease`` and ``leaseHolder``)."""
+    base = rewind.busy_error(run_id, **details)
+    held = holder_sentence(base.details)
+    return Busy(f"{base.message} {held}" if held else base.message, base.details)
+
+
+def holder_sentence(details: dict[str, Any]) -> str:
+    """``Held by audit 7 (workflow rewind-x) since 2026-…Z.`` from a ``Busy``'s details."""
+    if details.get("reason") == "lease":
+        who = details.get("leaseHolder")
+        return f"Held by upstream's rewind lease{f' ({who})' if who else ''}."
+    audit_id = details.get("holderAuditId")
+    if audit_id is None:
+        return ""
+    workflow_id = details.get("holderWorkflowId")
+    owner = f"workflow {workflow_id}" if workflow_id else "written by another tool"
+    since = details.get("heldSinceMs")
+    when = ""
+    if isinstance(since, int) and not isinstance(since, bool):
+        stamp = datetime.fromtimestamp(since / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = f" since {stamp}"
+    return f"Held by audit {audit_id} ({owner}){when}."
 
 
 class _Refused(Exception):
@@ -94,18 +123,64 @@ class AuditStore:
             self.refuse(run_id, frame_no, caller, err, workflow_id, workflow_run_id, now)
             raise
         try:
+            return self.admit(
+                valid, limit, workflow_id, workflow_run_id, now, force=force, can_pause=can_pause
+            )
+        except TimeTravelError as err:
+            self.refuse(run_id, frame_no, caller, err, workflow_id, workflow_run_id, now)
+            raise
+
+    def admit(
+        self,
+        valid: rewind.ValidInput,
+        limit: rewind.RateLimit,
+        workflow_id: str | None,
+        workflow_run_id: str | None,
+        now: int,
+        *,
+        force: bool = False,
+        can_pause: bool = True,
+    ) -> tuple[int, rewind.ValidInput, int]:
+        """The admission every mutating saga shares, for an input already validated: in one
+        transaction, find what this workflow run already wrote (a retry), adopt its own lock
+        after a Reset, check the lock, the lease, the engine and the rate limit, then insert the
+        ``in_progress`` audit row, the lock row and the link.
+
+        Returns:
+            ``(audit_id, valid input, audit timestamp)``.
+
+        Raises:
+            TimeTravelError: the refusal (``Busy`` naming the holder and since when,
+                ``RateLimited``, ``RunNotFound``, ``RunOwnerAlive``, or this workflow run's
+                earlier refusal); nothing was written, and auditing it is the caller's job.
+        """
+        try:
             return self._admit(
                 valid, limit, workflow_id, workflow_run_id, now, force=force, can_pause=can_pause
             )
         except _Refused as ref:
-            self.refuse(run_id, frame_no, caller, ref.error, workflow_id, workflow_run_id, now)
             raise ref.error from None
         except IntegrityError:
             # Another rewind of this run inserted its lock row concurrently (PostgreSQL waits
-            # for that transaction, then reports the key conflict).
-            busy = rewind.busy_error(valid.run_id)
-            self.refuse(run_id, frame_no, caller, busy, workflow_id, workflow_run_id, now)
-            raise busy from None
+            # for that transaction, then reports the key conflict): name it.
+            raise self._busy_now(valid.run_id) from None
+
+    def _busy_now(self, run_id: str) -> TimeTravelError:
+        """``Busy`` naming whoever holds the run's lock now (nobody named if it is gone)."""
+        with self.db.read() as conn:
+            held = conn.execute(
+                select(K.c.audit_id, K.c.workflow_id, K.c.acquired_at_ms).where(
+                    K.c.run_id == run_id
+                )
+            ).first()
+        if held is None:
+            return rewind.busy_error(run_id)
+        return busy_error(
+            run_id,
+            holderAuditId=held.audit_id,
+            holderWorkflowId=held.workflow_id,
+            heldSinceMs=held.acquired_at_ms,
+        )
 
     @retry_on_lock
     def _admit(
@@ -155,7 +230,7 @@ class AuditStore:
                 return held.audit_id, valid, held.timestamp_ms
             if held is not None:
                 raise _Refused(
-                    rewind.busy_error(
+                    busy_error(
                         rid,
                         holderAuditId=held.audit_id,
                         holderWorkflowId=held.workflow_id,
@@ -170,9 +245,7 @@ class AuditStore:
             if foreign is not None:
                 # An in_progress row with no lock of ours: another tool's rewind.
                 raise _Refused(
-                    rewind.busy_error(
-                        rid, holderAuditId=foreign.id, heldSinceMs=foreign.timestamp_ms
-                    )
+                    busy_error(rid, holderAuditId=foreign.id, heldSinceMs=foreign.timestamp_ms)
                 )
             run = conn.execute(
                 select(R.c.status, R.c.runtime_owner_id, R.c.heartbeat_at_ms).where(
@@ -222,9 +295,7 @@ class AuditStore:
                 if not lease.acquire(conn, lease_rid, token, now):
                     holder = lease.lease_token(conn, lease_rid)
                     raise _Refused(
-                        rewind.busy_error(
-                            rid, reason="lease", leaseHolder=holder[0] if holder else None
-                        )
+                        busy_error(rid, reason="lease", leaseHolder=holder[0] if holder else None)
                     )
             conn.execute(
                 insert(K).values(

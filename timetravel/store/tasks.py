@@ -340,19 +340,10 @@ class TaskStore:
         if dry_run:
             return None, v, now
         valid = rewind.ValidInput(v.run_id, NO_TASK_FRAME, v.caller)
-        try:
-            audit_id, _, ts = self.audit._admit(  # the shared admission (lock, link, Reset)
-                valid, _NO_LIMIT, workflow_id, workflow_run_id, now
-            )
-        except IntegrityError:
-            busy = rewind.busy_error(v.run_id)
-            self._refuse(raw, busy, workflow_id, workflow_run_id, now)
-            raise busy from None
-        except Exception as err:
-            refused = getattr(err, "error", None)
-            if isinstance(refused, TimeTravelError):  # the admission's own refusal (Busy)
-                self._refuse(raw, refused, workflow_id, workflow_run_id, now)
-                raise refused from None
+        try:  # the shared admission (lock, link, Reset)
+            audit_id, _, ts = self.audit.admit(valid, _NO_LIMIT, workflow_id, workflow_run_id, now)
+        except TimeTravelError as err:  # a refusal (Busy naming the holder): audited here
+            self._refuse(raw, err, workflow_id, workflow_run_id, now)
             raise
         self._record_op(audit_id, v)
         return audit_id, v, ts
