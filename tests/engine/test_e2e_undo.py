@@ -14,13 +14,14 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 
 from tests.engine.e2e_helpers import (
     CALLER,
     REWIND_TIMEOUT_S,
     audit_rows,
     engine_worker,
+    failure,
     first_frame_mounting,
     off_loop,
     result_of,
@@ -61,6 +62,12 @@ async def test_undo_of_a_forced_snapshot_path_rewind_on_the_real_engine(
     assert [r["node_id"] for r in journal] == ["announce", "send"]
     Database(f"sqlite:///{ws.db}").migrate()  # our tables exist in both dumps
     before = _dump(ws)
+    engine_tables = {"_smithers_frames", "_smithers_snapshots", "_smithers_snapshot_contents",
+                     "_smithers_snapshot_payload_refs", "_smithers_tool_calls",
+                     "_smithers_tool_call_archive", "_smithers_output_provenance",
+                     "_smithers_nodes", "_smithers_attempts", "_smithers_runs"}  # fmt: skip
+    assert engine_tables <= set(before), sorted(before)
+    assert any(rows for name, rows in before.items() if name.startswith("out_"))
 
     async with engine_worker(client, ws.db) as worker:
         rewound = await rewind(client, worker, run_id, target, force_side_effects=True)
@@ -118,3 +125,56 @@ async def test_undo_of_a_forced_snapshot_path_rewind_on_the_real_engine(
     rerun = await off_loop(ws.up, "side_effect", run_id, resume=True, env=env)
     assert rerun.status == "finished", rerun.describe()
     assert ws.counts() == {"send": 2, "announce": 2}
+
+
+async def test_undo_after_the_engine_resumed_refuses_then_discards_and_is_undone_again(
+    client: Client, engine_ws: Workspace
+) -> None:
+    """The discard variant: the engine resumed the rewound run and re-executed both tasks
+    (new frames, attempts, journal rows, outputs, snapshots). The undo refuses with
+    ``RunMovedOn`` and changes nothing; with ``discard_newer`` the database equals its
+    pre-rewind dump, and undoing that undo brings the discarded newer work back exactly."""
+    ws, run_id = engine_ws, "e2e-undo-discard"
+    env = {"EFFECTS_LOG": str(ws.root / "effects.log")}
+    done = await off_loop(ws.up, "side_effect", run_id, {"x": 1}, env=env)
+    assert done.status == "finished", done.describe()
+    target = first_frame_mounting(ws, run_id, "send")
+    Database(f"sqlite:///{ws.db}").migrate()
+    before = _dump(ws)
+
+    async with engine_worker(client, ws.db) as worker:
+        rewound = await rewind(client, worker, run_id, target, force_side_effects=True)
+    resumed = await off_loop(ws.up, "side_effect", run_id, resume=True, env=env)
+    assert resumed.status == "finished", resumed.describe()
+    assert ws.counts() == {"send": 2, "announce": 2}
+    moved = _dump(ws)
+    assert moved != before
+
+    async def undo(audit_id: int, **fields: Any) -> Any:
+        handle = await client.start_workflow(
+            "UndoRewind",
+            {"audit_id": audit_id, "confirm": True, "caller": CALLER, **fields},
+            id=f"e2e-undo-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+            execution_timeout=timedelta(seconds=REWIND_TIMEOUT_S + 30),
+        )
+        return await result_of(handle)
+
+    async with engine_worker(client, ws.db) as worker:
+        try:
+            await undo(rewound["audit_id"])
+        except WorkflowFailureError as err:
+            refused = failure(err)
+        else:
+            raise AssertionError("the undo of a run the engine moved on was not refused")
+        assert refused.type == "RunMovedOn"
+        assert refused.details[0]["newAttempts"] and refused.details[0]["newFrames"]
+        assert _dump(ws) == moved  # nothing changed
+
+        undone = await undo(rewound["audit_id"], discard_newer=True)
+        assert undone["discarded"]["newFrames"] == refused.details[0]["newFrames"]
+        assert _dump(ws) == before
+
+        again = await undo(undone["audit_id"])
+        assert again["undone_audit_id"] == undone["audit_id"]
+        assert _dump(ws) == moved
