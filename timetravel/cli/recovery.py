@@ -47,9 +47,11 @@ def recover(
 ) -> None:
     """Settle audit rows a dead rewind left in_progress (the RecoverRewindAudits workflow).
 
-    Rows whose rewind workflow is closed are settled at once: failed with the run untouched
-    when the rewind had changed nothing yet, else partial with the run marked needsAttention.
-    --older-than 0s also settles every row no rewind of ours owns.
+    Rows whose rewind workflow is closed are settled at once, exactly: failed with the run
+    untouched when it had changed nothing yet; success when only its finish was left; else
+    rolled back from its backups, then failed (partial with the run marked needsAttention
+    only when the rollback was refused). --older-than 0s also settles every row no rewind of
+    ours owns (partial: nobody knows how far another tool got).
     """
     from timetravel.client import recover as run_recovery
 
@@ -63,8 +65,9 @@ def recover(
             print(result.model_dump_json())
         elif result.recovered:
             for r in result.recovered:
+                done = f": {r.detail}" if r.detail else ""
                 console.print(
-                    f"settled audit {r.id} of run {r.run_id} (`timetravel audit {r.run_id}`)",
+                    f"settled audit {r.id} of run {r.run_id}{done} (`timetravel audit {r.run_id}`)",
                     highlight=False,
                 )
         else:
