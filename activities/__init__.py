@@ -38,10 +38,12 @@ def build_activities(
     from activities.rewind import AuditActivities, EngineActivities, StoreActivities, VcsActivities
     from activities.tasks import TaskActivities
     from timetravel.engine import build_engine_control
+    from timetravel.history.service import HistoryService
     from timetravel.rewind import RateLimit
     from timetravel.store.audit import AuditStore
     from timetravel.store.backups import Backups
     from timetravel.store.engine_rows import EngineRowStore
+    from timetravel.store.history import HistoryStore
     from timetravel.store.reconciler import ReconcilerStore
     from timetravel.store.sandboxes import SandboxStore
     from timetravel.store.truncate import TruncateStore
@@ -60,7 +62,7 @@ def build_activities(
     steps = build(StoreActivities, TruncateStore(db, backups), ReconcilerStore(db, backups))
     engine = build(EngineActivities, engine_control)
     vcs = build(VcsActivities, SandboxStore(db, backups))
-    history = build(HistoryActivities, db)
+    history = build(HistoryActivities, HistoryService(HistoryStore(db)))
     recovery = build(RecoveryActivities, audit_store, client)
     from timetravel.store.tasks import TaskStore
 

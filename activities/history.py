@@ -11,40 +11,34 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities._errors import domain_errors
-from timetravel import metrics
-from timetravel.history.fork import discard_fork, fork_run
 from timetravel.history.models import (
     ForkResult,
     ForkWriteInput,
     RerunResult,
     VcsRestoreInput,
 )
-from timetravel.history.vcs_tags import rerun_at_revision
-from timetravel.store import Database
-from timetravel.store.history import HistoryStore
+from timetravel.history.service import HistoryService
 
 __all__ = ["HistoryActivities"]
 
 
 class HistoryActivities:
-    """Fork and replay steps over one database."""
+    """Fork and replay steps over one :class:`~timetravel.history.service.HistoryService`."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, service: HistoryService) -> None:
+        self.service = service
 
     @activity.defn
     @domain_errors
     def fork_write(self, input: ForkWriteInput) -> ForkResult:
         """Write the fork (one transaction); a retry returns the rows of the first write.
 
+        A replay's fork counts as a started replay when it is written, not on a retry.
+
         Raises:
             TimeTravelError: ``SnapshotNotFound``, ``InvalidInput`` (non-retryable).
         """
-        store = HistoryStore(self.db)
-        first = store.get_branch(input.child_run_id) is None
-        result = fork_run(self.db, input.fork, child_run_id=input.child_run_id)
-        if first and input.replay:
-            metrics.replays_started.inc()
+        result = self.service.fork(input.fork, child_run_id=input.child_run_id, replay=input.replay)
         activity.logger.info(
             "fork written",
             extra={"run_id": input.fork.parent_run_id, "child_run_id": result.run_id},
@@ -55,7 +49,7 @@ class HistoryActivities:
     @domain_errors
     def fork_discard(self, input: ForkWriteInput) -> bool:
         """Compensation of ``fork_write``: delete the child's rows, if it wrote any."""
-        removed = discard_fork(self.db, input.fork, input.child_run_id)
+        removed = self.service.discard_fork(input.fork, input.child_run_id)
         if removed:
             activity.logger.info("fork discarded", extra={"child_run_id": input.child_run_id})
         return removed
@@ -65,4 +59,4 @@ class HistoryActivities:
     def history_vcs_restore(self, input: VcsRestoreInput) -> RerunResult:
         """Restore a frame's tagged revision into a working copy. A VCS failure is returned
         in ``error``, not raised: the replay reports it and keeps its fork."""
-        return rerun_at_revision(self.db, input.run_id, input.frame_no, cwd=input.cwd)
+        return self.service.rerun_at_revision(input.run_id, input.frame_no, cwd=input.cwd)

@@ -26,14 +26,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import scratch_database
-from timetravel.history import (
-    ForkInput,
-    SnapshotData,
-    build_timeline_tree,
-    capture_snapshot,
-    diff_raw_snapshots,
-    fork_run,
-)
+from timetravel.history import ForkInput, SnapshotData, diff_raw_snapshots
+from timetravel.history.service import build_timeline_tree, capture_snapshot, fork_run
 from timetravel.history.snapshot import build_snapshot_row
 from timetravel.store import Database
 

@@ -21,18 +21,16 @@ from tests.enginedb import schema032
 from tests.enginedb.conftest import put_snapshot
 from timetravel.enginedb import engine_features, load_snapshot
 from timetravel.errors import TimeTravelError
-from timetravel.history import (
+from timetravel.history import diff_raw_snapshots
+from timetravel.history.models import ForkInput, ReplayInput
+from timetravel.history.service import (
     build_timeline,
     capture_snapshot,
-    diff_raw_snapshots,
     fork_run,
     list_snapshots,
+    replay_from_checkpoint,
 )
-from timetravel.history import (
-    load_snapshot as history_load_snapshot,
-)
-from timetravel.history.models import ForkInput, ReplayInput
-from timetravel.history.replay import replay_from_checkpoint
+from timetravel.history.service import load_snapshot as history_load_snapshot
 from timetravel.rewind import RateLimit
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from tests.history._data import sample
 from timetravel.cli import app
-from timetravel.history import ForkInput, capture_snapshot, fork_run, list_branches
+from timetravel.history import ForkInput
+from timetravel.history.service import capture_snapshot, fork_run, list_branches
 from timetravel.store import Database
 
 runner = CliRunner()
@@ -48,7 +49,7 @@ def test_diff_of_a_missing_frame(db: Database, db_url: str) -> None:
     capture_snapshot(db, "run-1", 0, sample())
     out = invoke(db_url, "diff", "run-1", "0", "9")
     assert out.exit_code == 1
-    assert "No snapshot found for run=run-1 frame=9" in out.output
+    assert "error: SnapshotNotFound: No snapshot found for run=run-1 frame=9" in out.output
 
 
 def test_timeline(db: Database, db_url: str) -> None:

@@ -9,13 +9,13 @@ from tests.history._data import loop, node
 from timetravel.history import (
     ParsedSnapshot,
     SnapshotData,
-    capture_snapshot,
     diff_raw_snapshots,
     diff_snapshots,
     format_diff_json,
     render_diff,
     to_text,
 )
+from timetravel.history.service import capture_snapshot
 from timetravel.store import Database
 
 

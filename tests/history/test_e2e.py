@@ -8,20 +8,22 @@ from tests.history._data import node
 from timetravel.history import (
     ForkInput,
     SnapshotData,
-    build_timeline,
-    build_timeline_tree,
-    capture_snapshot,
     diff_raw_snapshots,
-    fork_run,
     format_diff_json,
     format_timeline_json,
-    get_branch_info,
-    list_snapshots,
-    load_snapshot,
     parse_snapshot,
     render_diff,
     render_timeline,
     to_text,
+)
+from timetravel.history.service import (
+    build_timeline,
+    build_timeline_tree,
+    capture_snapshot,
+    fork_run,
+    get_branch_info,
+    list_snapshots,
+    load_snapshot,
 )
 from timetravel.store import Database
 

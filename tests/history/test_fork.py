@@ -14,21 +14,19 @@ from tests.history._data import node, sample
 from timetravel import schema
 from timetravel.demo.seed import insert_rows
 from timetravel.errors import TimeTravelError
-from timetravel.history import (
-    ForkInput,
-    SnapshotData,
-    canonical,
+from timetravel.history import ForkInput, SnapshotData, canonical, parse_snapshot
+from timetravel.history.fork import plan_fork
+from timetravel.history.models import ForkRows
+from timetravel.history.service import (
     capture_snapshot,
     discard_fork,
     fork_run,
     get_branch_info,
     list_branches,
     load_snapshot,
-    parse_snapshot,
 )
-from timetravel.history.fork import plan_fork
 from timetravel.store import Database
-from timetravel.store.history import ForkRows, HistoryStore
+from timetravel.store.history import HistoryStore
 
 
 def data(**kw: Any) -> SnapshotData:

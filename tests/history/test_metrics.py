@@ -5,13 +5,8 @@ from __future__ import annotations
 from prometheus_client import REGISTRY
 
 from tests.history._data import sample
-from timetravel.history import (
-    ForkInput,
-    ReplayInput,
-    capture_snapshot,
-    fork_run,
-    replay_from_checkpoint,
-)
+from timetravel.history import ForkInput, ReplayInput
+from timetravel.history.service import capture_snapshot, fork_run, replay_from_checkpoint
 from timetravel.store import Database
 
 

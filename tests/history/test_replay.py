@@ -9,12 +9,11 @@ import pytest
 
 from tests.history._data import sample
 from timetravel.errors import TimeTravelError
-from timetravel.history import (
-    ReplayInput,
+from timetravel.history import ReplayInput, parse_snapshot
+from timetravel.history.service import (
     capture_snapshot,
     get_branch_info,
     load_snapshot,
-    parse_snapshot,
     replay_from_checkpoint,
 )
 from timetravel.store import Database

@@ -10,14 +10,12 @@ import pytest
 
 from tests.history._data import node, sample
 from timetravel.errors import TimeTravelError
-from timetravel.history import (
-    SnapshotData,
-    canonical,
+from timetravel.history import SnapshotData, canonical, parse_snapshot
+from timetravel.history.service import (
     capture_snapshot,
     list_snapshots,
     load_latest_snapshot,
     load_snapshot,
-    parse_snapshot,
 )
 from timetravel.store import Database
 

@@ -13,13 +13,15 @@ from timetravel.demo.seed import insert_rows
 from timetravel.history import (
     ForkInput,
     SnapshotData,
+    format_timeline_json,
+    render_timeline,
+    to_text,
+)
+from timetravel.history.service import (
     build_timeline,
     build_timeline_tree,
     capture_snapshot,
     fork_run,
-    format_timeline_json,
-    render_timeline,
-    to_text,
 )
 from timetravel.store import Database
 

@@ -14,9 +14,8 @@ from tests.history._data import sample
 from tests.history._git import commit_file, git, make_repo
 from timetravel.demo.seed import insert_rows
 from timetravel.errors import TimeTravelError
-from timetravel.history import (
-    ForkInput,
-    ReplayInput,
+from timetravel.history import ForkInput, ReplayInput
+from timetravel.history.service import (
     capture_snapshot,
     fork_run,
     load_vcs_tag,

@@ -17,18 +17,15 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from activities.history import HistoryActivities
 from tests.history._data import sample
 from tests.history._git import commit_file, make_repo
-from timetravel.history import (
-    ForkInput,
-    ForkResult,
-    ReplayInput,
-    ReplayResult,
+from timetravel.history import ForkInput, ForkResult, ReplayInput, ReplayResult
+from timetravel.history.models import ForkWriteInput, RerunResult, VcsRestoreInput
+from timetravel.history.service import (
+    HistoryService,
     capture_snapshot,
     get_branch_info,
     list_branches,
     tag_snapshot_vcs,
 )
-from timetravel.history.fork import fork_run
-from timetravel.history.models import ForkWriteInput, RerunResult, VcsRestoreInput
 from timetravel.store import Database
 from workflows.fork_run import ForkRun
 from workflows.replay_from_checkpoint import ReplayFromCheckpoint
@@ -88,7 +85,7 @@ class _CommitThenFail(HistoryActivities):
 
     @activity.defn(name="fork_write")
     def fork_write(self, input: ForkWriteInput) -> ForkResult:
-        fork_run(self.db, input.fork, child_run_id=input.child_run_id)
+        self.service.fork(input.fork, child_run_id=input.child_run_id)
         raise ApplicationError("crashed after commit", non_retryable=True)
 
 
@@ -100,7 +97,7 @@ async def test_retried_fork_activity_makes_one_child(
     client: Client, db: Database, new_worker: Any
 ) -> None:
     capture_snapshot(db, "parent-run", 0, sample())
-    async with new_worker(activities=_acts(_LostReply(db))) as worker:
+    async with new_worker(activities=_acts(_LostReply(HistoryService.over(db)))) as worker:
         result = await _fork(client, worker, ForkInput(parent_run_id="parent-run", frame_no=0))
     assert [b.run_id for b in list_branches(db, "parent-run")] == [result.run_id]
     assert len(db.dump()["_smithers_snapshots"]) == 2
@@ -111,7 +108,7 @@ async def test_fork_failing_after_commit_leaves_no_orphan(
 ) -> None:
     capture_snapshot(db, "parent-run", 0, sample())
     before = _history_tables(db)
-    async with new_worker(activities=_acts(_CommitThenFail(db))) as worker:
+    async with new_worker(activities=_acts(_CommitThenFail(HistoryService.over(db)))) as worker:
         with pytest.raises(WorkflowFailureError):
             await _fork(client, worker, ForkInput(parent_run_id="parent-run", frame_no=0))
     assert _history_tables(db) == before
@@ -184,7 +181,7 @@ async def test_replay_reports_a_failed_restore_activity(
     client: Client, db: Database, new_worker: Any
 ) -> None:
     capture_snapshot(db, "parent-run", 1, sample())
-    async with new_worker(activities=_acts(_VcsDown(db))) as worker:
+    async with new_worker(activities=_acts(_VcsDown(HistoryService.over(db)))) as worker:
         result = await _replay(
             client, worker, ReplayInput(parent_run_id="parent-run", frame_no=1, restore_vcs=True)
         )
@@ -215,7 +212,7 @@ async def test_cancelled_replay_discards_its_fork(
 ) -> None:
     capture_snapshot(db, "parent-run", 1, sample())
     before = _history_tables(db)
-    async with new_worker(activities=_acts(_SlowRestore(db))) as worker:
+    async with new_worker(activities=_acts(_SlowRestore(HistoryService.over(db)))) as worker:
         handle = await client.start_workflow(
             ReplayFromCheckpoint.run,
             ReplayInput(parent_run_id="parent-run", frame_no=1, restore_vcs=True),

@@ -35,8 +35,12 @@ order below) that scripts may rely on:
 ``fork ... --json``: ``{"run_id", "branch": {...}, "snapshot": {...}}`` (the ``ForkRun``
 result); ``replay ... --json`` adds ``"vcs_restored", "vcs_pointer", "vcs_error"``.
 
-Failures and exit codes (``fork``, ``replay``): :mod:`timetravel.cli._errors`, shared by every
-command (``SnapshotNotFound`` 1, as ``diff`` reports it); bad usage or settings 2.
+Frames are named ``<run>:<frame>`` (``Forked demo-run-3:2 -> …``, a timeline's ``(from
+demo-run-3:2)``). Failures and exit codes (``diff``, ``fork``, ``replay``):
+:mod:`timetravel.cli._errors`, shared by every command: ``error: SnapshotNotFound: No snapshot
+found for run=<run> frame=<n>`` (upstream's message) and exit 1, or the ``{"ok": false,
+"error": …}`` document with ``--json``; bad usage or settings 2. A frame that a rewind deleted
+has no snapshot here, even where the engine left its row behind.
 """
 
 from __future__ import annotations
@@ -55,22 +59,22 @@ from timetravel.cli._common import (
     open_database,
     settings_or_exit,
 )
-from timetravel.cli._errors import connect_or_exit, run_command
+from timetravel.cli._errors import connect_or_exit, print_error, run_command
+from timetravel.errors import SnapshotNotFound
 from timetravel.history import (
     ForkInput,
     ForkResult,
     ReplayInput,
     ReplayResult,
-    build_timeline_tree,
     diff_raw_snapshots,
     format_diff_json,
     format_timeline_json,
-    list_snapshots,
-    load_snapshot,
     render_diff,
     render_snapshots,
     render_timeline,
 )
+from timetravel.history.render import frame_ref
+from timetravel.history.service import build_timeline_tree, list_snapshots, load_snapshot
 from timetravel.store import Database
 
 LabelOption = Annotated[str | None, typer.Option("--label", help="Branch label.")]
@@ -134,7 +138,12 @@ def diff(
         db.dispose()
     for frame, row in ((frame_a, a), (frame_b, b)):
         if row is None:
-            raise _fail(f"No snapshot found for run={run_id} frame={frame}")
+            # The fork and replay commands report a missing frame with the same words.
+            missing = SnapshotNotFound(
+                f"No snapshot found for run={run_id} frame={frame}",
+                {"runId": run_id, "frameNo": frame},
+            )
+            raise typer.Exit(print_error(missing, as_json=as_json))
     assert a is not None and b is not None
     result = diff_raw_snapshots(a, b)
     if as_json:
@@ -184,7 +193,7 @@ def _print_fork(result: ForkResult | ReplayResult, verb: str) -> None:
     b = result.branch
     console.print(
         Text(f"{verb} ", style="bold")
-        + Text(f"{b.parent_run_id}:{b.parent_frame_no}")
+        + Text(frame_ref(b.parent_run_id, b.parent_frame_no))
         + Text(" -> ")
         + Text(result.run_id, style="cyan")
     )

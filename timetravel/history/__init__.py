@@ -1,21 +1,30 @@
 """Run history: snapshots, diffs, forks, replays, timelines and VCS-tagged revisions.
 
-The Python counterpart of the Smithers package's history helpers (upstream §2.4-2.9), on the
-store (SQLite or PostgreSQL). Read-only operations are plain functions over a
-:class:`~timetravel.store.Database`; the mutating ones (fork, replay) are also run as the
-``ForkRun`` and ``ReplayFromCheckpoint`` workflows. Module map: ``snapshot``, ``diff``,
-``fork``, ``replay``, ``timeline``, ``vcs_tags``, ``render`` (terminal text), ``canonical``
-(JavaScript-compatible JSON and hashes) and ``models``.
+The Python counterpart of the Smithers package's history helpers (upstream §2.4-2.9), in two
+layers:
+
+* pure rules, exported here and importing neither the store nor a VCS: ``snapshot`` (build,
+  check and parse snapshot rows), ``diff``, ``fork`` (the rows a fork writes), ``replay`` (the
+  fork a replay makes), ``timeline`` (assembled from rows), ``vcs_tags`` (the tag of a frame,
+  workspace names), ``render`` (terminal text), ``canonical`` (JavaScript-compatible JSON and
+  hashes) and ``models``;
+* :mod:`timetravel.history.service`: :class:`~timetravel.history.service.HistoryService`, which
+  runs those rules against the store, git/jj and the metrics, and one-call functions over a
+  :class:`~timetravel.store.Database` (``capture_snapshot``, ``fork_run``,
+  ``build_timeline_tree``, …). The mutating operations (fork, replay) also run as the
+  ``ForkRun`` and ``ReplayFromCheckpoint`` workflows, through
+  :class:`activities.history.HistoryActivities`.
 """
 
 from __future__ import annotations
 
 from timetravel.history.diff import diff_raw_snapshots, diff_snapshots, format_diff_json
-from timetravel.history.fork import discard_fork, fork_run, get_branch_info, list_branches
+from timetravel.history.fork import check_fork_input, plan_fork
 from timetravel.history.models import (
     BranchInfo,
     ForkInput,
     ForkResult,
+    ForkRows,
     ParsedSnapshot,
     ReplayInput,
     ReplayResult,
@@ -30,26 +39,16 @@ from timetravel.history.models import (
     WorkspaceResult,
 )
 from timetravel.history.render import render_diff, render_snapshots, render_timeline, to_text
-from timetravel.history.replay import replay_from_checkpoint
-from timetravel.history.snapshot import (
-    capture_snapshot,
-    list_snapshots,
-    load_latest_snapshot,
-    load_snapshot,
-    parse_snapshot,
-)
-from timetravel.history.timeline import build_timeline, build_timeline_tree, format_timeline_json
-from timetravel.history.vcs_tags import (
-    load_vcs_tag,
-    rerun_at_revision,
-    resolve_workflow_at_revision,
-    tag_snapshot_vcs,
-)
+from timetravel.history.replay import replay_description, replay_fork_input
+from timetravel.history.snapshot import build_snapshot_row, node_key, parse_snapshot
+from timetravel.history.timeline import format_timeline_json, timeline_from_rows, tree_from_rows
+from timetravel.history.vcs_tags import make_vcs_tag, workspace_name
 
 __all__ = [
     "BranchInfo",
     "ForkInput",
     "ForkResult",
+    "ForkRows",
     "ParsedSnapshot",
     "ReplayInput",
     "ReplayResult",
@@ -62,28 +61,23 @@ __all__ = [
     "TimelineTree",
     "VcsTag",
     "WorkspaceResult",
-    "build_timeline",
-    "build_timeline_tree",
-    "capture_snapshot",
+    "build_snapshot_row",
+    "check_fork_input",
     "diff_raw_snapshots",
     "diff_snapshots",
-    "discard_fork",
-    "fork_run",
     "format_diff_json",
     "format_timeline_json",
-    "get_branch_info",
-    "list_branches",
-    "list_snapshots",
-    "load_latest_snapshot",
-    "load_snapshot",
-    "load_vcs_tag",
+    "make_vcs_tag",
+    "node_key",
     "parse_snapshot",
+    "plan_fork",
     "render_diff",
     "render_snapshots",
     "render_timeline",
-    "replay_from_checkpoint",
-    "rerun_at_revision",
-    "resolve_workflow_at_revision",
-    "tag_snapshot_vcs",
+    "replay_description",
+    "replay_fork_input",
+    "timeline_from_rows",
     "to_text",
+    "tree_from_rows",
+    "workspace_name",
 ]

@@ -22,7 +22,7 @@ import math
 import re
 from typing import Any
 
-__all__ = ["content_hash", "dumps", "js_number", "loads", "same_json"]
+__all__ = ["content_hash", "dumps", "js_number", "js_ordered", "loads", "same_json"]
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_INDEX = 2**32 - 2  # the largest array index (ECMAScript: < 2^32 - 1)
@@ -83,6 +83,17 @@ def _is_index(key: str) -> bool:
     return (
         key.isdigit() and key.isascii() and (key == "0" or key[0] != "0") and int(key) <= _MAX_INDEX
     )
+
+
+def js_ordered(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with its keys in a JavaScript object's order: array-index keys ("0", "17", …)
+    first in ascending numeric order, then the others in insertion order (what ``Object.keys``
+    gives for an object built, or parsed, with these keys in this order). ``obj`` itself when
+    it has no index key."""
+    if not any(k and k[0] <= "9" and _is_index(k) for k in obj):
+        return obj
+    index = sorted((k for k in obj if _is_index(k)), key=int)
+    return {**{k: obj[k] for k in index}, **{k: v for k, v in obj.items() if not _is_index(k)}}
 
 
 def normalise(value: Any) -> tuple[Any, bool]:

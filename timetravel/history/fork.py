@@ -5,7 +5,7 @@ Differences from upstream, all from upstream §4 item 33:
 * the child's ``content_hash`` is recomputed from the child's content (upstream copies the
   parent's even after changing input or nodes, so the hash no longer matches the content);
 * the child snapshot, child run row, branch row and the copy of the frame's VCS tag are written
-  in one transaction (:meth:`HistoryStore.fork`): no orphan row when it fails;
+  in one transaction (``HistoryStore.fork``): no orphan row when it fails;
 * the child run id may be chosen by the caller (the ``ForkRun`` workflow derives it
   deterministically) and a second call with the same id returns the first call's fork;
 * a child of a live parent is written ``failed`` like upstream, and ``waiting-*`` statuses are
@@ -15,30 +15,21 @@ Differences from upstream, all from upstream §4 item 33:
 Like upstream, frames, nodes, attempts and outputs are not copied: the child's frame-0
 snapshot is its whole history. The parent frame's VCS tag is copied to the child's frame 0,
 so a fork of the fork can be replayed at the same revision.
+
+Pure: the rows a fork writes (:func:`plan_fork`) and the input check; reading the parent and
+writing the rows is :meth:`timetravel.history.service.HistoryService.fork`.
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from timetravel import metrics
-from timetravel.clock import now_ms
 from timetravel.errors import InvalidInput
 from timetravel.history import canonical
-from timetravel.history.models import BranchInfo, ForkInput, ForkResult, SnapshotRow
+from timetravel.history.models import BranchInfo, ForkInput, ForkRows, SnapshotRow
 from timetravel.history.snapshot import node_key
-from timetravel.store import Database
-from timetravel.store.history import ForkRows, HistoryStore
 
-__all__ = [
-    "check_fork_input",
-    "discard_fork",
-    "fork_run",
-    "get_branch_info",
-    "list_branches",
-    "plan_fork",
-]
+__all__ = ["check_fork_input", "plan_fork"]
 
 #: Run statuses of a live engine; a child run must not look like one (nobody runs it).
 _LIVE_STATUSES = ("running", "waiting-approval", "waiting-event", "waiting-timer")
@@ -63,7 +54,7 @@ def plan_fork(
     vcs_tag: dict[str, Any] | None,
     created_at_ms: int,
 ) -> ForkRows:
-    """The rows a fork writes, from the parent's snapshot row, run row and VCS tag (pure)."""
+    """The rows a fork writes, from the parent's snapshot row, run row and VCS tag."""
     parent = SnapshotRow.model_validate(snapshot)
 
     input_json = parent.input_json
@@ -150,52 +141,3 @@ def check_fork_input(fork: ForkInput, child_run_id: str) -> None:
             "frame_no must be a non-negative i32 integer.",
             {"frameNo": fork.frame_no},
         )
-
-
-def fork_run(db: Database, fork: ForkInput, *, child_run_id: str | None = None) -> ForkResult:
-    """Fork ``fork.parent_run_id`` at ``fork.frame_no`` into a new child run.
-
-    Args:
-        child_run_id: the child's run id; a random UUID when omitted. Calling again with the
-            same id returns the fork already made (nothing is written twice).
-
-    Raises:
-        TimeTravelError: ``SnapshotNotFound`` (message ``No snapshot found for run=<parent>
-            frame=<n>``) when the parent frame has no snapshot; ``InvalidInput`` for an input
-            the store cannot hold (see :func:`check_fork_input`). Nothing is written then.
-    """
-    child = child_run_id or str(uuid.uuid4())
-    check_fork_input(fork, child)
-    ts = now_ms()
-    rows, created = HistoryStore(db).fork(
-        fork.parent_run_id,
-        fork.frame_no,
-        child,
-        lambda snap, run, tag: plan_fork(fork, child, snap, run, tag, ts),
-    )
-    if created:
-        metrics.forks_created.inc()
-    return ForkResult(
-        run_id=child,
-        branch=BranchInfo.model_validate(rows.branch),
-        snapshot=SnapshotRow.model_validate(rows.snapshot),
-    )
-
-
-def discard_fork(db: Database, fork: ForkInput, child_run_id: str) -> bool:
-    """Undo :func:`fork_run` for this child: delete its snapshot, run, branch and tag rows.
-
-    Idempotent; touches nothing unless the child's branch row names this parent frame.
-    """
-    return HistoryStore(db).discard_fork(child_run_id, fork.parent_run_id, fork.frame_no)
-
-
-def list_branches(db: Database, parent_run_id: str) -> list[BranchInfo]:
-    """Branches forked from a run, by parent frame then creation time; ``[]`` if none."""
-    return [BranchInfo.model_validate(r) for r in HistoryStore(db).list_branches(parent_run_id)]
-
-
-def get_branch_info(db: Database, run_id: str) -> BranchInfo | None:
-    """The branch row of a forked run, or ``None`` for a run that is not a fork."""
-    row = HistoryStore(db).get_branch(run_id)
-    return BranchInfo.model_validate(row) if row else None

@@ -8,6 +8,7 @@ package and this service read each other's rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +17,7 @@ __all__ = [
     "BranchInfo",
     "ForkInput",
     "ForkResult",
+    "ForkRows",
     "ForkWriteInput",
     "NodeChange",
     "OutputChange",
@@ -187,6 +189,17 @@ class ForkInput(_Model):
     )
     branch_label: str | None = Field(default=None, description="Short name of the branch.")
     fork_description: str | None = Field(default=None, description="Why the fork was made.")
+
+
+@dataclass(frozen=True)
+class ForkRows:
+    """The rows a fork writes, as column dicts: the child's frame-0 snapshot, its branch row,
+    its run row (``None`` when the parent has none) and the copy of the frame's VCS tag."""
+
+    snapshot: dict[str, Any]
+    branch: dict[str, Any]
+    run: dict[str, Any] | None = None
+    vcs_tag: dict[str, Any] | None = None
 
 
 class ForkResult(_Model):

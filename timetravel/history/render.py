@@ -8,12 +8,14 @@ colour forced on or off, for golden tests and for callers that need a string.
 Lines stay within 80 columns for two levels of forks: hashes and fork-line ids are shortened
 as upstream does (a run's header keeps its full id, to copy into a command), labels are cut to
 :data:`LABEL_WIDTH` characters, and a fork's header says ``(from <parent>:<frame>)`` where
-upstream says ``(forked from …)``.
+upstream says ``(forked from …)``, the parent id shortened only when it is a UUID (to 8
+characters, as upstream) or longer than :data:`RUN_ID_WIDTH` (with "…"): :func:`frame_ref`.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from datetime import UTC, datetime
 
 from rich.console import Console, RenderableType
@@ -29,7 +31,9 @@ from timetravel.history.models import (
 
 __all__ = [
     "LABEL_WIDTH",
+    "RUN_ID_WIDTH",
     "format_timestamp",
+    "frame_ref",
     "render_diff",
     "render_snapshots",
     "render_timeline",
@@ -93,6 +97,24 @@ def render_diff(diff: SnapshotDiff) -> Text:
     return Text("\n").join(lines)
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+#: Longest run id a fork header shows whole; a longer one is cut and ends in "…".
+RUN_ID_WIDTH = 16
+
+
+def frame_ref(run_id: str, frame_no: int, *, short: bool = False) -> str:
+    """``<run>:<frame>``, how every history command names a frame of a run.
+
+    With ``short``, a random (UUID) run id is cut to its first 8 characters as upstream does,
+    and any other id longer than :data:`RUN_ID_WIDTH` ends in "…": an id is never cut into
+    what reads like another run's id (``demo-run-2`` stays whole).
+    """
+    if short:
+        run_id = run_id[:8] if _UUID.fullmatch(run_id) else _short(run_id, RUN_ID_WIDTH)
+    return f"{run_id}:{frame_no}"
+
+
 def _fork_tag(branch: BranchInfo) -> str:
     return f"[{_short(branch.branch_label) or 'fork'}]"
 
@@ -115,10 +137,8 @@ def render_timeline(tree: TimelineTree) -> Text:
         header = Text(pad) + Text(tl.run_id, style="bold")
         if tl.branch is not None:
             header += Text(" ") + Text(_fork_tag(tl.branch), style="dim")
-            header += Text(" ") + Text(
-                f"(from {tl.branch.parent_run_id[:8]}:{tl.branch.parent_frame_no})",
-                style="dim",
-            )
+            parent = frame_ref(tl.branch.parent_run_id, tl.branch.parent_frame_no, short=True)
+            header += Text(" ") + Text(f"(from {parent})", style="dim")
         lines.append(header)
         children = {c.timeline.run_id: c for c in node.children}
         todo: list[tuple[TimelineTree, int] | Text] = []

@@ -5,33 +5,24 @@ The four parts are stored as JavaScript-compatible JSON texts and hashed togethe
 Smithers package for the same data have the same ``content_hash``. All work is linear in the
 size of the snapshot: each part is serialised once, the hash is computed from those texts, and
 parsing indexes nodes and loops by key in one pass.
+
+Pure: capturing and loading rows is :class:`timetravel.history.service.HistoryService`'s job.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from timetravel import metrics
-from timetravel.clock import now_ms
 from timetravel.errors import InvalidInput
 from timetravel.history import canonical
-from timetravel.history.models import (
-    ParsedSnapshot,
-    SnapshotData,
-    SnapshotIndexEntry,
-    SnapshotRow,
-)
-from timetravel.store import Database
-from timetravel.store.history import HistoryStore
+from timetravel.history.models import ParsedSnapshot, SnapshotData, SnapshotRow
 
 __all__ = [
-    "capture_snapshot",
-    "list_snapshots",
-    "load_latest_snapshot",
-    "load_snapshot",
+    "build_snapshot_row",
+    "check_snapshot_input",
     "node_key",
     "parse_snapshot",
+    "snapshot_data",
 ]
 
 
@@ -56,7 +47,7 @@ def _js_text(value: Any) -> str:
 def build_snapshot_row(
     run_id: str, frame_no: int, data: SnapshotData, created_at_ms: int
 ) -> SnapshotRow:
-    """The row :func:`capture_snapshot` writes (pure)."""
+    """The row a capture writes."""
     nodes_json = canonical.dumps(data.nodes)
     outputs_json = canonical.dumps(data.outputs)
     ralph_json = canonical.dumps(data.ralph)
@@ -75,73 +66,50 @@ def build_snapshot_row(
     )
 
 
-def capture_snapshot(
-    db: Database, run_id: str, frame_no: int, data: SnapshotData | dict[str, Any]
-) -> SnapshotRow:
-    """Capture a snapshot of a run at a frame, replacing any earlier one for that frame.
+def snapshot_data(data: SnapshotData | dict[str, Any]) -> SnapshotData:
+    """``data`` as :class:`SnapshotData`; a dict may say ``vcsPointer`` and ``workflowHash``."""
+    if isinstance(data, SnapshotData):
+        return data
+    aliases = {"vcsPointer": "vcs_pointer", "workflowHash": "workflow_hash"}
+    return SnapshotData.model_validate({aliases.get(k, k): v for k, v in data.items()})
 
-    Args:
-        data: the parts; a dict is validated as :class:`SnapshotData` (``vcsPointer`` and
-            ``workflowHash`` are accepted too).
 
-    Returns:
-        The row as written.
+def check_snapshot_input(run_id: str, data: SnapshotData) -> None:
+    """Refuse a run id or text the store cannot hold.
 
     Raises:
-        TimeTravelError: ``InvalidInput`` for a run id or text the store cannot hold.
+        TimeTravelError: ``InvalidInput``.
     """
-    started = time.perf_counter()
-    if not isinstance(data, SnapshotData):
-        data = SnapshotData.model_validate(_snake_keys(data))
     texts = (run_id, data.vcs_pointer, data.workflow_hash)
     if not run_id or len(run_id) > 256 or any(t and "\x00" in t for t in texts):
         # The JSON parts escape NUL; these plain columns cannot hold it on PostgreSQL.
         raise InvalidInput("run_id must be 1 to 256 characters, and no text may contain NUL.")
-    row = build_snapshot_row(run_id, frame_no, data, now_ms())
-    HistoryStore(db).upsert_snapshot(row.model_dump())
-    metrics.snapshots_captured.inc()
-    metrics.snapshot_duration_ms.observe((time.perf_counter() - started) * 1000)
-    return row
-
-
-def _snake_keys(data: dict[str, Any]) -> dict[str, Any]:
-    aliases = {"vcsPointer": "vcs_pointer", "workflowHash": "workflow_hash"}
-    return {aliases.get(k, k): v for k, v in data.items()}
-
-
-def load_snapshot(db: Database, run_id: str, frame_no: int) -> SnapshotRow | None:
-    """The snapshot of a run at a frame, or ``None``."""
-    row = HistoryStore(db).get_snapshot(run_id, frame_no)
-    return SnapshotRow.model_validate(row) if row else None
-
-
-def load_latest_snapshot(db: Database, run_id: str) -> SnapshotRow | None:
-    """The snapshot with the highest frame number of a run, or ``None``."""
-    row = HistoryStore(db).latest_snapshot(run_id)
-    return SnapshotRow.model_validate(row) if row else None
-
-
-def list_snapshots(db: Database, run_id: str) -> list[SnapshotIndexEntry]:
-    """Index entries (no JSON parts) of a run's snapshots in frame order; ``[]`` if none."""
-    return [SnapshotIndexEntry.model_validate(r) for r in HistoryStore(db).list_snapshots(run_id)]
 
 
 def parse_snapshot(row: SnapshotRow) -> ParsedSnapshot:
     """Decode a snapshot row: nodes keyed ``"<nodeId>::<iteration>"``, loops keyed by id.
 
-    A later duplicate key overwrites an earlier one, as upstream.
+    Loops and outputs are in the order upstream's JavaScript objects have: number-like keys
+    first, ascending (so a diff lists them as upstream does). A later duplicate key overwrites
+    an earlier one in the earlier one's place, as upstream.
     """
     nodes_list = canonical.loads(row.nodes_json)
     ralph_list = canonical.loads(row.ralph_json)
     nodes = {node_key(n): n for n in nodes_list if isinstance(n, dict)}
-    ralph = {str(r.get("ralphId")): r for r in ralph_list if isinstance(r, dict)}
+    # Upstream keys loops by id in a JavaScript object, so number-like ids come first.
+    ralph = canonical.js_ordered(
+        {str(r.get("ralphId")): r for r in ralph_list if isinstance(r, dict)}
+    )
+    outputs = canonical.loads(row.outputs_json)
+    if isinstance(outputs, dict):  # JSON.parse orders an object's keys the same way
+        outputs = canonical.js_ordered(outputs)
     # The parts were just decoded from JSON, so there is nothing to validate; constructing
     # skips a second copy of a large snapshot.
     return ParsedSnapshot.model_construct(
         run_id=row.run_id,
         frame_no=row.frame_no,
         nodes=nodes,
-        outputs=canonical.loads(row.outputs_json),
+        outputs=outputs,
         ralph=ralph,
         input=canonical.loads(row.input_json),
         vcs_pointer=row.vcs_pointer,

@@ -7,11 +7,15 @@ upstream's three queries per node, and builds it iteratively with a visited set 
 cap, so corrupt branch rows that form a cycle, or a very deep chain of forks, cannot recurse
 forever or overflow the stack. Forks whose parent frame has no snapshot (upstream drops them)
 still appear as children; only the frame's ``fork_points`` cannot list them.
+
+Pure: the timeline and the tree are assembled from the rows the store read (reading them is
+:class:`timetravel.history.service.HistoryService`'s job).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from timetravel.history.models import (
@@ -20,17 +24,18 @@ from timetravel.history.models import (
     TimelineFrame,
     TimelineTree,
 )
-from timetravel.store import Database
-from timetravel.store.history import HistoryStore, Row
 
-__all__ = ["MAX_TREE_DEPTH", "build_timeline", "build_timeline_tree", "format_timeline_json"]
+__all__ = ["MAX_TREE_DEPTH", "format_timeline_json", "timeline_from_rows", "tree_from_rows"]
+
+#: A row as the store returns it: column name -> value.
+Row = Mapping[str, Any]
 
 #: Forks deeper than this below the root are left out (the tree is marked ``truncated``).
 MAX_TREE_DEPTH = 200
 
 
 def _timeline(
-    run_id: str, snaps: list[Row], forks: list[BranchInfo], own: BranchInfo | None
+    run_id: str, snaps: Sequence[Row], forks: list[BranchInfo], own: BranchInfo | None
 ) -> Timeline:
     by_frame: dict[int, list[BranchInfo]] = defaultdict(list)
     for fork in forks:
@@ -47,37 +52,42 @@ def _timeline(
     return Timeline(run_id=run_id, frames=frames, branch=own)
 
 
-def build_timeline(db: Database, run_id: str) -> Timeline:
-    """A run's frames (snapshots in frame order) with the forks made at each frame.
-
-    An unknown run gives an empty timeline, not an error.
-    """
-    snaps, forks, own = HistoryStore(db).timeline_rows(run_id)
+def timeline_from_rows(
+    run_id: str, snaps: Sequence[Row], forks: Sequence[Row], own: Row | None
+) -> Timeline:
+    """A run's frames (its snapshot index rows, in frame order) with the forks made at each
+    frame; ``own`` is the run's own branch row when it is a fork."""
     branch = BranchInfo.model_validate(own) if own else None
     return _timeline(run_id, snaps, [BranchInfo.model_validate(f) for f in forks], branch)
 
 
-def build_timeline_tree(
-    db: Database, run_id: str, *, max_depth: int = MAX_TREE_DEPTH
+def tree_from_rows(
+    run_id: str,
+    root_branch: Row | None,
+    branches: Sequence[Row],
+    snapshots: Mapping[str, Sequence[Row]],
+    *,
+    max_depth: int = MAX_TREE_DEPTH,
 ) -> TimelineTree:
     """The timeline of a run and, below it, the trees of the runs forked from it, children in
-    parent-frame then fork order.
+    the order of ``branches`` (parent frame, then fork order).
 
     Args:
+        root_branch: the run's own branch row, if it is a fork.
+        branches: every branch row below the run.
+        snapshots: run id -> its snapshot index rows in frame order.
         max_depth: forks deeper than this are left out and their parent marked ``truncated``.
     """
-    rows = HistoryStore(db).tree_rows(run_id)
     children_of: dict[str, list[BranchInfo]] = defaultdict(list)
-    for row in rows.branches:
+    for row in branches:
         branch = BranchInfo.model_validate(row)
         children_of[branch.parent_run_id].append(branch)
 
     def make(rid: str, own: BranchInfo | None) -> TimelineTree:
-        timeline = _timeline(rid, rows.snapshots.get(rid, []), children_of.get(rid, []), own)
+        timeline = _timeline(rid, snapshots.get(rid, []), children_of.get(rid, []), own)
         return TimelineTree(timeline=timeline)
 
-    root_branch = BranchInfo.model_validate(rows.root_branch) if rows.root_branch else None
-    root = make(run_id, root_branch)
+    root = make(run_id, BranchInfo.model_validate(root_branch) if root_branch else None)
     visited = {run_id}
     stack: list[tuple[TimelineTree, int]] = [(root, 0)]
     while stack:

@@ -1,6 +1,7 @@
 """SQL for run history: snapshots, branches (forks), VCS tags and timelines.
 
-:class:`HistoryStore` runs every statement of ``timetravel.history``; each public method is one
+:class:`HistoryStore` runs every statement of run history (for
+:class:`timetravel.history.service.HistoryService`); each public method is one
 unit of work in one transaction, retried as a whole on a lock (:func:`retry_on_lock`). Rows are
 returned as plain dicts keyed by column name; the domain layer turns them into models.
 
@@ -8,6 +9,12 @@ A fork is written in ONE transaction (child snapshot, child run row, branch row 
 VCS tag), unlike upstream's four separate writes (upstream §4 item 33): a failure leaves no
 orphan row, and a retry with the same child run id finds its own branch row and returns what
 it wrote before instead of writing twice.
+
+A snapshot of a frame that a rewind deleted is not read: the engine 0.16 truncate deletes a
+run's frames after the target but not their snapshots, so every read here (snapshots,
+timelines, the parent of a fork) skips a snapshot whose frame number is past the run's last
+frame. A run with no frame rows at all (a fork, or history captured without the engine) keeps
+every snapshot.
 """
 
 from __future__ import annotations
@@ -16,16 +23,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, select, text
+from sqlalchemy import ColumnElement, Connection, Table, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from timetravel import schema
 from timetravel.enginedb import SnapshotPayload, engine_features, load_snapshot
 from timetravel.enginedb.features import SNAPSHOT_REFS
 from timetravel.errors import InvalidInput, SnapshotNotFound
+from timetravel.history.models import ForkRows
 from timetravel.store import Database, retry_on_lock
 
-__all__ = ["ForkRows", "HistoryStore", "TreeRows"]
+__all__ = ["ForkPlanner", "HistoryStore", "TreeRows"]
 
 Row = dict[str, Any]
 
@@ -42,16 +50,6 @@ _INDEX_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class ForkRows:
-    """The rows a fork writes. ``run`` is ``None`` when the parent has no run row."""
-
-    snapshot: Row
-    branch: Row
-    run: Row | None = None
-    vcs_tag: Row | None = None
-
-
-@dataclass(frozen=True)
 class TreeRows:
     """Everything a timeline tree needs, read in a constant number of queries."""
 
@@ -63,6 +61,21 @@ class TreeRows:
 #: Plans a fork from the parent's snapshot row and run row (or ``None``). Pure: it may run
 #: more than once when the transaction is retried.
 ForkPlanner = Callable[[Row, Row | None, Row | None], ForkRows]
+
+
+def _live(run_id: Any) -> ColumnElement[bool]:
+    """The snapshot row's frame still exists: the run has no frame rows, or the snapshot's
+    frame is not past the last of them (a rewind deleted the later ones)."""
+    f, s = schema.frames, schema.snapshots
+    last = select(func.max(f.c.frame_no)).where(f.c.run_id == run_id).scalar_subquery()
+    return or_(last.is_(None), s.c.frame_no <= last)
+
+
+def _frame_deleted(conn: Connection, run_id: str, frame_no: int) -> bool:
+    """Whether a rewind deleted this frame of the run (see :func:`_live`)."""
+    f = schema.frames
+    last = conn.execute(select(func.max(f.c.frame_no)).where(f.c.run_id == run_id)).scalar()
+    return last is not None and frame_no > last
 
 
 def _rows(result: Iterable[Any]) -> list[Row]:
@@ -127,8 +140,11 @@ class HistoryStore:
 
     @retry_on_lock
     def get_snapshot(self, run_id: str, frame_no: int) -> Row | None:
-        """A snapshot row with its payload resolved (content-addressed or inline)."""
+        """A snapshot row with its payload resolved (content-addressed or inline); ``None``
+        also for a frame a rewind deleted."""
         with self.db.read() as conn:
+            if _frame_deleted(conn, run_id, frame_no):
+                return None
             return _snapshot_row(load_snapshot(conn, run_id, frame_no))
 
     @retry_on_lock
@@ -136,7 +152,7 @@ class HistoryStore:
         s = schema.snapshots
         with self.db.read() as conn:
             latest = conn.execute(
-                select(func.max(s.c.frame_no)).where(s.c.run_id == run_id)
+                select(func.max(s.c.frame_no)).where(s.c.run_id == run_id, _live(run_id))
             ).scalar()
             if latest is None:
                 return None
@@ -146,7 +162,11 @@ class HistoryStore:
     def list_snapshots(self, run_id: str) -> list[Row]:
         """Index rows (no JSON parts) of a run's snapshots, in frame order."""
         s = schema.snapshots
-        stmt = select(*_INDEX_COLUMNS).where(s.c.run_id == run_id).order_by(s.c.frame_no)
+        stmt = (
+            select(*_INDEX_COLUMNS)
+            .where(s.c.run_id == run_id, _live(run_id))
+            .order_by(s.c.frame_no)
+        )
         with self.db.read() as conn:
             return _rows(conn.execute(stmt))
 
@@ -210,7 +230,9 @@ class HistoryStore:
                 if snap is not None:
                     child_run = self._one(conn, select(r).where(r.c.run_id == child_run_id))
                     return ForkRows(snapshot=snap, branch=existing, run=child_run), False
-            parent = _snapshot_row(load_snapshot(conn, parent_run_id, frame_no))
+            parent = None
+            if not _frame_deleted(conn, parent_run_id, frame_no):
+                parent = _snapshot_row(load_snapshot(conn, parent_run_id, frame_no))
             if parent is None:
                 raise SnapshotNotFound(
                     f"No snapshot found for run={parent_run_id} frame={frame_no}",
@@ -271,7 +293,9 @@ class HistoryStore:
         with self.db.read() as conn:
             snaps = _rows(
                 conn.execute(
-                    select(*_INDEX_COLUMNS).where(s.c.run_id == run_id).order_by(s.c.frame_no)
+                    select(*_INDEX_COLUMNS)
+                    .where(s.c.run_id == run_id, _live(run_id))
+                    .order_by(s.c.frame_no)
                 )
             )
             forks = _rows(conn.execute(self._branches_of(b.c.parent_run_id == run_id)))
@@ -304,7 +328,7 @@ class HistoryStore:
             for chunk in _chunks(run_ids, _CHUNK):
                 stmt = (
                     select(*_INDEX_COLUMNS)
-                    .where(s.c.run_id.in_(chunk))
+                    .where(s.c.run_id.in_(chunk), _live(s.c.run_id))
                     .order_by(s.c.run_id, s.c.frame_no)
                 )
                 for row in conn.execute(stmt):
