@@ -129,3 +129,27 @@ async def test_a_jj_workspace_moved_since_the_rewind_refuses_unless_discarded(
         with pytest.raises(WorkflowFailureError) as exc:
             await undo(client, w.task_queue, {"audit_id": done.audit_id, "confirm": True})
         assert failure(exc.value).details[0]["movedSandboxes"] == [str(repo)]
+
+
+async def test_undo_command_on_a_forced_snapshot_path_rewind(
+    client, db: Database, db_url: str, new_worker
+) -> None:
+    from tests.rewind.test_recovery import _cli
+
+    seed_032(db)
+    before = db.dump()
+    async with new_worker() as w:
+        res = await rewind(client, w.task_queue, rewind_input(RUN, 2, force_side_effects=True))
+        env = {
+            "TIMETRAVEL_DATABASE_URL": db_url,
+            "TIMETRAVEL_TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            "TIMETRAVEL_TASK_QUEUE": w.task_queue,
+        }
+        aid = str(res.audit_id)
+        code, out, err = await _cli(env, "undo", aid, "--dry-run")
+        assert code == 0, err
+        assert "4 tool call(s) would come back to the journal" in out
+        code, out, err = await _cli(env, "undo", aid, "--confirm")
+        assert code == 0, err
+        assert "4 tool call(s) came back to the journal" in out and "not undone" in out
+        assert without_events(db.dump()) == without_events(before)

@@ -2,7 +2,8 @@
 
 Exit codes are every command's (``timetravel/cli/_errors.py``): 5 for ``NotUndoable`` (no
 such rewind, not a success, already undone, backups pruned), 6 for ``RunMovedOn`` (the run
-moved since the rewind; ``--discard-newer``).
+moved since the rewind; ``--discard-newer``). A rewind that archived tool calls gets them back
+in the journal, and the command says so (the effects themselves stay done).
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ def undo(
             highlight=False,
             soft_wrap=True,
         )
+        calls = result.restored.get("_smithers_tool_calls", 0)
+        if calls:
+            console.print(
+                f"{calls} tool call(s) {'would come' if result.dry_run else 'came'} back to the "
+                "journal (their effects, such as a message sent, are not undone)",
+                highlight=False,
+            )
         if result.discarded:
             console.print(f"discarded (backed up): {result.discarded}", highlight=False)
         if result.audit_id is not None:
