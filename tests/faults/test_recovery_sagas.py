@@ -36,7 +36,7 @@ from tests.rewind.helpers import (
 from tests.tasks.helpers import seed_chain, start_op
 from timetravel import schema
 from timetravel.demo.seed import seed_upstream_run
-from timetravel.errors import RewindNotHeld
+from timetravel.errors import Busy, RewindNotHeld
 from timetravel.models import RecoverInput, RecoverResult
 from timetravel.rewind import RateLimit
 from timetravel.store import Database
@@ -46,6 +46,7 @@ from timetravel.store.fence import take_over
 from timetravel.store.reconciler import ReconcilerStore
 from timetravel.store.recovery import StepRow, decide
 from timetravel.store.sandboxes import SandboxStore
+from timetravel.store.tasks import TaskStore
 from workflows.recover_rewind_audits import RecoverRewindAudits
 from workflows.undo_rewind import UndoRewind
 
@@ -215,6 +216,21 @@ def test_takeover_refuses_the_orphans_writes_and_lets_its_compensations_through(
     AuditStore(db).finish(audit_id=audit_id, run_id="run-fence", result="failed",
                           from_frame_no=None)  # fmt: skip
     assert AuditStore(db).lock_holder("run-fence") is None
+
+
+def test_takeover_refuses_an_orphaned_task_reset(db: Database) -> None:
+    """The task sagas' database step checks its lock row itself: taken over, it refuses too."""
+    seed_chain(db, "run-task-fence")
+    store = TaskStore(db)
+    raw = {"run_id": "run-task-fence", "node_id": "implement", "caller": "user:t", "confirm": True}
+    audit_id, v, _ = store.begin("retry-task", raw, dry_run=False, workflow_id="retry-x",
+                                 workflow_run_id=str(uuid.uuid4()))  # fmt: skip
+    assert audit_id is not None
+    before = db.dump()
+    take_over(db, audit_id, "recover-test/1")
+    with pytest.raises(Busy):
+        store.reset(audit_id, v)
+    assert db.dump() == before and store.restore(audit_id) is False
 
 
 async def test_a_dead_rewind_whose_lock_is_gone_is_flagged_not_undone(

@@ -66,6 +66,7 @@ from timetravel.errors import (
 from timetravel.store import Database, OutputTable, retry_on_lock
 from timetravel.store.audit import AuditStore
 from timetravel.store.backups import Backups
+from timetravel.store.fence import taken_over
 from timetravel.task_models import TaskPlan
 
 __all__ = ["NO_TASK_FRAME", "TaskStore"]
@@ -443,7 +444,7 @@ class TaskStore:
             lock = (
                 conn.execute(select(LOCKS).where(LOCKS.c.audit_id == audit_id)).mappings().first()
             )
-            if lock is None:
+            if lock is None or taken_over(lock["workflow_id"]):  # released, or recovery's
                 raise Busy(
                     f"Operation {audit_id} no longer holds the lock of {v.run_id}.",
                     {"runId": v.run_id, "auditId": audit_id},
