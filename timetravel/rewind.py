@@ -29,6 +29,7 @@ from timetravel.errors import (
     SideEffectBlocked,
     TimeTravelError,
 )
+from timetravel.history.canonical import dumps as js_json
 from timetravel.models import EffectBoundary, EffectGroup, ToolCallEffect
 
 RUN_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -217,11 +218,6 @@ def reconciler_rows(run_id: str, snapshot_ralph_json: str, now: int) -> list[dic
         for e in entries
         if isinstance(e, dict) and "ralphId" in e
     ]
-
-
-def js_json(value: Any) -> str:
-    """JSON text as JavaScript's ``JSON.stringify`` writes it (compact, insertion order)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def jumped_event_payload(

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, inspect, text
 
 from timetravel.enginedb._sql import insert_rows, quote
 from timetravel.enginedb.features import TOOL_CALL_ARCHIVE, TOOL_CALLS, engine_features
+from timetravel.history.canonical import dumps as js_json
 
 __all__ = [
     "AttemptKey",
@@ -136,8 +137,7 @@ def stamp_forced_past(
                 " AND node_id = :node_id AND iteration = :iteration AND attempt = :attempt"
                 " AND seq = :seq"
             ),
-            {"past": json.dumps(past, separators=(",", ":")), "run_id": run_id}
-            | {k: row[k] for k in _KEY},
+            {"past": js_json(past), "run_id": run_id} | {k: row[k] for k in _KEY},
         )
         stamped += 1
     return stamped
