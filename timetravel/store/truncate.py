@@ -125,7 +125,7 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 )
                 if refuse_side_effects:
                     rewind.check_effect_boundary(run_id, plan.tool_calls, force=False)
-            plan.sandboxes = self._plan_sandboxes(conn, run_id, cut.cutoff_ms)
+            plan.sandboxes = self._plan_sandboxes(conn, run_id, cut.cutoff_ms, frame_no)
 
             def count(t: Any, where: ColumnElement[bool]) -> int:
                 return conn.execute(select(func.count()).select_from(t).where(where)).scalar_one()
@@ -151,11 +151,15 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
             return plan
 
     @staticmethod
-    def _plan_sandboxes(conn: Connection, run_id: str, cutoff_ms: int) -> list[SandboxPlan]:
+    def _plan_sandboxes(
+        conn: Connection, run_id: str, cutoff_ms: int, frame_no: int
+    ) -> list[SandboxPlan]:
         """Upstream's rule: the sandboxes of the attempts to delete, first-seen order; each goes
         back to the pointer of its latest attempt that started at or before the cutoff. A cwd
-        with no pointer at all in the run is skipped; one whose pointers all came after the
-        cutoff is ``UnsupportedSandbox``."""
+        with no pointer at all in the run is skipped. One whose pointers all came after the
+        cutoff (frame 0 of a sandboxed run, issue #12) goes back to the target frame's snapshot
+        pointer when that snapshot can only be about it (:func:`_snapshot_pointer`), else it is
+        ``UnsupportedSandbox`` as upstream."""
         at = ATTEMPTS
         order = (at.c.started_at_ms, at.c.node_id, at.c.iteration, at.c.attempt)
         cwds: list[str] = []
@@ -194,6 +198,8 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 .order_by(*(c.desc() for c in order))
                 .limit(1)
             ).scalar()
+            if not pointer:
+                pointer = _snapshot_pointer(conn, run_id, frame_no, cwd)
             if not pointer:
                 raise UnsupportedSandbox(
                     f"Could not resolve a rewind pointer for sandbox cwd {cwd}.",
@@ -403,3 +409,23 @@ def _append_event(conn: Connection, run_id: str, now: int, type_: str, payload: 
         )
     )
     return seq
+
+
+def _snapshot_pointer(conn: Connection, run_id: str, frame_no: int, cwd: str) -> str | None:
+    """The VCS pointer the target frame's snapshot recorded, for ``cwd`` when the snapshot can
+    only be about it: the run's one sandbox, or its ``vcs_root``. (A snapshot has one pointer;
+    with several sandboxes it is not known whose it is.)"""
+    at = ATTEMPTS
+    cwds = conn.execute(
+        select(at.c.jj_cwd)
+        .where(at.c.run_id == run_id, at.c.jj_cwd.is_not(None), at.c.jj_cwd != "")
+        .distinct()
+    ).scalars()
+    root = conn.execute(select(RUNS.c.vcs_root).where(RUNS.c.run_id == run_id)).scalar()
+    if list(cwds) != [cwd] and root != cwd:
+        return None
+    snaps = schema.snapshots
+    pointer = conn.execute(
+        select(snaps.c.vcs_pointer).where(snaps.c.run_id == run_id, snaps.c.frame_no == frame_no)
+    ).scalar()
+    return pointer if isinstance(pointer, str) and pointer else None
