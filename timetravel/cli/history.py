@@ -1,6 +1,7 @@
-"""History commands: ``snapshots``, ``diff``, ``timeline`` (read-only, plain library calls on
-the store) and ``fork``, ``replay`` (start the ``ForkRun`` / ``ReplayFromCheckpoint``
-workflows through Temporal and print their result).
+"""History commands: ``snapshots``, ``diff``, ``timeline`` (read-only: the one-call functions
+of :mod:`timetravel.history.service` on the database, no Temporal) and ``fork``, ``replay``
+(start the ``ForkRun`` / ``ReplayFromCheckpoint`` workflows through Temporal and print their
+result).
 
 Human output is rich text for an 80-column terminal, coloured on a TTY and plain when piped
 or when ``NO_COLOR`` is set. ``--json`` prints one JSON document (2-space indent, keys in the
