@@ -28,7 +28,9 @@ from timetravel.identity import HEADER
 from timetravel.models import ConfirmInput, RewindInput
 from timetravel.settings import Settings
 from timetravel.store import Database
+from timetravel.task_models import RetryTaskInput
 from worker import build_worker
+from workflows.retry_task import RetryTask
 from workflows.rewind_run import RewindRun
 
 RUN = "run-twin"
@@ -183,6 +185,22 @@ async def test_dry_runs_on_one_database_carry_its_identity(
     assert result.ok and result.dry_run
     headers = await _scheduled_headers(handle)
     assert HEADER in headers["snapshot_pre_jump"]
+
+
+async def test_task_sagas_carry_the_identity_too(client: Client, twin_dbs: list[Database]) -> None:
+    """The task-level sagas share the base: their steps after ``task_begin`` carry the header."""
+    one, _two = twin_dbs
+    queue = f"tq-{uuid.uuid4()}"
+    async with _worker(client, one, queue):
+        handle = await client.start_workflow(
+            RetryTask.run,
+            RetryTaskInput(run_id=RUN, node_id="task:one", iteration=0, dry_run=True),
+            id=f"retry-dry-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+        await handle.result()
+    headers = await _scheduled_headers(handle)
+    assert HEADER not in headers["task_begin"] and HEADER in headers["task_plan"], headers
 
 
 async def test_identity_is_created_in_an_old_database_and_kept(tmp_path: Path) -> None:
