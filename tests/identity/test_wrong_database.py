@@ -25,7 +25,7 @@ from temporalio.worker import Worker
 
 from timetravel.demo.seed import seed_upstream_run
 from timetravel.identity import HEADER
-from timetravel.models import ConfirmInput, RewindInput
+from timetravel.models import ConfirmInput, DatabaseRef, RewindInput
 from timetravel.settings import Settings
 from timetravel.store import Database
 from timetravel.task_models import RetryTaskInput
@@ -220,3 +220,18 @@ async def test_identity_is_created_in_an_old_database_and_kept(tmp_path: Path) -
     finally:
         again.dispose()
         db.dispose()
+
+
+def test_wrong_database_never_shows_a_password() -> None:
+    from timetravel.identity import wrong_database
+
+    pg = Database("postgresql+psycopg://smithers:s3cret-pw@127.0.0.1:5432/test")
+    try:
+        here = DatabaseRef(id="b" * 8, name=pg.describe())
+        saga = DatabaseRef(id="a" * 8, name="sqlite:////data/one.db")
+        err = wrong_database("truncate", saga, here)
+    finally:
+        pg.dispose()
+    assert "s3cret-pw" not in err.message and "s3cret-pw" not in str(err.details)
+    assert "smithers:***@127.0.0.1" in err.message and "/data/one.db" in err.message
+    assert err.code == "WrongDatabase"
