@@ -49,7 +49,8 @@ def _engine_ddl(table: str) -> str:
 def create_032(db: Database) -> None:
     """The engine-0.32 tables (journal and archive with the engine's DDL), then ours."""
     with db.write() as conn:
-        schema032.create(conn, OUTPUT_TABLES)
+        # out_c: a table no node of the seeded run writes (until the engine runs a node c).
+        schema032.create(conn, {**OUTPUT_TABLES, "out_c": "value REAL"})
         pg = conn.dialect.name == "postgresql"
         for table in ("_smithers_tool_calls", "_smithers_tool_call_archive"):
             conn.execute(text(f"DROP TABLE {table}"))
@@ -75,9 +76,16 @@ def _call(conn: Any, node: str, attempt: int, seq: int, tool: str, se: int, idem
     )  # fmt: skip
 
 
-def seed_032(db: Database, *, cwd: str | None = None, pointers: tuple[str, str] | None = None):
-    """The chain a → b with its journal (``pointers``: a's and b's jj pointers in ``cwd``)."""
-    seed(db, cwd=cwd)
+def seed_032(
+    db: Database,
+    *,
+    cwd: str | None = None,
+    pointers: tuple[str, str] | None = None,
+    snapshots: bool = True,
+) -> None:
+    """The chain a → b with its journal (``pointers``: a's and b's jj pointers in ``cwd``;
+    without ``snapshots`` a rewind takes the 0.16 heuristic on this 0.32 database)."""
+    seed(db, cwd=cwd, snapshots=snapshots)
     with db.write() as conn:
         for call in CALLS:
             _call(conn, *call)

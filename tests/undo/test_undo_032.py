@@ -141,3 +141,68 @@ async def test_deep_snapshot_rewind_is_undone_exactly(client, db: Database, new_
     assert record(db, res.audit_id, "truncate")["tool_calls"]["archived"] == 5
     undo(db, res.audit_id)
     assert without_events(db.dump()) == without_events(before)
+
+
+async def test_heuristic_rewind_on_a_0_32_database_with_archived_calls_is_undone_exactly(
+    client, db: Database, new_worker
+) -> None:
+    """No snapshot at the target frame (the engine's refs trigger collects its content): the
+    0.16 heuristic ran on the 0.32 database and archived b's calls."""
+    from sqlalchemy import text
+
+    with db.write() as conn:
+        for table in ("_smithers_snapshot_payload_refs", "_smithers_snapshots"):
+            conn.execute(text(f"DELETE FROM {table} WHERE frame_no = 2"))
+    before = db.dump()
+    res = await forced_rewind(client, new_worker)
+    rec = record(db, res.audit_id, "truncate")
+    assert rec.get("mode") != "snapshot" and rec["tool_calls"]["archived"] == 4
+    after_rewind = db.dump()
+    undo_id = undo(db, res.audit_id)
+    assert without_events(db.dump()) == without_events(before)
+    assert q(db, "SELECT count(*) FROM _smithers_tool_call_archive") == [(0,)]
+    undo(db, undo_id)
+    assert without_events(db.dump()) == without_events(after_rewind)
+
+
+async def test_newer_work_in_an_output_table_the_rewind_left_alone_is_discarded(
+    client, db: Database, new_worker
+) -> None:
+    """The engine, resumed, ran a node c the run had not run before the rewind and wrote its
+    output into a table the rewind did not touch (``out_c``): a discarding undo drops it (it
+    is in the undo's copies), so the run is exactly as before the rewind, and undoing the undo
+    brings it back."""
+    from sqlalchemy import text
+
+    from tests.undo.helpers032 import LATER
+
+    before = db.dump()
+    res = await forced_rewind(client, new_worker)
+    assert "out_c" not in record(db, res.audit_id, "truncate")["replaced_outputs"]
+    with db.write() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO _smithers_attempts (run_id, node_id, iteration, attempt, state,"
+                " started_at_ms, finished_at_ms) VALUES (:r, 'c', 0, 1, 'finished', :s, :f)"
+            ),
+            {"r": RUN, "s": LATER, "f": LATER + 5},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO _smithers_nodes (run_id, node_id, iteration, state, last_attempt,"
+                " updated_at_ms, output_table) VALUES (:r, 'c', 0, 'finished', 1, :t, 'outC')"
+            ),
+            {"r": RUN, "t": LATER + 5},
+        )
+        conn.execute(
+            text("INSERT INTO out_c (run_id, node_id, iteration, value) VALUES (:r, 'c', 0, 9)"),
+            {"r": RUN},
+        )
+    moved = db.dump()
+    with pytest.raises(TimeTravelError) as exc:
+        undo(db, res.audit_id)
+    assert exc.value.details["newAttempts"] == ["c#0.1"]
+    undo_id = undo(db, res.audit_id, discard_newer=True)
+    assert without_events(db.dump()) == without_events(before)
+    undo(db, undo_id)
+    assert without_events(db.dump()) == without_events(moved)

@@ -59,6 +59,7 @@ from timetravel.enginedb.features import (
     TOOL_CALL_ARCHIVE,
     TOOL_CALLS,
 )
+from timetravel.enginedb.outputs import resolve_output_table
 from timetravel.enginedb.tool_calls import restore_tool_calls
 from timetravel.errors import NotUndoable, RunMovedOn, TimeTravelError
 from timetravel.models import BeginResult
@@ -553,7 +554,8 @@ class UndoStore:
         )
         out = set()
         for n in names:
-            resolved = self.db.output_table(conn, n)
+            # Engine 0.32 names the schema key (``outA``) in node rows; the table is ``out_a``.
+            resolved = self.db.output_table(conn, resolve_output_table(conn, n) or n)
             if resolved is not None:
                 out.add(resolved.table.name)
         return sorted(out)
