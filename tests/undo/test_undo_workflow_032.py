@@ -153,3 +153,35 @@ async def test_undo_command_on_a_forced_snapshot_path_rewind(
         assert code == 0, err
         assert "4 tool call(s) came back to the journal" in out and "not undone" in out
         assert without_events(db.dump()) == without_events(before)
+
+
+@pytest.mark.parametrize(
+    ("method", "side"),
+    [("undo_sandbox", "after"), ("undo_database", "after")],
+    ids=["sandbox-after", "database-after"],
+)
+async def test_a_fault_after_a_step_is_compensated_exactly_on_0_32(
+    client, db: Database, settings, new_worker, tmp_path: Path, method: str, side: str
+) -> None:
+    """The undo's compensation on the engine's tables: snapshots and ref counts, signals, VCS
+    tags, the journal and the archive, the jj workspace, all as the rewind left them."""
+    from activities import build_activities
+    from activities.undo import UndoActivities
+    from tests.rewind.helpers import faulty_class
+
+    repo = tmp_path / "ws"
+    seed_032(db, cwd=str(repo), pointers=jj_workspace(repo))
+    async with new_worker() as w:
+        res = await rewind(client, w.task_queue, rewind_input(RUN, 2, force_side_effects=True))
+    after_rewind, sb_after = db.dump(), jj_state(repo)
+    acts = build_activities(db, settings, substitutes=[faulty_class(UndoActivities, method, side)])
+    async with new_worker(activities=acts) as w:
+        with pytest.raises(WorkflowFailureError) as exc:
+            await undo(client, w.task_queue, {"audit_id": res.audit_id, "confirm": True})
+        assert failure(exc.value).type == "RewindFailed"
+    assert db.dump() == after_rewind
+    assert jj_state(repo)[1] == sb_after[1]
+    assert q(db, "SELECT count(*) FROM _smithers_tool_call_archive") == [(4,)]
+    async with new_worker() as w:
+        done = await undo(client, w.task_queue, {"audit_id": res.audit_id, "confirm": True})
+    assert done.undone_audit_id == res.audit_id
