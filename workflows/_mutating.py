@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         domain_error,
         message,
         run_step,
+        to_the_end,
     )
 
 RUN_ID_KEY = SearchAttributeKey.for_keyword("SmithersRunId")
@@ -274,6 +275,10 @@ class MutatingSaga(Generic[V]):
             ) from None
         if done.audit is not None:
             self._view.audit = done.audit
+            if done.audit.result != "in_progress":
+                # Settled before (idempotent finish): the row says how.
+                result = done.audit.result
+                self._view.status = result
         self._upsert(RESULT_KEY, result)
         self._show()
         return done
@@ -305,14 +310,23 @@ class MutatingSaga(Generic[V]):
             changed = any(s not in self.READ_ONLY for s in self._view.steps)
             await self._finish("partial" if changed else "failed")
             return domain_error(err)  # type: ignore[arg-type]
-        # Compensate on any failure and on cancellation (shielded from a second one). Not on
-        # BaseException: the SDK tears down an instance it evicts from its cache with one, and
-        # nothing may run then (the saga continues on replay).
-        failed = await asyncio.shield(asyncio.ensure_future(self._saga.compensate()))
+        # Compensate on any failure and on cancellation (to the end, whatever cancel comes
+        # meanwhile). Not on BaseException: the SDK tears down an instance it evicts from its
+        # cache with one, and nothing may run then (the saga continues on replay).
+        compensating = asyncio.ensure_future(self._saga.compensate())
+        failed = await to_the_end(compensating, legacy_cancels_task=False)
         if failed:
             cause = message(err)
             reason = f"rollback failures={len(failed)} ({', '.join(failed)}); cause: {cause}"
-            await self._finish("partial", reason=reason)
+            done = await self._finish("partial", reason=reason)
+            settled = done.audit.result if done.audit is not None else None
+            if self._saga.only_refused() and settled == "failed":
+                # Every failed compensation was refused because the lock is gone, and the row
+                # was already settled as a complete rollback (this saga's own earlier finish,
+                # which a Reset replays past): nothing of it is in place.
+                self._saga.settled_before()
+                self._show()
+                return domain_error(err) if isinstance(err, ActivityError) else err
             return ApplicationError(
                 self.PARTIAL_MESSAGE,
                 {"cause": cause, "failedCompensations": failed},

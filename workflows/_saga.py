@@ -13,6 +13,8 @@ from typing import Any
 
 from temporalio import workflow
 
+from workflows._steps import code_of
+
 Runner = Callable[[str, Callable[..., Any], Any], Awaitable[Any]]
 
 
@@ -30,6 +32,10 @@ class Saga:
     failed: list[str] = field(default_factory=list)
     #: compensation label -> label of the step it undoes
     undoes: dict[str, str] = field(default_factory=dict)
+    #: Failed compensations that were refused, before any change, because this saga no longer
+    #: holds the run (``RewindNotHeld``): whether their step's change is in place depends on
+    #: how the run was settled without them (:meth:`settled_before`).
+    refused: list[str] = field(default_factory=list)
 
     def add(self, label: str, activity: Callable[..., Any], arg: Any, *, undoes: str) -> None:
         """Register the compensation of the step ``undoes``, before that step runs: a
@@ -59,4 +65,19 @@ class Saga:
             except Exception as err:  # a failed compensation must not stop the others
                 workflow.logger.warning("compensation %s failed: %s", label, err)
                 self.failed.append(label)
+                if code_of(err) == "RewindNotHeld":
+                    self.refused.append(label)
         return list(self.failed)
+
+    def only_refused(self) -> bool:
+        """Whether every failed compensation was refused for want of the run's lock."""
+        return bool(self.failed) and all(label in self.refused for label in self.failed)
+
+    def settled_before(self) -> None:
+        """The run was settled, rolled back in full, by an earlier finish of this same saga (a
+        Reset replays a compensated saga whose finish released the lock): the refused
+        compensations had already run then, so their steps are undone, not failed."""
+        for label in self.refused:
+            self.failed.remove(label)
+            self.compensated.append(label)
+        self.refused.clear()

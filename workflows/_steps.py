@@ -73,7 +73,7 @@ async def run_step(
 
     A forward step of a workflow being cancelled raises :class:`asyncio.CancelledError`: before
     it starts, and after it returns (its effect is done, so its compensation, registered before
-    it, runs). Compensations and the finish run to the end regardless.
+    it, runs). Compensations and the finish run to the end regardless (:func:`to_the_end`).
 
     Raises:
         ActivityError: the activity failed after its retries.
@@ -84,7 +84,7 @@ async def run_step(
     progress.start(label, undo=undo)
     on_change()
     try:
-        result = await workflow.execute_activity_method(
+        handle = workflow.start_activity_method(
             activity,
             arg,
             start_to_close_timeout=timeout,
@@ -94,6 +94,7 @@ async def run_step(
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=label,
         )
+        result = await (handle if cancellable and not undo else to_the_end(handle))
     except (Exception, asyncio.CancelledError) as err:
         progress.end(label, ok=False, undo=undo)
         on_change()
@@ -105,6 +106,38 @@ async def run_step(
     if cancellable and not undo:
         _stop_if_cancelled()
     return result
+
+
+#: Patch id: a workflow cancel no longer reaches the activity of a compensation or of
+#: ``finish`` (histories recorded before it sent that activity a cancel request).
+RUN_TO_THE_END = "compensations-and-finish-run-to-the-end"
+
+
+async def to_the_end(task: asyncio.Future[Any], *, legacy_cancels_task: bool = True) -> Any:
+    """Await ``task`` (an activity or the compensations) to its end even when the workflow is
+    cancelled meanwhile: the cancel must not reach it (a ``finish`` that was asked to cancel
+    settles the row, then reports itself cancelled, and the workflow would believe the row
+    unsettled), nor stop the wait (the compensations would run on, orphaned, and nothing
+    would settle the row).
+
+    Replaying a history recorded before :data:`RUN_TO_THE_END`, the cancel does what it did
+    then: ``legacy_cancels_task`` (an activity awaited directly) cancels ``task`` and waits for
+    it; otherwise (the compensations, awaited through a shield) it is raised at once.
+    """
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done() and not task.cancelled():
+                return task.result()
+            if task.done() or not workflow.patched(RUN_TO_THE_END):
+                if not legacy_cancels_task:
+                    raise
+                task.cancel()
+                return await task
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()  # the next wait must not see this cancel again
 
 
 def _stop_if_cancelled() -> None:
