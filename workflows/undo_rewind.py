@@ -118,7 +118,13 @@ class UndoRewind(MutatingSaga[AuditView]):
         if p is None or self._view.status != "awaiting confirmation":
             return None
         rows = ", ".join(f"{n} {t.removeprefix('_smithers_')}" for t, n in p.comes_back.items())
-        return f"This undo brings back {rows or 'no rows'} and {len(p.sandboxes)} sandbox(es)."
+        text = f"This undo brings back {rows or 'no rows'} and {len(p.sandboxes)} sandbox(es)."
+        if p.comes_back.get("_smithers_tool_calls"):
+            text += (
+                " The rewind's archived tool calls return to the journal; their effects (a "
+                "message sent, a deploy) are not undone."
+            )
+        return text
 
     def _finish_from_frame(self) -> int | None:
         return self._plan.from_frame_no if self._plan else None

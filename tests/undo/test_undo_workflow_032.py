@@ -185,3 +185,32 @@ async def test_a_fault_after_a_step_is_compensated_exactly_on_0_32(
     async with new_worker() as w:
         done = await undo(client, w.task_queue, {"audit_id": res.audit_id, "confirm": True})
     assert done.undone_audit_id == res.audit_id
+
+
+async def test_a_human_awaiting_confirmation_is_told_the_effects_stay_done(
+    client, db: Database, new_worker
+) -> None:
+    import asyncio
+
+    from tests.rewind.helpers import current_details
+
+    seed_032(db)
+    before = db.dump()
+    async with new_worker() as w:
+        res = await rewind(client, w.task_queue, rewind_input(RUN, 2, force_side_effects=True))
+        handle = await client.start_workflow(
+            UndoRewind.run, {"audit_id": res.audit_id, "await_confirmation": True},
+            id=f"undo-{uuid.uuid4()}", task_queue=w.task_queue,
+        )  # fmt: skip
+        for _ in range(200):
+            details = await current_details(handle)
+            if "not undone" in details:
+                break
+            await asyncio.sleep(0.1)
+        assert "4 tool_calls" in details and "their effects" in details, details
+        view = await handle.query(UndoRewind.audit)
+        assert view.audit is not None
+        await handle.execute_update(UndoRewind.confirm, {"audit_id": view.audit.id})
+        done = await handle.result()
+    assert done.undone_audit_id == res.audit_id
+    assert without_events(db.dump()) == without_events(before)
