@@ -24,7 +24,6 @@ output (compact, key order kept, non-ASCII unescaped), ``null`` → NULL.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Collection, Iterable, Mapping
@@ -34,6 +33,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, inspect
 
 from timetravel.enginedb._cache import EngineCache
+from timetravel.history.canonical import dumps as js_json
 
 __all__ = [
     "PROVENANCE_SEQ_KEY",
@@ -130,7 +130,7 @@ def encode_output_value(value: Any) -> Any:
     if isinstance(value, bool):
         return 1 if value else 0
     if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return js_json(value)
     if isinstance(value, float) and value.is_integer() and not math.isinf(value):
         # JSON.parse gives JS numbers; an int-valued one binds like an integer (a REAL column
         # stores it as 5.0 either way).
