@@ -5,6 +5,7 @@ chain a → b of ``tests/enginedb/test_rewind_032.py`` (frames 1-3 with a snapsh
 under schema keys, provenance, a signal after frame 2, a diff and a VCS tag). b's attempt,
 started after frame 2, journals four calls: a read, an idempotent write, a reverted write and an
 e-mail that was sent (two of them block a rewind unless forced); a's journals one more e-mail.
+The run has loop (ralph) state that frame 2's snapshot does not have.
 
 :func:`engine_moves_on` writes what the engine writes when it resumes the rewound run: a new
 frame 3 with its snapshot and VCS tag, b's second attempt with a journaled call, b's output
@@ -89,6 +90,14 @@ def seed_032(
     with db.write() as conn:
         for call in CALLS:
             _call(conn, *call)
+        # Loop state after frame 3 (frame 2's snapshot has none: the rewind rebuilds it empty).
+        conn.execute(
+            text(
+                "INSERT INTO _smithers_ralph (run_id, ralph_id, iteration, done, updated_at_ms)"
+                " VALUES (:r, 'loop', 3, 1, 1450)"
+            ),
+            {"r": RUN},
+        )
         if pointers is not None:
             for node, pointer in zip(("a", "b"), pointers, strict=True):
                 conn.execute(

@@ -66,6 +66,7 @@ async def test_snapshot_path_rewind_with_archived_calls_is_undone_exactly(
     assert q(db, "SELECT count(*) FROM _smithers_tool_call_archive") == [(4,)]
     assert q(db, "SELECT seq FROM _smithers_signals") == []
     assert q(db, "SELECT frame_no FROM _smithers_vcs_tags") == []
+    assert q(db, "SELECT ralph_id FROM _smithers_ralph") == []  # the reconciler rebuilt it
 
     plan = UndoStore(db).plan(res.audit_id)
     assert plan.kind == "rewind" and plan.changed == {} and plan.to_frame_no == 3
@@ -76,6 +77,7 @@ async def test_snapshot_path_rewind_with_archived_calls_is_undone_exactly(
 
     undo_id = undo(db, res.audit_id)
     assert without_events(db.dump()) == without_events(before)
+    assert q(db, "SELECT ralph_id, iteration FROM _smithers_ralph") == [("loop", 3)]
     # Ref counts exact: every content row counted once per ref, as before.
     assert q(db, "SELECT ref_count FROM _smithers_snapshot_contents") == [(1,), (1,), (1,)]
     assert q(db, "SELECT count(*) FROM _smithers_tool_call_archive") == [(0,)]
