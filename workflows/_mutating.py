@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.rewind import AuditActivities
     from timetravel.checklist import Progress
     from timetravel.models import AuditRef, AuditView, FinishInput, FinishResult
+    from timetravel.search_attributes import RESULT_KEY, RUN_ID_KEY
     from timetravel.task_models import TaskView
     from workflows._input import audit_id_of
     from workflows._saga import Saga
@@ -44,8 +45,6 @@ with workflow.unsafe.imports_passed_through():
         to_the_end,
     )
 
-RUN_ID_KEY = SearchAttributeKey.for_keyword("SmithersRunId")
-RESULT_KEY = SearchAttributeKey.for_keyword("SmithersRewindResult")
 DEFAULT_CONFIRMATION_TIMEOUT_S = 900
 
 V = TypeVar("V", AuditView, TaskView)
