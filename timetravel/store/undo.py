@@ -379,6 +379,7 @@ class UndoStore:
                     ATTEMPTS.c.run_id == row.run_id,
                     ATTEMPTS.c.jj_cwd == cwd,
                     ATTEMPTS.c.jj_pointer.is_not(None),
+                    ATTEMPTS.c.jj_pointer != "",
                     ATTEMPTS.c.started_at_ms < row.timestamp_ms,
                 )
                 .order_by(ATTEMPTS.c.started_at_ms.desc())
