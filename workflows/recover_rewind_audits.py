@@ -3,6 +3,11 @@
 A rewind that is terminated (or whose worker and history are gone) never runs its ``finish``
 step, so its audit row stays ``in_progress`` and its run stays locked. A Temporal Schedule runs
 this workflow every few minutes (``timetravel schedule recovery --every 5m``).
+
+Each dead saga (rewind, undo, task-level) is settled exactly by one activity
+(``settle_stale_rewind``): it takes the run over (the dead saga's orphaned activities can write
+nothing more), then finishes it (only ``finish`` was left), rolls it back from its backups, or
+finds nothing to do; the current details and the result say which, row by row.
 """
 
 from __future__ import annotations

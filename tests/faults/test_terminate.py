@@ -101,7 +101,7 @@ async def test_terminate_during_step_then_recover(
         second = await recover(client, w.task_queue)
     audits, locks = scenario.side_rows(db)
     print(
-        f"\n{step} {side}: recovered {[r.id for r in first.recovered]} then "
+        f"\n{step} {side}: recovered {[(r.id, r.detail) for r in first.recovered]} then "
         f"{[r.id for r in second.recovered]}; orphan ended with {gate.error!r}; audit "
         f"{[(a.id, a.result) for a in audits]}, locks {locks}"
     )
