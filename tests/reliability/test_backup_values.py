@@ -80,6 +80,17 @@ def test_rows_of_the_first_encoding_are_still_read() -> None:
     assert decode_row(old) == {"run_id": "r", "data": b"\x00\xff", "n": 1, "doc": {"a": 1}}
 
 
+def test_json_text_round_trips_and_is_never_confused_with_a_json_value() -> None:
+    from timetravel.store.jsontext import JsonText
+
+    exact = {"raw": JsonText('{"a":1,  "a": 2}'), "null": JsonText("null"), "sql_null": None}
+    assert decode_row(encode_row(exact)) == exact
+    # A json value (parsed) shaped like the tag stays a value: it is wrapped in $obj.
+    parsed = {"doc": {"$json": "null"}}
+    assert decode_row(encode_row(parsed)) == parsed
+    assert decode_row(encode_row(parsed))["doc"] != JsonText("null")
+
+
 # -- real rewinds --------------------------------------------------------------------------------
 
 PG_DDL = """CREATE TABLE IF NOT EXISTS {name} (
@@ -174,6 +185,96 @@ async def test_the_restore_alone_puts_rich_output_rows_back_after_a_rewind(
     async with new_worker() as w:
         res = await rewind(client, w.task_queue, rewind_input("run-rich-ok", 0))
     assert outputs(db, "run-rich-ok") == {"out_a": [], "out_b": []}
+    assert res.audit_id is not None
     with db.write() as conn:
         Backups(db).restore_output_rows(conn, res.audit_id)
     assert outputs(db, "run-rich-ok") == kept
+
+
+# -- PostgreSQL json/jsonb exactly (issue #10 item 11) ------------------------------------------
+
+#: json keeps its text as written (spacing, key order, duplicate keys, number spelling); jsonb
+#: keeps numbers exactly (``1.10``, 22 significant digits); a JSON ``null`` is not SQL NULL.
+#: (SQLite keeps every value as the text it was given: the same table there, JSON columns.)
+JSON_DDL = """CREATE TABLE IF NOT EXISTS {name} (
+    run_id text NOT NULL, node_id text NOT NULL, iteration integer NOT NULL DEFAULT 0,
+    value integer, doc jsonb, raw json, doc2 jsonb, raw2 json,
+    PRIMARY KEY (run_id, node_id, iteration))"""
+JSON_VALUES = {
+    "out_a": {"doc": "null", "raw": '{"a":1,  "b":[1.10, 1e2], "a": 2}', "doc2": None,
+              "raw2": "null"},
+    "out_b": {"doc": '{"a": 1.10, "c": 0.1000000000000000000001, "d": {"$b64": "x"}}',
+              "raw": "null", "doc2": "null", "raw2": None},
+}  # fmt: skip
+
+
+def seed_json_run(db: Database, run_id: str) -> None:
+    pg = db.dialect == "postgresql"
+    ddl = JSON_DDL if pg else JSON_DDL.replace("jsonb", "JSON").replace("json,", "JSON,")
+    with db.write() as conn:
+        for name in JSON_VALUES:
+            conn.exec_driver_sql(ddl.format(name=name))
+    seed_upstream_run(db, run_id, cwd=None)
+    doc, raw = ("CAST(:{} AS jsonb)", "CAST(:{} AS json)") if pg else (":{}", ":{}")
+    with db.write() as conn:
+        for name, values in JSON_VALUES.items():
+            conn.execute(
+                text(
+                    f"UPDATE {name} SET doc = {doc.format('doc')}, raw = {raw.format('raw')}, "
+                    f"doc2 = {doc.format('doc2')}, raw2 = {raw.format('raw2')} WHERE run_id = :r"
+                ),
+                {**values, "r": run_id},
+            )
+
+
+def json_texts(db: Database, run_id: str) -> dict[str, list[Any]]:
+    """Each json/jsonb column as PostgreSQL stores it: its text, and whether it is SQL NULL
+    (``db.dump()`` reads the parsed values, where both differences vanish)."""
+    out = {}
+    cols = ("doc", "raw", "doc2", "raw2")
+    as_text = ", ".join(f"CAST({c} AS TEXT)" for c in cols)
+    with db.read() as conn:
+        for name in JSON_VALUES:
+            out[name] = [
+                tuple(r)
+                for r in conn.execute(
+                    text(
+                        f"SELECT node_id, {as_text}, "
+                        f"doc IS NULL, raw IS NULL, doc2 IS NULL, raw2 IS NULL FROM {name} "
+                        "WHERE run_id = :r ORDER BY node_id, iteration"
+                    ),
+                    {"r": run_id},
+                )
+            ]
+    return out
+
+
+async def test_json_and_jsonb_come_back_exactly_after_a_failed_rewind(
+    client, db: Database, settings, new_worker
+) -> None:
+    seed_json_run(db, "run-json")
+    before = json_texts(db, "run-json")
+    assert all(before.values())
+    # The comparison can fail: the seeded texts are what PostgreSQL keeps.
+    assert before["out_a"][0][1:5] == ("null", '{"a":1,  "b":[1.10, 1e2], "a": 2}', None, "null")
+    broken = faulty_class(StoreActivities, "rebuild_reconciler", "before")
+    async with new_worker(activities=acts_with(db, settings, broken)) as w:
+        with pytest.raises(WorkflowFailureError):
+            await rewind(client, w.task_queue, rewind_input("run-json", 0))
+    (audit,) = audit_rows(db, "run-json")
+    assert audit.result == "failed"
+    assert json_texts(db, "run-json") == before
+
+
+async def test_json_and_jsonb_come_back_exactly_from_the_restore_alone(
+    client, db: Database, new_worker
+) -> None:
+    seed_json_run(db, "run-json-ok")
+    before = json_texts(db, "run-json-ok")
+    async with new_worker() as w:
+        res = await rewind(client, w.task_queue, rewind_input("run-json-ok", 0))
+    assert json_texts(db, "run-json-ok") == {"out_a": [], "out_b": []}
+    assert res.audit_id is not None
+    with db.write() as conn:
+        Backups(db).restore_output_rows(conn, res.audit_id)
+    assert json_texts(db, "run-json-ok") == before

@@ -230,9 +230,17 @@ def decode_legacy_value(value: Any) -> Any:
 
 
 def encode_row(row: Mapping[str, Any]) -> str:
-    """A backup row as JSON text: ``[2, {column: encoded value}]``."""
+    """A backup row as JSON text: ``[2, {column: encoded value}]``. A json/jsonb value read as
+    its exact text (:class:`~timetravel.store.jsontext.JsonText`) is ``{"$json": text}``: a
+    column's value of that shape cannot be anything else (a json value that is a one-key
+    object with a ``$`` key is wrapped in ``$obj``)."""
+    from timetravel.store.jsontext import JsonText
+
     try:
-        body = {c: encode_value(v) for c, v in row.items()}
+        body = {
+            c: {"$json": v.text} if isinstance(v, JsonText) else encode_value(v)
+            for c, v in row.items()
+        }
     except UnencodableValue as err:
         raise UnencodableValue(f"{err} (columns {', '.join(row)})") from None
     return json.dumps([ROW_FORMAT, body], allow_nan=False)
@@ -244,7 +252,14 @@ def decode_row(text_: str) -> dict[str, Any]:
     if isinstance(doc, dict):
         return {k: decode_legacy_value(v) for k, v in doc.items()}
     if isinstance(doc, list) and len(doc) == 2 and doc[0] == ROW_FORMAT:
-        return {k: decode_value(v) for k, v in doc[1].items()}
+        from timetravel.store.jsontext import JsonText
+
+        return {
+            k: JsonText(v["$json"])
+            if isinstance(v, dict) and len(v) == 1 and isinstance(v.get("$json"), str)
+            else decode_value(v)
+            for k, v in doc[1].items()
+        }
     raise ValueError(f"unknown backup row format {str(doc)[:40]!r}")
 
 
@@ -472,6 +487,10 @@ class Database:
             # fail to parse a value the engine wrote). Only the driver's own types remain.
             for col in table.columns:
                 col.type = NullType()
+        elif self.dialect == "postgresql":
+            from timetravel.store.jsontext import exact_json_columns
+
+            exact_json_columns(table)  # json/jsonb read and written as their exact text
         cols = set(table.c.keys())
 
         def pick(*names: str) -> str | None:

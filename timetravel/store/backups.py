@@ -43,6 +43,7 @@ from sqlalchemy import (
 from timetravel import schema
 from timetravel.clock import now_ms
 from timetravel.store import Database, OutputTable, decode_row, encode_row
+from timetravel.store.jsontext import ExactJson
 
 __all__ = ["Backups", "Predicate", "StepRecord"]
 
@@ -235,6 +236,8 @@ def _restorable(live: Table) -> TableClause:
     ``NULL`` (SQLAlchemy's JSON types would otherwise store the JSON literal ``null``)."""
 
     def typed(c: Any) -> Any:
+        if isinstance(c.type, ExactJson):
+            return column(c.name, c.type.restoring())
         if isinstance(c.type, JSON):
             return column(c.name, type(c.type)(none_as_null=True))
         return column(c.name, c.type)
