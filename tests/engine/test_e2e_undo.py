@@ -5,6 +5,10 @@ real worker. The engine's database is then equal to its dump before the rewind (
 log keeps the jump, the crossing and the undo), the journal is back and the archive empty, and
 the real engine still resumes the run: ``up --resume`` finds it finished and sends nothing
 again, and a new rewind to the same frame then resumed re-executes exactly the later tasks.
+
+Also with the engine resumed after the rewind (the discard variant: refused, then discarded,
+then that undo undone) and in a jj workspace the resumed engine wrote in (named in
+``movedSandboxes``, put back to its pre-rewind commit on discard).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from temporalio.client import Client, WorkflowFailureError
 
+from tests.engine import harness
 from tests.engine.e2e_helpers import (
     CALLER,
     REWIND_TIMEOUT_S,
@@ -29,6 +35,7 @@ from tests.engine.e2e_helpers import (
 )
 from tests.engine.harness import Workspace
 from timetravel.store import Database
+from timetravel.vcs.jj import JJ_BIN_ENV
 
 
 def _dump(ws: Workspace) -> dict[str, list[tuple[object, ...]]]:
@@ -178,3 +185,64 @@ async def test_undo_after_the_engine_resumed_refuses_then_discards_and_is_undone
         again = await undo(undone["audit_id"])
         assert again["undone_audit_id"] == undone["audit_id"]
         assert _dump(ws) == moved
+
+
+async def test_a_jj_workspace_the_engine_moved_is_named_then_put_back_on_discard(
+    client: Client, engine_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain in a jj workspace (each task appends to calls.log there; the engine records
+    ``@`` after each attempt as its jj_pointer). Rewound to after a, the workspace has a's
+    files; the engine resumes and re-runs b and c, writing in the workspace. The undo names
+    the workspace in ``movedSandboxes`` (with the new frames), changes nothing; discarding, the
+    database equals its pre-rewind dump and the workspace is back at its pre-rewind commit."""
+    monkeypatch.setenv(JJ_BIN_ENV, str(harness.jj_binary()))  # the jj the engine ships
+    ws = engine_ws.with_jj()
+    written = ws.cwd / "calls.log"
+    knobs = {"CALLS_LOG": str(written)}
+    run_id = "e2e-undo-jj"
+    done = await off_loop(ws.up, "chain", run_id, {"x": 2}, env=knobs)
+    assert done.status == "finished", done.describe()
+    target = first_frame_mounting(ws, run_id, "b")
+    Database(f"sqlite:///{ws.db}").migrate()
+    before = _dump(ws)
+    at_before = _at(ws)
+
+    async with engine_worker(client, ws.db) as worker:
+        rewound = await rewind(client, worker, run_id, target)
+    assert rewound["reverted_sandboxes"] == 1 and written.read_text() == "a 0\n"
+    resumed = await off_loop(ws.up, "chain", run_id, resume=True, env=knobs)
+    assert resumed.status == "finished", resumed.describe()
+    moved, at_moved = _dump(ws), _at(ws)
+    assert at_moved != at_before
+
+    async with engine_worker(client, ws.db) as worker:
+        handle = await client.start_workflow(
+            "UndoRewind", {"audit_id": rewound["audit_id"], "confirm": True, "caller": CALLER},
+            id=f"e2e-undo-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue,
+        )  # fmt: skip
+        try:
+            await result_of(handle)
+        except WorkflowFailureError as err:
+            refused = failure(err)
+        else:
+            raise AssertionError("the undo of a moved jj workspace was not refused")
+        assert refused.type == "RunMovedOn"
+        assert refused.details[0]["movedSandboxes"] == [str(ws.cwd)]
+        assert refused.details[0]["newFrames"]
+        assert _dump(ws) == moved and _at(ws) == at_moved
+
+        handle = await client.start_workflow(
+            "UndoRewind",
+            {"audit_id": rewound["audit_id"], "confirm": True, "discard_newer": True},
+            id=f"e2e-undo-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue,
+        )  # fmt: skip
+        undone = await result_of(handle)
+    assert undone["restored_sandboxes"] == 1
+    assert undone["discarded"]["movedSandboxes"] == [str(ws.cwd)]
+    assert _dump(ws) == before
+    assert _at(ws) == at_before and written.read_text() == "a 0\nb 0\nc 0\n"
+
+
+def _at(ws: Workspace) -> str:
+    """The commit of the workspace's ``@`` (after jj snapshots the working copy)."""
+    return harness.jj(ws.cwd, "log", "-r", "@", "--no-graph", "-T", "commit_id").strip()
