@@ -64,17 +64,34 @@ class RecoveryActivities:
                 continue
             status = await self._status(wf)
             if status != WorkflowExecutionStatus.RUNNING:
+                if await self._settled_by_another(row["id"]):
+                    continue
                 reason = status.name.lower() if status else "not found"
                 stale.append(
                     StaleRewind(id=row["id"], run_id=row["run_id"], workflow_id=wf, reason=reason)
                 )
         return stale
 
-    async def _status(self, workflow_id: str) -> WorkflowExecutionStatus | None:
+    async def _settled_by_another(self, audit_id: int) -> bool:
+        """Whether another recovery, still running, took this row's run over (a manual
+        ``timetravel recover`` beside the Schedule's): it settles the row; two rollbacks of
+        one sandbox at once must not race."""
+        taker = await asyncio.to_thread(self.recovery.taker, audit_id)
+        if taker is None:
+            return False
+        info = activity.info()
+        wf, _, run = taker.rpartition("/")
+        if (wf, run) == (info.workflow_id, info.workflow_run_id):
+            return False
+        return await self._status(wf, run) == WorkflowExecutionStatus.RUNNING
+
+    async def _status(
+        self, workflow_id: str, run_id: str | None = None
+    ) -> WorkflowExecutionStatus | None:
         if self.client is None:
             raise RuntimeError("RecoveryActivities needs a Temporal client")
         try:
-            desc = await self.client.get_workflow_handle(workflow_id).describe()
+            desc = await self.client.get_workflow_handle(workflow_id, run_id=run_id).describe()
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return None

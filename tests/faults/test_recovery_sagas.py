@@ -287,3 +287,43 @@ def _r(step: str, key: str = "", restored: bool = False) -> StepRow:
 )
 def test_decide(records: list[StepRow], resumed: bool, action: str) -> None:
     assert decide(records, resumed) == action
+
+
+# -- two recoveries ------------------------------------------------------------------------------
+
+
+async def _locked(db: Database, run_id: str) -> int:
+    for _ in range(300):
+        holder = AuditStore(db).lock_holder(run_id)
+        if holder is not None:
+            return holder
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{run_id} never locked")
+
+
+async def test_a_row_another_running_recovery_took_over_is_left_to_it(
+    client, db: Database, new_worker
+) -> None:
+    """A manual ``timetravel recover`` beside the Schedule's: the row one of them took over is
+    settled by that one only (two rollbacks of one sandbox must not race)."""
+    seed_upstream_run(db, "run-dead", cwd=None)
+    seed_upstream_run(db, "run-other", cwd=None)
+    async with new_worker() as w:
+        pending = rewind_input("run-dead", 1, await_confirmation=True)
+        dead = await start(client, w.task_queue, pending)
+        audit_id = await _locked(db, "run-dead")
+        await dead.terminate("operator")
+        # Stands for a recovery still running: any running workflow of ours.
+        other = rewind_input("run-other", 1, await_confirmation=True)
+        taker = await start(client, w.task_queue, other)
+        await _locked(db, "run-other")
+        take_over(db, audit_id, f"{taker.id}/{taker.result_run_id}")
+        assert (await recover(client, w.task_queue)).recovered == []
+        assert AuditStore(db).lock_holder("run-dead") == audit_id
+        await taker.terminate("that recovery died too")
+        result = await recover(client, w.task_queue)
+    assert [(r.run_id, r.result) for r in result.recovered] == [
+        ("run-dead", "failed"),
+        ("run-other", "failed"),
+    ]
+    assert AuditStore(db).lock_holder("run-dead") is None

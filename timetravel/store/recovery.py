@@ -25,6 +25,7 @@ from timetravel import rewind, schema
 from timetravel.models import AuditRow
 from timetravel.store import Database
 from timetravel.store.backups import Backups
+from timetravel.store.fence import TAKEOVER_PREFIX, taken_over
 
 __all__ = [
     "FINAL_STEPS",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 B = schema.backups
+K = schema.run_locks
 RUNS = schema.runs
 
 #: Step records that are no change to the run: the task sagas' operation record (written
@@ -107,6 +109,13 @@ class RecoveryStore:
                 .order_by(B.c.created_at_ms, B.c.step, B.c.key)
             ).all()
         return [StepRow(r.step, r.key, bool(r.restored), json.loads(r.state_json)) for r in rows]
+
+    def taker(self, audit_id: int) -> str | None:
+        """``<workflow id>/<run id>`` of the recovery that took this saga's run over, if one
+        did (:func:`timetravel.store.fence.take_over`)."""
+        with self.db.read() as conn:
+            wf = conn.execute(select(K.c.workflow_id).where(K.c.audit_id == audit_id)).scalar()
+        return str(wf).removeprefix(TAKEOVER_PREFIX) if taken_over(wf) else None
 
     def resumed(self, audit_id: int, run_id: str) -> bool:
         """Whether the saga's resume step already handed the run back to the engine.
