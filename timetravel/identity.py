@@ -19,22 +19,34 @@ saga, and answer from the wrong database (issue #12: 3 of 6 identical dry runs f
    so that Temporal hands it to another worker and the saga's own database is settled and
    unlocked rather than left to the recovery workflow.
 
-Not covered: the first activity itself (nothing says which database a new saga is meant for:
-serve one database per task queue), and the workflows that are not mutating sagas (``ForkRun``,
-``ReplayFromCheckpoint``, the history reads, recovery, prune): their activities carry no header
-and run on whichever database their worker has. Histories recorded before identities existed
+The first activity itself cannot be checked (nothing says which database a new saga is meant
+for), so a worker also refuses to *start* on a task queue that a live worker of another database
+polls (:func:`check_task_queue`; each worker's Temporal identity names its database,
+:func:`worker_identity`).
+
+Not covered: two such workers starting at the same moment (neither has polled yet), and the
+workflows that are not mutating sagas (``ForkRun``, ``ReplayFromCheckpoint``, the history
+reads, recovery, prune): their activities carry no header and run on whichever database their
+worker has. Histories recorded before identities existed
 have no ``database`` in their begin result, so their activities carry no header and replay as
 they were recorded.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ActivityInboundInterceptor,
@@ -50,7 +62,17 @@ from temporalio.worker import (
 from timetravel.errors import WrongDatabase, to_application_error
 from timetravel.models import DatabaseRef
 
-__all__ = ["HEADER", "SETTLING", "DatabaseInterceptor", "wrong_database"]
+__all__ = [
+    "HEADER",
+    "SETTLING",
+    "DatabaseInterceptor",
+    "SharedTaskQueue",
+    "check_task_queue",
+    "worker_identity",
+    "wrong_database",
+]
+
+log = logging.getLogger("timetravel.worker")
 
 #: The activity header that names the saga's database (JSON ``{"id": …, "name": …}``).
 HEADER = "timetravel-db"
@@ -90,6 +112,58 @@ def wrong_database(activity_type: str, saga: DatabaseRef, here: DatabaseRef) -> 
             "workerDatabase": here.model_dump(),
         },
     )
+
+
+# -- one database per task queue, checked when a worker starts -----------------------------------
+
+#: How a worker's Temporal identity names its database: ``<pid>@<host> db:<database id>``.
+IDENTITY_MARK = " db:"
+#: A poller seen this recently is alive (an idle worker polls again at least every minute).
+POLLER_ALIVE = timedelta(seconds=70)
+
+
+def worker_identity(database: DatabaseRef) -> str:
+    """The worker's Temporal identity (shown by the UI's Workers tab), naming its database."""
+    return f"{os.getpid()}@{socket.gethostname()}{IDENTITY_MARK}{database.id}"
+
+
+class SharedTaskQueue(RuntimeError):
+    """A live worker of another database polls the task queue this worker would join."""
+
+
+async def check_task_queue(
+    client: Client, namespace: str, task_queue: str, database: DatabaseRef
+) -> None:
+    """Refuse to join ``task_queue`` when a worker of another database polled it within
+    :data:`POLLER_ALIVE` (workers that do not name their database are not judged).
+
+    Raises:
+        SharedTaskQueue: naming the other worker, both database ids and the setting to change.
+    """
+    now = datetime.now(UTC)
+    for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+        try:
+            resp = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=kind
+                )
+            )
+        except Exception as err:  # e.g. no permission: the per-step check still holds
+            log.warning("cannot list the pollers of task queue %s: %s", task_queue, err)
+            return
+        for poller in resp.pollers:
+            _, mark, other = poller.identity.rpartition(IDENTITY_MARK)
+            if not mark or not other or other == database.id:
+                continue
+            age = now - poller.last_access_time.ToDatetime(tzinfo=UTC)
+            if age > POLLER_ALIVE:
+                continue
+            raise SharedTaskQueue(
+                f"task queue {task_queue} is served by worker {poller.identity} of another "
+                f"database (id {other}, seen {max(age.total_seconds(), 0):.0f}s ago); this worker "
+                f"serves {database.name} (id {database.id}). Serve one database per task queue: "
+                "set TIMETRAVEL_TASK_QUEUE (if that worker is gone, start again in a minute)."
+            )
 
 
 class DatabaseInterceptor(Interceptor):

@@ -29,7 +29,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities import build_activities
 from timetravel.client import connect
 from timetravel.converter import LenientPayloadConverter
-from timetravel.identity import DatabaseInterceptor
+from timetravel.identity import DatabaseInterceptor, check_task_queue, worker_identity
 from timetravel.models import DatabaseRef
 from timetravel.search_attributes import SEARCH_ATTRIBUTES
 from timetravel.settings import Settings
@@ -98,10 +98,12 @@ def build_worker(
             db, settings, search_attributes=frozenset(search_attributes), client=client
         )
     )
+    ref = database_ref(db)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        interceptors=[DatabaseInterceptor(database_ref(db))],
+        identity=worker_identity(ref),
+        interceptors=[DatabaseInterceptor(ref)],
         workflows=ALL_WORKFLOWS,
         workflow_runner=workflow_runner(),
         activities=acts,
@@ -184,6 +186,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
 
     start_metrics_server(settings.metrics_bind)
     attrs = await registered_search_attributes(client, settings.temporal_namespace)
+    await check_task_queue(
+        client, settings.temporal_namespace, settings.task_queue, database_ref(db)
+    )
     worker = build_worker(client, settings, db=db, search_attributes=attrs)
     log.info(
         "worker polling task queue %s on %s for database %s (id %s); serve one database per "
