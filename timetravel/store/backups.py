@@ -19,7 +19,9 @@ Every method takes the caller's ``Connection``: a backup is part of its step's u
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,21 +30,36 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    Integer,
+    String,
     Table,
     TableClause,
+    Text,
+    and_,
+    case,
+    cast,
     column,
     delete,
+    false,
+    func,
     insert,
     literal,
+    literal_column,
+    not_,
+    or_,
     select,
     table,
+    true,
     tuple_,
     update,
 )
+from sqlalchemy import types as sqltypes
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSON as PG_JSON
 
 from timetravel import schema
 from timetravel.clock import now_ms
-from timetravel.store import Database, OutputTable, decode_row, encode_row
+from timetravel.store import ROW_FORMAT, Database, OutputTable, decode_row, encode_row
 from timetravel.store.jsontext import ExactJson
 
 __all__ = ["Backups", "Predicate", "StepRecord"]
@@ -171,32 +188,69 @@ class Backups:
         """Copy output rows (as :func:`~timetravel.store.encode_row` JSON: every value that is
         not plain JSON is tagged, so bytes, timestamps, decimals and json values come back
         equal)."""
+        name = out.table.name
         cols = [c.name for c in out.table.columns]
-        conn.execute(
-            insert(schema.bk_outputs),
-            [
-                {
-                    "audit_id": audit_id,
-                    "table_name": out.table.name,
-                    "row_json": encode_row(dict(zip(cols, r, strict=True))),
-                }
-                for r in rows
-            ],
-        )
+        params = [
+            {"audit_id": audit_id, "table_name": name, "row_json": _encode_output_row(cols, r)}
+            for r in rows
+        ]
+        if params:
+            conn.execute(insert(schema.bk_outputs), params)
+
+    def copy_output_rows_where(
+        self, conn: Connection, audit_id: int, out: OutputTable, where: ColumnElement[bool]
+    ) -> int:
+        """Copy the rows of output table ``out`` matching ``where``, exactly as
+        :meth:`copy_output_rows` would, and return how many.
+
+        Rows whose values are all plain JSON (text, integers, booleans, finite doubles on
+        PostgreSQL; text and integers on SQLite, whose JSON functions print reals with 15
+        digits) are encoded by the database with ``INSERT … SELECT`` (the same JSON document
+        :func:`~timetravel.store.encode_row` writes, so nothing reads them differently); the
+        rest travel through Python as before.
+        """
+        t = out.table
+        plain = _plain_rows(conn, t)
+        copied = 0
+        rest = where
+        if plain is not None:
+            doc, ok = plain
+            copied += conn.execute(
+                insert(schema.bk_outputs).from_select(
+                    ["audit_id", "table_name", "row_json"],
+                    select(literal(audit_id, BigInteger), literal(t.name, Text), doc).where(
+                        where, ok
+                    ),
+                ),
+                execution_options={"preserve_rowcount": True},
+            ).rowcount
+            if ok is _ALL_ROWS:
+                return copied
+            rest = and_(where, not_(ok))
+        rows = conn.execute(select(t).where(rest)).all()
+        self.copy_output_rows(conn, audit_id, out, rows)
+        return copied + len(rows)
 
     def restore_output_rows(self, conn: Connection, audit_id: int) -> None:
-        """Insert every copied output row back, one executemany per table."""
+        """Insert every copied output row back: per table, the rows of plain values with one
+        ``INSERT … SELECT`` from their JSON (see :meth:`copy_output_rows_where`), the rest
+        decoded in Python, one executemany."""
         BO = schema.bk_outputs
-        by_table: dict[str, list[dict[str, Any]]] = {}
-        for table_name, row_json in conn.execute(
-            select(BO.c.table_name, BO.c.row_json).where(BO.c.audit_id == audit_id)
-        ):
-            by_table.setdefault(table_name, []).append(decode_row(row_json))
-        for table_name, rows in by_table.items():
+        names = conn.execute(
+            select(BO.c.table_name).where(BO.c.audit_id == audit_id).distinct()
+        ).scalars()
+        for table_name in sorted(names):
             out = self.db.output_table(conn, table_name)
             if out is None:
                 raise RuntimeError(f"output table {table_name} vanished; cannot restore")
-            conn.execute(insert(_restorable(out.table)), rows)
+            mine = and_(BO.c.audit_id == audit_id, BO.c.table_name == table_name)
+            server = _restore_plain(conn, out.table, audit_id)
+            if server is not None:
+                conn.execute(server[0])
+                mine = and_(mine, not_(server[1]))
+            rows = [decode_row(j) for (j,) in conn.execute(select(BO.c.row_json).where(mine))]
+            if rows:
+                conn.execute(insert(_restorable(out.table)), rows)
 
     # -- row copies of engine tables outside our metadata (JSON rows, in copy order) --------
 
@@ -243,3 +297,158 @@ def _restorable(live: Table) -> TableClause:
         return column(c.name, c.type)
 
     return table(live.name, *(typed(c) for c in live.columns))
+
+
+# -- output rows encoded and decoded by the database ------------------------------------------
+
+#: "Every row": the rows of a table whose columns can only hold plain values.
+_ALL_ROWS = true()
+_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: PostgreSQL's function argument limit (100) over key + value per column.
+_PG_MAX_COLUMNS = 49
+#: SQLite's default limit (127) likewise.
+_SQLITE_MAX_COLUMNS = 63
+_PLAIN_TYPES = (int, str)
+
+
+def _encode_output_row(cols: Sequence[str], row: Sequence[Any]) -> str:
+    """:func:`~timetravel.store.encode_row` of one output row, without the per-value calls
+    when every value is plain JSON (the common case: text, integers, booleans, finite
+    floats); the same text either way."""
+    for v in row:
+        if v is None or isinstance(v, _PLAIN_TYPES):
+            continue
+        if isinstance(v, float) and math.isfinite(v):
+            continue
+        return encode_row(dict(zip(cols, row, strict=True)))
+    return json.dumps([ROW_FORMAT, dict(zip(cols, row, strict=True))], allow_nan=False)
+
+
+def _pg_kind(t: Any) -> str | None:
+    """How a PostgreSQL column type reads as JSON: ``plain`` (text, integers, booleans),
+    ``double`` (plain when finite), else None (encoded in Python)."""
+    if isinstance(t, sqltypes.Integer | sqltypes.Boolean):
+        return "plain"
+    if isinstance(t, sqltypes.String) and not isinstance(t, sqltypes.Enum | sqltypes.CHAR):
+        return "plain"
+    if isinstance(t, sqltypes.Double):
+        return "double"
+    return None
+
+
+def _pg_double_json(c: Any) -> ColumnElement[Any]:
+    """A double as JSON the way Python's ``json.dumps`` writes a float: PostgreSQL prints an
+    integral double without a fraction (``1``, ``-0``), which would read back as an ``int``;
+    those get ``.0`` (at most 15 digits before PostgreSQL switches to an exponent)."""
+    as_text = cast(c, Text)
+    return case(
+        (as_text.regexp_match("^-?[0-9]+$"), cast(as_text + ".0", JSON)),
+        else_=func.to_json(c),
+    )
+
+
+def _plain_rows(
+    conn: Connection, t: Table
+) -> tuple[ColumnElement[Any], ColumnElement[bool]] | None:
+    """The JSON document of a row of ``t`` built by the database, and which rows it is exact
+    for; None when the database cannot build it for any row."""
+    cols = list(t.columns)
+    if not cols or not all(_SAFE_NAME.match(c.name) for c in cols):
+        return None
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        if len(cols) > _PG_MAX_COLUMNS:
+            return None
+        kinds = [_pg_kind(c.type) for c in cols]
+        if None in kinds:
+            return None
+        pairs: list[Any] = []
+        for c, kind in zip(cols, kinds, strict=True):
+            pairs += [literal(c.name, String), _pg_double_json(c) if kind == "double" else c]
+        doc: ColumnElement[Any] = cast(
+            func.json_build_array(literal(ROW_FORMAT, Integer), func.json_build_object(*pairs)),
+            Text,
+        )
+        doubles = [c for c, k in zip(cols, kinds, strict=True) if k == "double"]
+        if not doubles:
+            return doc, _ALL_ROWS
+        # Exact only when the server prints doubles shortest-exact (12+, extra_float_digits
+        # > 0, the default); NaN and infinities are tagged by Python.
+        exact = and_(
+            cast(func.current_setting("server_version_num"), Integer) >= 120000,
+            cast(func.current_setting("extra_float_digits"), Integer) > 0,
+        )
+        finite = [
+            or_(
+                c.is_(None),
+                and_(c > literal_column("'-Infinity'::float8"),
+                     c < literal_column("'Infinity'::float8")),
+            )
+            for c in doubles
+        ]  # fmt: skip
+        return doc, and_(exact, *finite)
+    if dialect == "sqlite":
+        if len(cols) > _SQLITE_MAX_COLUMNS:
+            return None
+        pairs = []
+        for c in cols:
+            pairs += [literal(c.name, String), c]
+        doc = func.json_array(literal(ROW_FORMAT, Integer), func.json_object(*pairs))
+        ok = and_(*(func.typeof(c).in_(["integer", "text", "null"]) for c in cols))
+        return doc, ok
+    return None
+
+
+def _restore_plain(
+    conn: Connection, t: Table, audit_id: int
+) -> tuple[Any, ColumnElement[bool]] | None:
+    """An ``INSERT … SELECT`` putting back the copies (under ``audit_id``) of rows of ``t``
+    whose JSON holds exactly ``t``'s columns with plain values, and the predicate over
+    ``_timetravel_bk_outputs`` saying which rows it takes; None when the database cannot."""
+    BO = schema.bk_outputs
+    cols = list(t.columns)
+    if not cols or not all(_SAFE_NAME.match(c.name) for c in cols):
+        return None
+    names = [c.name for c in cols]
+    dialect = conn.dialect.name
+    mine = and_(BO.c.audit_id == audit_id, BO.c.table_name == t.name)
+    # Our format (a JSON array), and no tagged value anywhere: a tag is a one-key object whose
+    # key starts with "$", and '{"$' cannot occur inside a JSON string (quotes are escaped).
+    shape = and_(BO.c.row_json.like("[2,%"), not_(BO.c.row_json.contains('{"$')))
+    if dialect == "postgresql":
+        if len(cols) > _PG_MAX_COLUMNS:
+            return None
+        kinds = [_pg_kind(c.type) for c in cols]
+        if None in kinds:
+            return None
+        doc = cast(BO.c.row_json, JSONB)[1]
+        wanted = cast(literal(names, ARRAY(Text)), ARRAY(Text))
+        # Exactly the table's keys: all of them, and nothing once they are removed.
+        exact_keys = and_(
+            doc.has_all(wanted), doc.op("-")(wanted) == cast(literal("{}", Text), JSONB)
+        )
+        # Values from the text as written (json, not jsonb: jsonb's numeric has no -0).
+        text_doc = cast(BO.c.row_json, PG_JSON)[1]
+        values: list[ColumnElement[Any]] = [cast(text_doc[c.name].astext, c.type) for c in cols]
+        ok = and_(shape, exact_keys)
+    elif dialect == "sqlite":
+        if len(cols) > _SQLITE_MAX_COLUMNS:
+            return None
+        each = func.json_each(BO.c.row_json, "$[1]").table_valued("key", "type")
+        plain_values = (
+            ~select(literal(1))
+            .select_from(each)
+            .where(each.c.type.not_in(["integer", "text", "null", "true", "false"]))
+            .exists()
+        )
+        matching_keys = (
+            select(func.count()).select_from(each).where(each.c.key.in_(names)).scalar_subquery()
+        )
+        all_keys = select(func.count()).select_from(each).scalar_subquery()
+        values = [func.json_extract(BO.c.row_json, f'$[1]."{c.name}"') for c in cols]
+        ok = and_(shape, plain_values, matching_keys == len(names), all_keys == len(names))
+    else:
+        return None
+    ok = func.coalesce(ok, false())
+    stmt = insert(t).from_select(names, select(*values).where(mine, ok))
+    return stmt, ok

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    column,
+    delete,
+    func,
+    select,
+    table,
+    tuple_,
+    update,
+)
 
 from timetravel import schema
 from timetravel.enginedb import engine_features, resolve_output_table
@@ -115,27 +125,30 @@ class HeuristicTruncate:
         provenance = engine_features(conn).output_provenance
         for out, names in self._outputs(conn, cut):
             where = cut.outputs(out, names)
-            rows = conn.execute(select(out.table).where(where)).all()
-            if not rows:
+            if not self.backups.copy_output_rows_where(conn, audit_id, out, where):
                 continue
-            self.backups.copy_output_rows(conn, audit_id, out, rows)
-            deleted += conn.execute(delete(out.table).where(where)).rowcount
             if provenance:
-                # Provenance names the physical table (copied whole by truncate()).
-                self._delete_provenance(conn, cut.run_id, out, rows)
+                # Provenance names the physical table (copied whole by truncate()); its rows
+                # are found through the output rows, so before they go.
+                self._delete_provenance(conn, cut.run_id, out, where)
+            deleted += conn.execute(delete(out.table).where(where)).rowcount
         return deleted
 
     @staticmethod
-    def _delete_provenance(conn: Connection, run_id: str, out: OutputTable, rows: Any) -> None:
-        sql = (
-            f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :run_id AND output_table = :t "
-            "AND node_id = :n"
-        )
+    def _delete_provenance(
+        conn: Connection, run_id: str, out: OutputTable, where: ColumnElement[bool]
+    ) -> None:
+        """Delete the provenance rows of the output rows matching ``where`` (by node and
+        iteration, by node alone for a table without iteration), in one statement."""
+        t = out.table
+        keys: list[Any] = [t.c[out.node_col]]
+        prov = ["node_id"]
         if out.iteration_col is not None:
-            sql += " AND iteration = :i"
-        for row in rows:
-            m = row._mapping
-            params = {"run_id": run_id, "t": out.table.name, "n": m[out.node_col]}
-            if out.iteration_col is not None:
-                params["i"] = m[out.iteration_col]
-            conn.execute(text(sql), params)
+            keys.append(t.c[out.iteration_col])
+            prov.append("iteration")
+        sub = select(*keys).where(where)
+        p = table(OUTPUT_PROVENANCE, column("run_id"), column("output_table"), *map(column, prov))
+        target = p.c.node_id if len(prov) == 1 else tuple_(*(p.c[k] for k in prov))
+        conn.execute(
+            delete(p).where(p.c.run_id == run_id, p.c.output_table == t.name, target.in_(sub))
+        )
