@@ -12,6 +12,7 @@ finds nothing to do; the current details and the result say which, row by row.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -21,7 +22,10 @@ with workflow.unsafe.imports_passed_through():
     from timetravel.models import RecoveredAudit, RecoverInput, RecoverResult, StaleRewind
     from timetravel.store.recovery import SettledRewind
     from workflows._input import RECOVER, workflow_input
-    from workflows._steps import STEP_RETRY, STEP_TIMEOUT
+    from workflows._steps import HEARTBEAT_TIMEOUT, STEP_RETRY, STEP_TIMEOUT
+
+#: How long settling one dead saga (its rollback included) may take.
+SETTLE_TIMEOUT = timedelta(minutes=10)
 
 
 @workflow.defn
@@ -45,7 +49,10 @@ class RecoverRewindAudits:
             settled: SettledRewind = await workflow.execute_activity_method(
                 RecoveryActivities.settle_stale_rewind,
                 row,
-                start_to_close_timeout=STEP_TIMEOUT,
+                # A rollback may restore many rows and sandboxes: longer than a step, and
+                # heartbeating (a dead worker is noticed at once, not after the timeout).
+                start_to_close_timeout=SETTLE_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=STEP_RETRY,
                 summary=f"settle audit {row.id} ({row.run_id})",
             )
