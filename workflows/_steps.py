@@ -4,7 +4,8 @@ workflow's.
 
 Every step waits for its activity to finish even when the workflow is cancelled
 (``WAIT_CANCELLATION_COMPLETED``), so no compensation ever runs beside a step still running;
-every activity heartbeats (``activities._errors``), so a dead worker is noticed within
+a cancel never reaches a compensation or ``finish`` at all (:func:`to_the_end`); every
+activity heartbeats (``activities._errors``), so a dead worker is noticed within
 :data:`HEARTBEAT_TIMEOUT`.
 """
 

@@ -1,13 +1,16 @@
 """Issue #10, proof 2 (Cancel): an operator cancels a rewind (``handle.cancel()``, as the Web
-UI's Cancel does) while one of its steps runs, stopped mid-step (``before`` the real method) or
-right after the step committed (``after``, its result not yet reported). The run must end
-exactly pre (compensated) or exactly post (only a cancel during the final ``finish``), the
-sandboxes matching, one terminal audit row, no lock, no marker; and no compensation may start
-while the step is still running (the cancelled step is waited for,
-``WAIT_CANCELLATION_COMPLETED``).
+UI's Cancel does) while one of its steps runs, held mid-step (``before`` the real method),
+right after the step committed (``after``, its result not yet reported), or ``heartbeating``
+(held the way a long step runs, so the cancel request reaches the activity, which then does
+its work and ends as cancelled). The run must end exactly pre (compensated) or exactly post
+(only a cancel during the final ``finish``, which the cancel never reaches), the sandboxes
+matching, one terminal audit row, no lock, no marker; and no compensation may start while
+the step is still running (the cancelled step is waited for, ``WAIT_CANCELLATION_COMPLETED``).
 
-SQLite: every step of ``RewindRun`` on both sides; PostgreSQL: the steps that write
-(revert-sandbox, truncate, rebuild-reconciler), both sides.
+SQLite: every step of ``RewindRun`` on all three sides; PostgreSQL: the steps that write
+(revert-sandbox, truncate, rebuild-reconciler). Also: a cancel during a compensation (the
+rollback and the finish go on to the end); RetryTask and TimeTravelToAttempt at their writing
+steps; UndoRewind at undo-database.
 """
 
 from __future__ import annotations
