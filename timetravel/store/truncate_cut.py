@@ -121,6 +121,20 @@ class Cut:
 
 
 def cut_of(conn: Connection, run_id: str, frame_no: int) -> Cut:
-    """The predicates of a rewind of ``run_id`` to ``frame_no`` (the frame must exist)."""
-    cutoff = frame_cutoff(conn, run_id, frame_no)
-    return Cut(run_id, frame_no, cutoff, _newest_kept(conn, run_id, frame_no))
+    """The predicates of a rewind of ``run_id`` to ``frame_no`` (the frame must exist); the
+    target frame's creation time and the newest kept one in one round trip."""
+    newest_kept = (
+        select(FRAMES.c.created_at_ms)
+        .where(FRAMES.c.run_id == run_id, FRAMES.c.frame_no <= frame_no)
+        .order_by(FRAMES.c.created_at_ms.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    row = conn.execute(
+        select(FRAMES.c.created_at_ms, newest_kept).where(
+            FRAMES.c.run_id == run_id, FRAMES.c.frame_no == frame_no
+        )
+    ).first()
+    if row is None or row[0] is None:
+        raise rewind.frame_missing(run_id, frame_no)
+    return Cut(run_id, frame_no, int(row[0]), row[1])
