@@ -6,12 +6,14 @@ id, and running one twice, or a compensation whose step never ran, leaves the sa
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import activity
 
 from activities._errors import domain_errors, heartbeat
 from timetravel import metrics, rewind
-from timetravel.engine import EngineControl
-from timetravel.errors import TimeTravelError
+from timetravel.engine import EngineControl, HttpEngineControl
+from timetravel.errors import Busy, RewindNotHeld, TimeTravelError
 from timetravel.models import (
     AuditRef,
     BeginInput,
@@ -203,6 +205,19 @@ class EngineActivities:
     @domain_errors
     def resume_event_loop(self, input: EngineInput) -> None:
         self.engine.resume(input.audit_id, input.run_id)
+        if isinstance(self.engine, HttpEngineControl) and self.engine.store is not None:
+            # The HTTP control checks the lock, then POSTs, outside any transaction: recovery
+            # may have taken the run over in between. There is no pause endpoint to take the
+            # resume back, so the step says so (recovery finishes such a saga: its records
+            # are complete and nothing over HTTP is paused, so the resume is what it writes).
+            try:
+                self.engine.store.check_held(input.audit_id)
+            except RewindNotHeld:
+                activity.logger.warning(
+                    "audit %s lost run %s while asking the engine to resume it",
+                    input.audit_id, input.run_id,
+                )  # fmt: skip
+                raise
 
 
 class VcsActivities:
@@ -217,8 +232,9 @@ class VcsActivities:
         backend = backend_for(input.cwd)
         # Capture before the first change; a retry keeps the first capture (the pre-jump one).
         state = {"backend": backend.name, "state": backend.capture(input.cwd)}
-        self.store.save_sandbox_state(input.audit_id, input.cwd, state)
+        before = self.store.save_sandbox_state(input.audit_id, input.cwd, state)
         backend.revert(input.cwd, input.pointer)
+        still_held_after_vcs(self.store, input.audit_id, input.run_id, input.cwd, before)
 
     @activity.defn
     @domain_errors
@@ -230,3 +246,52 @@ class VcsActivities:
         backend = backend_for(input.cwd)
         backend.restore(input.cwd, saved["state"])
         return True
+
+
+def still_held_after_vcs(
+    store: SandboxStore, audit_id: int, run_id: str, cwd: str, before: dict[str, Any]
+) -> None:
+    """The fence *after* a sandbox step's git/jj operation, which runs outside any transaction.
+
+    The step recorded the sandbox's state (fenced) and then changed it; an orphaned activity
+    (its workflow terminated) that got past the record just before recovery took the run over
+    could change the sandbox *after* recovery restored it. So the step checks again that its
+    saga still holds the run; if it does not (``RewindNotHeld``), it puts the sandbox back to
+    ``before`` (its step record: what the compensation restores, with the compensation's own
+    code) and raises ``RewindNotHeld``. It puts it back only while nobody else can hold the
+    run: recovery still holds it (taken over: the compensation's fence passes), or recovery
+    has settled the saga ``failed`` (rolled back: the run is as it was) and no rewind holds
+    the run's lock since. Otherwise (the lease is someone else's, the saga settled
+    ``success`` or ``partial``, another rewind holds the run) it changes nothing more.
+
+    Raises:
+        RewindNotHeld: the saga no longer holds its run.
+        Busy: upstream's lease is someone else's.
+    """
+    try:
+        store.check_held(audit_id)
+    except RewindNotHeld:
+        if _may_put_back(store, audit_id, run_id):
+            backend_for(cwd).restore(cwd, before["state"])
+            activity.logger.warning(
+                "audit %s lost its run during a sandbox step; %s put back as recorded",
+                audit_id, cwd,
+            )  # fmt: skip
+        else:
+            activity.logger.warning(
+                "audit %s lost its run during a sandbox step; %s left (another holds it)",
+                audit_id, cwd,
+            )  # fmt: skip
+        raise
+
+
+def _may_put_back(store: SandboxStore, audit_id: int, run_id: str) -> bool:
+    try:
+        store.check_held(audit_id, undo=True)  # taken over, recovery settling: its fence
+        return True
+    except Busy:
+        return False
+    except RewindNotHeld:
+        audits = AuditStore(store.db)
+        row = audits.audit_row(audit_id)
+        return row is not None and row.result == "failed" and audits.lock_holder(run_id) is None

@@ -9,6 +9,7 @@ import subprocess
 from temporalio import activity
 
 from activities._errors import domain_errors
+from activities.rewind import still_held_after_vcs
 from timetravel import rewind
 from timetravel.errors import TimeTravelError
 from timetravel.store.audit import AuditStore
@@ -144,14 +145,17 @@ class UndoActivities:
     @domain_errors
     def undo_sandbox(self, input: UndoStepInput) -> None:
         """Record the sandbox's current state under the undo's audit id (its compensation is
-        the rewind's ``restore_sandbox`` of that id), then put it back as the target found it."""
+        the rewind's ``restore_sandbox`` of that id), then put it back as the target found it;
+        fenced after git/jj too (:func:`~activities.rewind.still_held_after_vcs`)."""
         target = self.store.sandbox_state(input.target_audit_id, input.cwd)
         if target is None:
             return
         backend = backend_for(input.cwd)
         state = {"backend": backend.name, "state": backend.capture(input.cwd)}
-        self.sandboxes.save_sandbox_state(input.audit_id, input.cwd, state)
+        before = self.sandboxes.save_sandbox_state(input.audit_id, input.cwd, state)
         backend.restore(input.cwd, target["state"])
+        # git/jj ran outside any transaction: recovery may have taken the run over meanwhile.
+        still_held_after_vcs(self.sandboxes, input.audit_id, input.run_id, input.cwd, before)
 
     @activity.defn(name="undo_database")
     @domain_errors

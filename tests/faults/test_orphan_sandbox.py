@@ -1,0 +1,182 @@
+"""Issue #10: an orphaned sandbox step that changes the sandbox *after* recovery restored it.
+
+``revert_sandbox`` (a rewind) and ``undo_sandbox`` (an undo) record the sandbox's state
+(fenced), then run git/jj outside any transaction. An activity whose workflow was terminated
+right after its record committed goes on later: recovery has taken the run over meanwhile
+(and perhaps already restored the sandbox and released the lock), so the sandbox change
+would leave the run rolled back but the sandbox moved. The step checks again after git/jj,
+puts the sandbox back to its step record and is refused with ``RewindNotHeld``.
+
+Each case stops the real activity between its record and its git operation (a
+:class:`~timetravel.store.sandboxes.SandboxStore` that waits after the record commits), then
+terminates the workflow and either runs recovery to the end (``recovered``: the lock is
+released, the saga ``failed``) or only takes the run over (``taken-over``: recovery is still
+settling), and lets the orphan go on. Real git repositories, real database, real worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from activities import build_activities
+from activities.maintenance import UndoActivities
+from activities.rewind import VcsActivities
+from tests.faults import common, scenario
+from tests.faults.gates import Gate
+from tests.rewind.helpers import audit_rows, git_repo, rewind, rewind_input, sandbox_state, start
+from timetravel.demo.seed import seed_upstream_run
+from timetravel.models import RecoverInput, RecoverResult
+from timetravel.store import Database
+from timetravel.store.fence import take_over
+from timetravel.store.sandboxes import SandboxStore
+from workflows.recover_rewind_audits import RecoverRewindAudits
+from workflows.undo_rewind import UndoRewind
+
+
+class Pause:
+    """Stops the first sandbox record whose cwd ends with ``suffix``, after it committed."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+        self.recorded = threading.Event()
+        self.release = threading.Event()
+        self.hits = 0
+
+    def store(self, store: SandboxStore) -> SandboxStore:
+        pause = self
+
+        class PausedStore(SandboxStore):
+            def save_sandbox_state(
+                self, audit_id: int, cwd: str, state: dict[str, Any]
+            ) -> dict[str, Any]:
+                out = super().save_sandbox_state(audit_id, cwd, state)
+                if cwd.endswith(pause.suffix):
+                    pause.hits += 1
+                    if pause.hits == 1:
+                        pause.recorded.set()
+                        pause.release.wait(60)
+                return out
+
+        return PausedStore(store.db, store.backups)
+
+
+def rewind_steps(pause: Pause, errors: Gate) -> type:
+    """``VcsActivities`` whose store pauses after the record; ``errors`` sees how the step ends."""
+
+    class PausedVcs(VcsActivities):
+        def __init__(self, store: SandboxStore) -> None:
+            super().__init__(pause.store(store))
+
+    return errors.subclass(PausedVcs)
+
+
+def undo_steps(pause: Pause, errors: Gate) -> type:
+    class PausedUndo(UndoActivities):
+        def __init__(self, store: Any, audit: Any, sandboxes: SandboxStore, *rest: Any) -> None:
+            super().__init__(store, audit, pause.store(sandboxes), *rest)
+
+    return errors.subclass(PausedUndo)
+
+
+def passing(method: str, suffix: str | None = None) -> Gate:
+    """A gate that never stops: it only records how ``method`` ended (``.error``)."""
+    gate = Gate(method, "before", suffix)
+    gate.release.set()
+    return gate
+
+
+async def recover(client: Client, queue: str) -> RecoverResult:
+    return await client.execute_workflow(
+        RecoverRewindAudits.run, RecoverInput(), id=f"recover-{uuid.uuid4()}", task_queue=queue
+    )
+
+
+async def settle_while_orphan_waits(
+    client: Client, db: Database, queue: str, audit_id: int, mode: str
+) -> None:
+    """Recovery's part while the orphan waits after its record: all of it (``recovered``), or
+    only the takeover (``taken-over``; recovery settles after the orphan went on)."""
+    if mode == "recovered":
+        done = await recover(client, queue)
+        assert [(r.id, r.result) for r in done.recovered] == [(audit_id, "failed")], done
+    else:
+        await asyncio.to_thread(take_over, db, audit_id, f"test-recovery/{uuid.uuid4()}")
+
+
+async def let_orphan_finish(pause: Pause, errors: Gate) -> None:
+    pause.release.set()
+    assert await asyncio.to_thread(errors.left.wait, 30), "the orphan never ended"
+    await asyncio.sleep(0.3)  # its thread returns the (dropped) result
+
+
+MODES = ["recovered", "taken-over"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_orphaned_revert_after_recovery_puts_the_sandbox_back(
+    client, db: Database, db_url: str, settings, new_worker, tmp_path: Path, mode: str
+) -> None:
+    ref = await common.reference(client, db_url, tmp_path)
+    root = tmp_path / "case"
+    boxes = scenario.seed(db, root)
+    pause, errors = Pause("sb-b"), passing("revert_sandbox", "sb-b")
+    acts = build_activities(db, settings, client=client,
+                            substitutes=[rewind_steps(pause, errors)])  # fmt: skip
+    async with new_worker(activities=acts) as w:
+        handle = await start(client, w.task_queue, rewind_input(scenario.RUN_ID, 0))
+        assert await asyncio.to_thread(pause.recorded.wait, 30), "sb-b never recorded"
+        await handle.terminate("operator terminates between the record and the revert")
+        (audit,) = scenario.side_rows(db)[0]
+        await settle_while_orphan_waits(client, db, w.task_queue, audit.id, mode)
+        if mode == "recovered":  # recovery restored sb-b (still pre) and let the run go
+            assert scenario.shapes(boxes) == ref.boxes_pre
+        await let_orphan_finish(pause, errors)
+        if mode == "taken-over":
+            await recover(client, w.task_queue)
+    print(f"\n{mode}: the orphan ended with {errors.error!r}")
+    # The orphan did revert sb-b (outside any transaction), then found the run gone.
+    assert common.outcome(db, root, boxes, ref) == "pre"
+    (audit,) = scenario.side_rows(db)[0]
+    assert audit.result == "failed"
+    assert getattr(errors.error, "type", None) == "RewindNotHeld", errors.error
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_orphaned_undo_sandbox_after_recovery_puts_the_sandbox_back(
+    client, db: Database, settings, new_worker, tmp_path: Path, mode: str
+) -> None:
+    run_id = f"orphan-undo-{mode}"
+    repo = tmp_path / "sandbox"
+    shas = git_repo(repo, 2)
+    seed_upstream_run(db, run_id, cwd=str(repo), pointers=shas)
+    pause, errors = Pause("sandbox"), passing("undo_sandbox")
+    acts = build_activities(db, settings, client=client,
+                            substitutes=[undo_steps(pause, errors)])  # fmt: skip
+    async with new_worker(activities=acts) as w:
+        res = await rewind(client, w.task_queue, rewind_input(run_id, 1))
+        rewound, box_rewound = db.dump(), sandbox_state(repo)
+        handle = await client.start_workflow(
+            UndoRewind.run, {"audit_id": res.audit_id, "confirm": True},
+            id=f"undo-{uuid.uuid4()}", task_queue=w.task_queue,
+        )  # fmt: skip
+        assert await asyncio.to_thread(pause.recorded.wait, 30), "the undo never recorded"
+        await handle.terminate("operator terminates between the record and the restore")
+        undo_id = audit_rows(db, run_id)[-1].id
+        await settle_while_orphan_waits(client, db, w.task_queue, undo_id, mode)
+        await let_orphan_finish(pause, errors)
+        if mode == "taken-over":
+            await recover(client, w.task_queue)
+    print(f"\n{mode}: the orphan ended with {errors.error!r}")
+    rewind_row, undo_row = audit_rows(db, run_id)
+    assert (rewind_row.result, undo_row.result) == ("success", "failed")
+    # The undo is rolled back: the run and its sandbox exactly as the rewind left them.
+    assert db.dump() == rewound
+    assert sandbox_state(repo) == box_rewound
+    assert getattr(errors.error, "type", None) == "RewindNotHeld", errors.error
