@@ -36,6 +36,8 @@ from timetravel.models import RecoverInput, RecoverResult
 from timetravel.store import Database
 from timetravel.store.fence import take_over
 from timetravel.store.sandboxes import SandboxStore
+from timetravel.vcs import GitBackend
+from timetravel.vcs._lock import sandbox_lock
 from workflows.recover_rewind_audits import RecoverRewindAudits
 from workflows.undo_rewind import UndoRewind
 
@@ -180,3 +182,46 @@ async def test_orphaned_undo_sandbox_after_recovery_puts_the_sandbox_back(
     assert db.dump() == rewound
     assert sandbox_state(repo) == box_rewound
     assert getattr(errors.error, "type", None) == "RewindNotHeld", errors.error
+
+
+# -- one git operation at a time per sandbox -----------------------------------------------------
+
+
+def test_a_restore_waits_for_another_operation_on_the_same_sandbox(tmp_path: Path) -> None:
+    """Recovery's restore and an orphan's put-back of one sandbox do not interleave: a restore
+    started while another thread holds the sandbox's lock waits, then completes exactly; a
+    restore of another sandbox does not wait."""
+    repo, other = tmp_path / "sb", tmp_path / "other"
+    shas, _ = git_repo(repo, 2), git_repo(other, 2)
+    (repo / "file.txt").write_text("uncommitted edit\n")
+    git = GitBackend()
+    before, box_before = git.capture(str(repo)), sandbox_state(repo)
+    git.revert(str(repo), shas[0])
+    other_state = git.capture(str(other))
+    git.revert(str(other), shas[0])
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with sandbox_lock(str(repo)):
+            held.set()
+            release.wait(30)
+
+    def restorer() -> None:
+        git.restore(str(repo), before)
+
+    t_hold, t_restore = threading.Thread(target=holder), threading.Thread(target=restorer)
+    t_hold.start()
+    assert held.wait(10)
+    t_restore.start()
+    git.restore(str(other), other_state)  # another sandbox: not blocked
+    t_restore.join(1.0)
+    waited = t_restore.is_alive()
+    box_while_held = sandbox_state(repo)
+    release.set()
+    t_hold.join(10)
+    t_restore.join(30)
+    assert waited, "the restore did not wait for the sandbox's lock"
+    assert box_while_held != box_before  # nothing restored while the other held it
+    assert sandbox_state(repo) == box_before  # then restored exactly
+    with sandbox_lock(str(repo)), sandbox_lock(str(repo)):  # reentrant in one thread
+        git.restore(str(repo), before)

@@ -37,6 +37,7 @@ from collections import Counter
 from typing import Any
 
 from timetravel.errors import RevisionNotFound
+from timetravel.vcs._lock import serialized
 from timetravel.vcs._paths import new_workspace_path, overwrite_conflicts
 from timetravel.vcs._run import Result, base_env, failure_text, run, vcs_error
 
@@ -95,6 +96,7 @@ class GitBackend:
         """Git has no operation log: always None."""
         return None
 
+    @serialized
     def capture(self, cwd: str) -> dict[str, Any]:
         """Record what :meth:`restore` needs to bring the sandbox back exactly.
 
@@ -127,6 +129,7 @@ class GitBackend:
         )
         return {"vcs": "git", "head": head, "branch": branch, "stash": stash, "missing": missing}
 
+    @serialized
     def revert(self, cwd: str, pointer: str) -> None:
         """Move the checked-out branch (or detached HEAD) and all tracked files to ``pointer``.
 
@@ -144,6 +147,7 @@ class GitBackend:
         self._refuse_untracked_overwrites(cwd, target, pointer)
         self._git(cwd, "reset", "-q", "--hard", target, pointer=pointer, action="revert")
 
+    @serialized
     def restore(self, cwd: str, state: dict[str, Any]) -> None:
         """Bring the sandbox back to a :meth:`capture` result. Idempotent.
 

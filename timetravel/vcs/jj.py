@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from timetravel.errors import RevisionNotFound, WorkspaceExists
+from timetravel.vcs._lock import serialized
 from timetravel.vcs._paths import new_workspace_path, overwrite_conflicts
 from timetravel.vcs._run import Result, base_env, failure_text, run, vcs_error
 
@@ -86,6 +87,7 @@ class JjBackend:
         result = self._jj(cwd, "op", "log", "--no-graph", "--limit", "1", "-T", "self.id()")
         return result.stdout.strip() or None
 
+    @serialized
     def capture(self, cwd: str) -> dict[str, Any]:
         """Snapshot the working copy and record the operation that holds it.
 
@@ -100,6 +102,7 @@ class JjBackend:
             raise vcs_error(f"Could not read the jj operation of {cwd}.", cwd, None)
         return {"vcs": "jj", "operation_id": operation, "commit_id": commit}
 
+    @serialized
     def revert(self, cwd: str, pointer: str) -> None:
         """Make the files of ``@`` those of ``pointer`` (``jj restore --from``). Idempotent.
 
@@ -136,6 +139,7 @@ class JjBackend:
                 pointer,
             )
 
+    @serialized
     def restore(self, cwd: str, state: dict[str, Any]) -> None:
         """Put the repository back to the captured operation (``jj op restore``). Idempotent.
 
