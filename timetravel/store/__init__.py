@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchTableError
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import NullType
 from tenacity import (
     retry,
@@ -288,12 +289,18 @@ class Database:
 
     def _create_engine(self, echo: bool) -> Engine:
         if self.dialect == "sqlite":
+            memory = self.url.database in (None, "", ":memory:")
+            # A file database gets the same pool as PostgreSQL (below); an in-memory one keeps
+            # SQLAlchemy's single-connection pool.
+            dialect: Any = self.url.get_dialect()
+            queued = issubclass(dialect.get_pool_class(self.url), QueuePool)
+            pool = {"pool_size": 20, "max_overflow": 20} if queued else {}
             engine = create_engine(
                 self.url,
                 echo=echo,
                 connect_args={"timeout": 30, "check_same_thread": False},
+                **pool,
             )
-            memory = self.url.database in (None, "", ":memory:")
 
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: Any, _record: Any) -> None:
