@@ -12,6 +12,7 @@ Each case stops the real activity between its record and its git operation (a
 terminates the workflow and either runs recovery to the end (``recovered``: the lock is
 released, the saga ``failed``) or only takes the run over (``taken-over``: recovery is still
 settling), and lets the orphan go on. Real git repositories, real database, real worker.
+Also: one git/jj operation at a time per sandbox, and the HTTP resume's check after its POST.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from temporalio.client import Client
 
 from activities import build_activities
 from activities.maintenance import UndoActivities
-from activities.rewind import VcsActivities
+from activities.rewind import EngineActivities, VcsActivities
 from tests.faults import common, scenario
 from tests.faults.gates import Gate
 from tests.rewind.helpers import audit_rows, git_repo, rewind, rewind_input, sandbox_state, start
@@ -225,3 +227,62 @@ def test_a_restore_waits_for_another_operation_on_the_same_sandbox(tmp_path: Pat
     assert sandbox_state(repo) == box_before  # then restored exactly
     with sandbox_lock(str(repo)), sandbox_lock(str(repo)):  # reentrant in one thread
         git.restore(str(repo), before)
+
+
+# -- the engine's HTTP resume --------------------------------------------------------------------
+
+
+class HeldEngine:
+    """A loopback engine endpoint whose ``resume`` answers only once the test lets it."""
+
+    def __init__(self) -> None:
+        self.asked, self.answer = threading.Event(), threading.Event()
+        self.paths: list[str] = []
+        engine = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                engine.paths.append(self.path)
+                if self.path.endswith("/resume"):
+                    engine.asked.set()
+                    engine.answer.wait(60)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+async def test_orphaned_http_resume_after_recovery_is_refused(
+    client, db: Database, settings, new_worker
+) -> None:
+    """The HTTP control checks the lock, then POSTs: a rewind terminated while the engine
+    answers is settled by recovery meanwhile (only ``finish`` was left: ``success``); the
+    orphaned resume step, once answered, finds the run gone and fails ``RewindNotHeld``
+    instead of reporting a resume of a run it no longer holds."""
+    engine = HeldEngine()
+    try:
+        seed_upstream_run(db, "run-http-orphan", cwd=None)
+        http = settings.model_copy(update={"engine_control": "http", "engine_url": engine.url})
+        errors = passing("resume_event_loop")
+        acts = build_activities(db, http, client=client,
+                                substitutes=[errors.subclass(EngineActivities)])  # fmt: skip
+        async with new_worker(activities=acts) as w:
+            handle = await start(client, w.task_queue, rewind_input("run-http-orphan", 1))
+            assert await asyncio.to_thread(engine.asked.wait, 30), "the engine was never asked"
+            await handle.terminate("operator terminates while the engine resumes the run")
+            done = await recover(client, w.task_queue)
+            engine.answer.set()
+            assert await asyncio.to_thread(errors.left.wait, 30), "the orphan never ended"
+    finally:
+        engine.answer.set()
+        engine.server.shutdown()
+    assert [(r.result, r.action) for r in done.recovered] == [("success", "finished")], done
+    assert engine.paths == ["/v1/runs/run-http-orphan/resume"]
+    assert getattr(errors.error, "type", None) == "RewindNotHeld", errors.error
