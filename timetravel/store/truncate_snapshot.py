@@ -7,10 +7,22 @@ the snapshots and VCS tags after the target are deleted. Everything changed is b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, delete, select, text, tuple_
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    column,
+    delete,
+    insert,
+    select,
+    table,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from timetravel import schema
@@ -39,7 +51,7 @@ from timetravel.enginedb.target_state import (
     tables_to_restore,
 )
 from timetravel.models import RewindCounts
-from timetravel.store import Database
+from timetravel.store import Database, OutputTable
 from timetravel.store.backups import Backups
 from timetravel.store.truncate_cut import KEYS_PER_STATEMENT, Cut
 
@@ -68,10 +80,12 @@ class SnapshotTruncate:
         return load_snapshot(conn, run_id, frame_no)
 
     def _target_state(
-        self, conn: Connection, cut: Cut, snap: SnapshotPayload, now: int
-    ) -> tuple[TargetState, dict[tuple[str, int], dict[str, Any]]]:
+        self, conn: Connection, cut: Cut, snap: SnapshotPayload, now: int, *, rows: bool = False
+    ) -> tuple[TargetState, dict[tuple[str, int], dict[str, Any]], Current]:
         """What makes the run equal to the target snapshot, read as if the attempts started
-        after the cutoff were already gone; plus the run's current node rows by key."""
+        after the cutoff were already gone; plus the run's current node rows by key and what
+        was read (with ``rows``, the output tables' current rows too, to skip equal upserts).
+        Each table of the run is read once."""
         run_id = cut.run_id
         nodes = {
             (r.node_id, int(r.iteration)): dict(r._mapping)
@@ -90,19 +104,28 @@ class SnapshotTruncate:
             outputs, [n["output_table"] for n in nodes.values()], physical_tables(conn)
         )
         tables: dict[str, OutputTableState] = {}
+        read = Current()
         for name in names:
             out = self.db.output_table(conn, name)
             if out is None or out.iteration_col is None:
                 continue
             t = out.table
-            keys = [
-                (str(r[0]), int(r[1]))
-                for r in conn.execute(
-                    select(t.c[out.node_col], t.c[out.iteration_col]).where(
-                        t.c[out.run_col] == run_id
+            read.tables[name] = out
+            mine = t.c[out.run_col] == run_id
+            if rows:
+                by_key: dict[tuple[str, int], Mapping[str, Any]] = {}
+                for m in conn.execute(select(t).where(mine)):
+                    r = cast("Mapping[str, Any]", m._mapping)
+                    by_key[(str(r[out.node_col]), int(r[out.iteration_col]))] = r
+                read.output_rows[name] = by_key
+                keys = list(by_key)
+            else:
+                keys = [
+                    (str(r[0]), int(r[1]))
+                    for r in conn.execute(
+                        select(t.c[out.node_col], t.c[out.iteration_col]).where(mine)
                     )
-                )
-            ]
+                ]
             tables[name] = OutputTableState(columns=list(t.c.keys()), row_keys=keys)
         provenance = []
         if engine_features(conn).output_provenance:
@@ -116,6 +139,7 @@ class SnapshotTruncate:
                     {"run_id": run_id},
                 )
             ]
+        read.provenance = provenance
         current = CurrentState(
             nodes=[NodeRow(k[0], k[1], n["output_table"]) for k, n in nodes.items()],
             attempts=attempts,
@@ -123,7 +147,7 @@ class SnapshotTruncate:
             provenance=provenance,
         )
         state = compute_target_state(run_id, snap.nodes(), outputs, current, now_ms=now)
-        return state, nodes
+        return state, nodes, read
 
     def _truncate_to_snapshot(
         self,
@@ -154,7 +178,7 @@ class SnapshotTruncate:
         )
         conn.execute(delete(VCS_TAGS).where(*tags))
         # Attempts started after the target frame, then those the snapshot does not keep.
-        state, nodes = self._target_state(conn, cut, snap, now)
+        state, nodes, read = self._target_state(conn, cut, snap, now, rows=True)
         bk.copy_rows(conn, ATTEMPTS.name, cut.attempts, audit_id)
         attempts = conn.execute(delete(ATTEMPTS).where(cut.attempts(ATTEMPTS))).rowcount
         attempt_cols = (ATTEMPTS.c.node_id, ATTEMPTS.c.iteration, ATTEMPTS.c.attempt)
@@ -182,18 +206,19 @@ class SnapshotTruncate:
             )
         changed = changed_nodes(state, nodes)
         self._upsert(conn, NODES, changed, ["run_id", "node_id", "iteration"])
-        # Outputs: each table that changes is copied whole (the run's rows) and replaced.
+        # Outputs: each table that changes is copied whole (the run's rows, in the database)
+        # and replaced; snapshot rows equal to the current ones are not written again.
         deleted_outputs, replaced = 0, []
         deleted_keys: dict[str, list[list[Any]]] = {}
         for name, plan in state.outputs.items():
-            out = self.db.output_table(conn, name)
+            out = read.tables.get(name)
             if out is None or out.iteration_col is None or not (plan.delete or plan.upsert):
                 continue
             t = out.table
             mine = t.c[out.run_col] == run_id
-            rows = conn.execute(select(t).where(mine)).all()
-            if rows:
-                bk.copy_output_rows(conn, audit_id, out, rows)
+            current = read.output_rows.get(name, {})
+            if current:
+                bk.copy_output_rows_where(conn, audit_id, out, mine)
             replaced.append(name)
             if plan.delete:
                 # What an undo checks for outputs written again since (small: keys only).
@@ -203,44 +228,14 @@ class SnapshotTruncate:
                 deleted_outputs += conn.execute(
                     delete(t).where(mine, tuple_(*key_cols).in_(row_keys))
                 ).rowcount
-            self._upsert(
-                conn, t, list(plan.upsert.values()), [out.run_col, out.node_col, out.iteration_col]
-            )
+            upserts = [v for k, v in plan.upsert.items() if not _same(current.get(k), v)]
+            self._upsert(conn, t, upserts, [out.run_col, out.node_col, out.iteration_col])
         record["replaced_outputs"] = replaced
         if deleted_keys:
             record["deleted_output_keys"] = deleted_keys
-        # Provenance (copied whole before either path), deletes before upserts: seq is unique.
+        # Provenance (copied whole before either path): only the rows that change.
         if record.get("provenance"):
-            for p in state.provenance_delete:
-                conn.execute(
-                    text(
-                        f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :run_id AND "
-                        "output_table = :t AND node_id = :n AND iteration = :i"
-                    ),
-                    {"run_id": run_id, "t": p.output_table, "n": p.node_id, "i": p.iteration},
-                )
-            for p in state.provenance_upsert:
-                params = {
-                    "run_id": run_id,
-                    "t": p.output_table,
-                    "n": p.node_id,
-                    "i": p.iteration,
-                    "seq": p.seq,
-                }
-                conn.execute(
-                    text(
-                        f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :run_id AND "
-                        "((output_table = :t AND node_id = :n AND iteration = :i) OR seq = :seq)"
-                    ),
-                    params,
-                )
-                conn.execute(
-                    text(
-                        f"INSERT INTO {OUTPUT_PROVENANCE} (run_id, output_table, node_id, "
-                        "iteration, seq) VALUES (:run_id, :t, :n, :i, :seq)"
-                    ),
-                    params,
-                )
+            _apply_provenance(conn, run_id, state, read.provenance)
         # Signals received after the snapshot.
         if state.signals_after is not None and engine_features(conn).signals:
             where = "WHERE run_id = :run_id AND seq > :seq"
@@ -259,15 +254,20 @@ class SnapshotTruncate:
     def _upsert(
         self, conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]], keys: list[str]
     ) -> None:
-        """INSERT each row, or on its key overwrite the columns it names (upstream's upsert)."""
+        """INSERT each row, or on its key overwrite the columns it names (upstream's upsert):
+        one executemany per set of columns named."""
         ins = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row in rows:
-            stmt = ins(table).values(dict(row))
-            updates = {k: stmt.excluded[k] for k in row if k not in keys}
+            groups.setdefault(tuple(row), []).append(dict(row))
+        for cols, params in groups.items():
+            stmt = ins(table)
+            updates = {k: stmt.excluded[k] for k in cols if k not in keys}
             conn.execute(
                 stmt.on_conflict_do_update(index_elements=keys, set_=updates)
                 if updates
-                else stmt.on_conflict_do_nothing(index_elements=keys)
+                else stmt.on_conflict_do_nothing(index_elements=keys),
+                params,
             )
 
 
@@ -280,6 +280,89 @@ def dict_rows(conn: Connection, table_name: str, run_id: str) -> list[dict[str, 
     return mappings(
         conn.execute(text(f"SELECT * FROM {table_name} WHERE run_id = :run_id"), {"run_id": run_id})
     )
+
+
+@dataclass
+class Current:
+    """What :meth:`SnapshotTruncate._target_state` read besides the nodes: the output tables
+    restored, their current rows by key (when asked for) and the provenance rows."""
+
+    tables: dict[str, OutputTable] = field(default_factory=dict)
+    output_rows: dict[str, dict[tuple[str, int], Mapping[str, Any]]] = field(default_factory=dict)
+    provenance: list[ProvenanceRow] = field(default_factory=list)
+
+
+def _same(current: Mapping[str, Any] | None, values: Mapping[str, Any]) -> bool:
+    """Whether upserting ``values`` over the row ``current`` would change nothing: every column
+    it names holds an equal value of the same kind (numbers: an int-valued snapshot number binds
+    as an integer, stored in a REAL column as the same float)."""
+    if current is None:
+        return False
+    for k, v in values.items():
+        c = current.get(k, _MISSING)
+        if c is _MISSING or c != v:
+            return False
+        if type(c) is not type(v) and not (_number(c) and _number(v)):
+            return False
+    return True
+
+
+_MISSING = object()
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _apply_provenance(
+    conn: Connection, run_id: str, state: TargetState, current: Sequence[ProvenanceRow]
+) -> None:
+    """Make the run's provenance rows what the snapshot says, touching only what changes.
+
+    Same result as upstream's order (delete the rows of keys the snapshot drops; then for each
+    snapshot row with a seq, delete the rows with its key or its seq and insert it): of the
+    upserts sharing a seq the last wins, an upsert equal to its current row is left alone, and
+    the current rows to delete (dropped keys, or sharing a key or seq with a changed upsert)
+    go in a few keyed statements before one executemany of inserts."""
+    by_seq: dict[int, ProvenanceRow] = {}
+    for p in state.provenance_upsert:
+        by_seq.pop(p.seq, None)  # keep upstream's order: the last one with a seq wins
+        by_seq[p.seq] = p
+    existing = set(current)
+    changed = [p for p in by_seq.values() if p not in existing]
+    keys = {(p.output_table, p.node_id, p.iteration) for p in changed}
+    seqs = {p.seq for p in changed}
+    gone = {(p.output_table, p.node_id, p.iteration) for p in state.provenance_delete}
+    gone |= {
+        (c.output_table, c.node_id, c.iteration)
+        for c in current
+        if (c.output_table, c.node_id, c.iteration) in keys or c.seq in seqs
+    }
+    prov = table(
+        OUTPUT_PROVENANCE,
+        column("run_id"),
+        column("output_table"),
+        column("node_id"),
+        column("iteration"),
+        column("seq"),
+    )
+    cols = tuple_(prov.c.output_table, prov.c.node_id, prov.c.iteration)
+    for part in chunks(sorted(gone), KEYS_PER_STATEMENT):
+        conn.execute(delete(prov).where(prov.c.run_id == run_id, cols.in_(list(part))))
+    if changed:
+        conn.execute(
+            insert(prov),
+            [
+                {
+                    "run_id": run_id,
+                    "output_table": p.output_table,
+                    "node_id": p.node_id,
+                    "iteration": p.iteration,
+                    "seq": p.seq,
+                }
+                for p in changed
+            ],
+        )
 
 
 def changed_nodes(
