@@ -152,7 +152,7 @@ def tables_to_restore(
     """The existing physical tables upstream restores: those of the snapshot's rows and those
     of the run's current nodes (``_smithers_nodes.output_table``, resolved), sorted."""
     names = set(snapshot_rows_by_table(snapshot_outputs, physical_tables))
-    for name in node_output_tables:
+    for name in set(node_output_tables):  # a run's nodes share a few names: resolve each once
         if name:
             physical = resolve_name(name, physical_tables)
             if physical is not None:
@@ -175,8 +175,13 @@ def compute_target_state(
     current: CurrentState,
     *,
     now_ms: int,
+    keys_only: bool = False,
 ) -> TargetState:
-    """The changes that make the run's rows match the target snapshot (see module doc)."""
+    """The changes that make the run's rows match the target snapshot (see module doc).
+
+    With ``keys_only`` (what a plan counts), output rows are only keyed: each table's
+    ``upsert`` maps the snapshot's keys to empty dicts and the provenance lists are empty;
+    everything else is as without it."""
     # -- nodes --------------------------------------------------------------------------
     desired_nodes: dict[Key, Mapping[str, Any]] = {}
     for node in snapshot_nodes:
@@ -217,6 +222,12 @@ def compute_target_state(
     desired_rows: dict[str, dict[Key, OutputRow]] = {}
     for table in sorted(tables):
         state = current.output_tables[table]
+        if keys_only:
+            keys = _snapshot_keys(gathered.get(table, []))
+            outputs[table] = OutputTablePlan(
+                delete=sorted(set(state.row_keys) - keys.keys()), upsert=keys
+            )
+            continue
         rows = snapshot_output_rows(run_id, gathered.get(table, []), state.columns)
         desired_rows[table] = rows
         outputs[table] = OutputTablePlan(
@@ -242,3 +253,15 @@ def compute_target_state(
         provenance_upsert=provenance_upsert,
         signals_after=signal_horizon(snapshot_outputs),
     )
+
+
+def _snapshot_keys(rows: Iterable[Mapping[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """The keys :func:`~timetravel.enginedb.outputs.snapshot_output_rows` gives these rows,
+    each with an empty dict (no values converted)."""
+    out: dict[Key, dict[str, Any]] = {}
+    for row in rows:
+        node_id = row.get("nodeId", row.get("node_id"))
+        iteration = js_number(row.get("iteration", 0))
+        if isinstance(node_id, str) and iteration is not None:
+            out[(node_id, iteration)] = {}
+    return out

@@ -151,7 +151,7 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 from_frame_no=latest,
             )
             if snap is not None:
-                state, nodes, _ = self._target_state(conn, cut, snap, now_ms())
+                state, nodes, _ = self._target_state(conn, cut, snap, now_ms(), keys_only=True)
                 plan.counts.deleted_attempts += len(state.attempts_delete)
                 plan.counts.deleted_outputs = state.deleted_outputs
                 plan.counts.reset_nodes = len(state.nodes_delete) + len(changed_nodes(state, nodes))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Table,
     and_,
@@ -80,12 +81,20 @@ class SnapshotTruncate:
         return load_snapshot(conn, run_id, frame_no)
 
     def _target_state(
-        self, conn: Connection, cut: Cut, snap: SnapshotPayload, now: int, *, rows: bool = False
+        self,
+        conn: Connection,
+        cut: Cut,
+        snap: SnapshotPayload,
+        now: int,
+        *,
+        rows: bool = False,
+        keys_only: bool = False,
     ) -> tuple[TargetState, dict[tuple[str, int], dict[str, Any]], Current]:
         """What makes the run equal to the target snapshot, read as if the attempts started
         after the cutoff were already gone; plus the run's current node rows by key and what
         was read (with ``rows``, the output tables' current rows too, to skip equal upserts).
-        Each table of the run is read once."""
+        Each table of the run is read once; ``keys_only`` (a plan's counts) keys the snapshot's
+        output rows without converting them (:func:`compute_target_state`)."""
         run_id = cut.run_id
         nodes = {
             (r.node_id, int(r.iteration)): dict(r._mapping)
@@ -114,10 +123,12 @@ class SnapshotTruncate:
             mine = t.c[out.run_col] == run_id
             if rows:
                 by_key: dict[tuple[str, int], Mapping[str, Any]] = {}
-                for m in conn.execute(select(t).where(mine)):
+                raw = conn.execute(select(t).where(mine)).all()
+                for m in raw:
                     r = cast("Mapping[str, Any]", m._mapping)
                     by_key[(str(r[out.node_col]), int(r[out.iteration_col]))] = r
                 read.output_rows[name] = by_key
+                read.raw_rows[name] = raw
                 keys = list(by_key)
             else:
                 keys = [
@@ -128,7 +139,7 @@ class SnapshotTruncate:
                 ]
             tables[name] = OutputTableState(columns=list(t.c.keys()), row_keys=keys)
         provenance = []
-        if engine_features(conn).output_provenance:
+        if engine_features(conn).output_provenance and not keys_only:
             provenance = [
                 ProvenanceRow(str(r[0]), str(r[1]), int(r[2]), int(r[3]))
                 for r in conn.execute(
@@ -146,7 +157,9 @@ class SnapshotTruncate:
             output_tables=tables,
             provenance=provenance,
         )
-        state = compute_target_state(run_id, snap.nodes(), outputs, current, now_ms=now)
+        state = compute_target_state(
+            run_id, snap.nodes(), outputs, current, now_ms=now, keys_only=keys_only
+        )
         return state, nodes, read
 
     def _truncate_to_snapshot(
@@ -218,7 +231,7 @@ class SnapshotTruncate:
             mine = t.c[out.run_col] == run_id
             current = read.output_rows.get(name, {})
             if current:
-                bk.copy_output_rows_where(conn, audit_id, out, mine)
+                self._copy_output_table(conn, audit_id, out, mine, read.raw_rows[name])
             replaced.append(name)
             if plan.delete:
                 # What an undo checks for outputs written again since (small: keys only).
@@ -250,6 +263,27 @@ class SnapshotTruncate:
             invalidated_diffs=diffs,
             reset_nodes=len(state.nodes_delete) + len(changed),
         )
+
+    def _copy_output_table(
+        self,
+        conn: Connection,
+        audit_id: int,
+        out: OutputTable,
+        mine: ColumnElement[bool],
+        rows: Sequence[Any],
+    ) -> None:
+        """Back up the run's rows of ``out`` (``mine``: all of them, ``rows`` as read in this
+        transaction): in
+        the database when it can encode them (:meth:`Backups.copy_output_rows_where`), else
+        from the rows already read instead of reading them again (same format either way).
+        SQLite's JSON functions print reals with 15 digits, so a SQLite table with a REAL
+        value goes the second way."""
+        if self.db.dialect != "sqlite" or all(
+            v is None or isinstance(v, str | int) for r in rows for v in r
+        ):
+            self.backups.copy_output_rows_where(conn, audit_id, out, mine)
+        else:
+            self.backups.copy_output_rows(conn, audit_id, out, rows)
 
     def _upsert(
         self, conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]], keys: list[str]
@@ -288,6 +322,8 @@ class Current:
     restored, their current rows by key (when asked for) and the provenance rows."""
 
     tables: dict[str, OutputTable] = field(default_factory=dict)
+    #: the run's rows of each output table as read (with ``rows``), in column order
+    raw_rows: dict[str, Sequence[Any]] = field(default_factory=dict)
     output_rows: dict[str, dict[tuple[str, int], Mapping[str, Any]]] = field(default_factory=dict)
     provenance: list[ProvenanceRow] = field(default_factory=list)
 
