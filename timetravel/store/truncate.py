@@ -277,7 +277,7 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
             if snap is not None:
                 counts = self._truncate_to_snapshot(conn, audit_id, cut, snap, now, record)
             else:
-                counts = self._truncate_heuristic(conn, audit_id, cut, now)
+                counts = self._truncate_heuristic(conn, audit_id, cut, now, record)
             counts.from_frame_no = from_frame_no
             bk.copy_rows(conn, RUNS.name, cut.run, audit_id)
             # Held until the resume step as the pause left it (``paused`` on engine 0.32).

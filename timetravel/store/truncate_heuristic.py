@@ -81,16 +81,22 @@ class HeuristicTruncate:
         return out
 
     def _truncate_heuristic(
-        self, conn: Connection, audit_id: int, cut: Cut, now: int
+        self, conn: Connection, audit_id: int, cut: Cut, now: int, record: dict[str, Any]
     ) -> RewindCounts:
         """The 0.16 rule: the nodes (and their outputs) whose attempts started after the
-        target frame go back to pending."""
+        target frame go back to pending.
+
+        Every node row of the run is copied (one ``INSERT … SELECT``, as the snapshot path
+        does) and the step record says ``nodes_replaced``: a restore, or an undo discarding
+        newer work, replaces the run's whole node set, so a node row first created after the
+        rewind does not survive it."""
         bk = self.backups
         # Order matters: diffs, outputs and nodes are found through the attempts that go.
         bk.copy_rows(conn, DIFFS.name, cut.diffs, audit_id)
         diffs = conn.execute(delete(DIFFS).where(cut.diffs(DIFFS))).rowcount
         outputs = self._truncate_outputs(conn, audit_id, cut)
-        bk.copy_rows(conn, NODES.name, cut.nodes, audit_id)
+        bk.copy_rows(conn, NODES.name, cut.run, audit_id)
+        record["nodes_replaced"] = True
         newest_remaining = (
             select(func.max(ATTEMPTS.c.attempt))
             .where(

@@ -28,10 +28,6 @@ side effects or not) gets its journal rows back exactly and the archive rows it 
 undo's whole-state copy covers those tables as well (signals, tool calls and their archive,
 snapshots and tags after the target frame), so such an undo is undoable and compensable too.
 
-Known gap (``discard_newer`` after the 0.16 *heuristic* path only): that path copies the node
-rows it resets, not the run's whole node set, so a node row the engine first created after the
-rewind stays (the snapshot path copies every node row: exact).
-
 Refused with ``NotUndoable`` (``details.reason``): no such audit row, not ``success``, not a
 rewind or an undo (the task-level sagas are not undoable yet), backups pruned by retention
 (``pruned``), or already undone.
