@@ -19,11 +19,11 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import create_engine, text
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from timetravel.search_attributes import RESULT_KEY, RUN_ID_KEY
 from timetravel.settings import Settings
 from timetravel.store import Database
 
@@ -35,10 +35,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: The tuned dynamic config of design §7: the stock 20/s transfer-queue poll limit adds
 #: ~50 ms to every activity.
 DEV_SERVER_ARGS = ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=10000"]
-SEARCH_ATTRIBUTES = [
-    SearchAttributeKey.for_keyword("SmithersRunId"),
-    SearchAttributeKey.for_keyword("SmithersRewindResult"),
-]
+SEARCH_ATTRIBUTES = [RUN_ID_KEY, RESULT_KEY]
 
 
 def temporal_binary() -> str:

@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 
 from tests.engine import harness
 from tests.engine.harness import Workspace
+from timetravel import search_attributes
 from timetravel.settings import Settings
 from timetravel.store import Database
 
@@ -31,7 +32,7 @@ T = TypeVar("T")
 CALLER = "user:e2e"
 #: Upper bound on any one rewind workflow (a live run's pause included).
 REWIND_TIMEOUT_S = 90.0
-SEARCH_ATTRIBUTES = ("SmithersRunId", "SmithersRewindResult")
+SEARCH_ATTRIBUTES = tuple(search_attributes.SEARCH_ATTRIBUTES)
 
 
 async def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
