@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -139,8 +140,18 @@ async def test_second_start_is_busy_at_once(client: Client, db: Database, new_wo
         _engine_lets_go(db, "run-x")
         result = await await_rewind(first)
     assert err.value.code == "Busy" and elapsed < 0.5, elapsed
-    assert err.value.message == "Another jumpToFrame is already running for run-x."
-    assert err.value.details == {"runId": "run-x", "workflowId": "rewind-run-x"}
+    # Upstream's text, then the holder the server named: the running workflow, since its start.
+    started = desc.start_time.astimezone(UTC)
+    assert err.value.message == (
+        "Another jumpToFrame is already running for run-x. Held by workflow rewind-run-x since "
+        f"{started:%Y-%m-%dT%H:%M:%SZ}."
+    )
+    assert err.value.details == {
+        "runId": "run-x",
+        "workflowId": "rewind-run-x",
+        "holderWorkflowId": "rewind-run-x",
+        "heldSinceMs": int(desc.start_time.timestamp() * 1000),
+    }
     assert await desc.static_summary() == "Rewind run-x to frame 1"
     details = await desc.static_details()
     assert details is not None and "`user:a`" in details and "given by the caller" in details

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
 
 import temporalio.client
@@ -227,8 +227,25 @@ async def start_exclusive(
             static_details=details,
         )
     except WorkflowAlreadyStartedError:
-        busy = busy_error(str(run_id), workflowId=workflow_id)
+        busy = await _busy_with_holder(client, str(run_id), workflow_id)
         raise RewindError(busy.code, busy.message, busy.details, workflow_id=workflow_id) from None
+
+
+async def _busy_with_holder(client: Client, run_id: str, workflow_id: str) -> TimeTravelError:
+    """Upstream's ``Busy`` text, then which workflow holds the run and since when (as the
+    worker's ``Busy`` says it): the running workflow of the run's id, described."""
+    details: dict[str, Any] = {"workflowId": workflow_id, "holderWorkflowId": workflow_id}
+    since = ""
+    try:
+        started = (await client.get_workflow_handle(workflow_id).describe()).start_time
+    except RPCError:  # gone meanwhile, or no permission: the holder's id is still right
+        started = None
+    if started is not None:
+        details["heldSinceMs"] = int(started.timestamp() * 1000)
+        since = f" since {started.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    base = busy_error(run_id, **details)
+    held = f"{base.message} Held by workflow {workflow_id}{since}."
+    return TimeTravelError.of(base.code, held, base.details)
 
 
 def _markdown_code(value: Any) -> str:
