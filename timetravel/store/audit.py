@@ -11,6 +11,7 @@ audit row, the lock row and the link to the Temporal workflow. A refused attempt
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,11 @@ K = schema.run_locks
 L = schema.audit_links
 X = schema.refusals
 B = schema.backups
+
+#: How many admissions' leases :meth:`AuditStore.lease_of` remembers (each is read once, by the
+#: begin activity that admitted it; the bound only matters for admissions nobody asks about).
+_ADMITTED_LEASES_MAX = 1024
+_ADMITTED_LOCK = threading.Lock()
 
 
 def latest_frame_no(conn: Connection, run_id: str) -> int | None:
@@ -317,7 +323,23 @@ class AuditStore:
                     admitted=True,
                 )
             )
-            return audit_id, valid, now
+        # Committed: remember the lease (the lock row's lease columns never change while held).
+        self._remember_lease(audit_id, (lease_rid, token) if lease_rid and token else None)
+        return audit_id, valid, now
+
+    def _admitted(self) -> dict[int, tuple[str, str] | None]:
+        """The lease each fresh admission took (or None), for the :meth:`lease_of` that follows
+        it in the same begin activity (saves a transaction per rewind); call with
+        ``_ADMITTED_LOCK`` held. Subclasses need not call ``__init__``: created on first use."""
+        leases: dict[int, tuple[str, str] | None] = self.__dict__.setdefault("_admitted_leases", {})
+        return leases
+
+    def _remember_lease(self, audit_id: int, taken: tuple[str, str] | None) -> None:
+        with _ADMITTED_LOCK:
+            leases = self._admitted()
+            if len(leases) >= _ADMITTED_LEASES_MAX:
+                leases.pop(next(iter(leases)))
+            leases[audit_id] = taken
 
     @staticmethod
     def _prior(conn: Connection, workflow_run_id: str) -> tuple[int, rewind.ValidInput, int] | None:
@@ -518,7 +540,14 @@ class AuditStore:
             return conn.execute(select(K.c.audit_id).where(K.c.run_id == run_id)).scalar()
 
     def lease_of(self, audit_id: int) -> tuple[str, str] | None:
-        """``(lease run id, token)`` of upstream's lease this rewind holds, if it took one."""
+        """``(lease run id, token)`` of upstream's lease this rewind holds, if it took one.
+
+        Right after this process admitted the rewind (the begin activity), the answer comes
+        from that admission's transaction instead of another one."""
+        with _ADMITTED_LOCK:
+            leases = self._admitted()
+            if audit_id in leases:
+                return leases.pop(audit_id)
         with self.db.read() as conn:
             row = conn.execute(
                 select(K.c.lease_run_id, K.c.lease_token).where(K.c.audit_id == audit_id)
