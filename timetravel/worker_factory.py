@@ -58,7 +58,30 @@ MAX_CONCURRENT_ACTIVITIES = 16
 #: handlers run inside the sandbox when a workflow (or the SDK, on a failed activation) logs:
 #: rich's handler imports lazily and, re-imported there, trips on restricted ``os.getcwd``,
 #: which would fail the workflow task on every retry (issue #10).
-SANDBOX_PASSTHROUGH = ("rich", "pygments", "markdown_it")
+#:
+#: Then our deterministic, stateless modules the workflows use: the models, the error codes,
+#: the checklist and effect sentences, the search attribute keys (pydantic, pydantic_core and
+#: the standard library are passed through by the SDK's defaults). The workflow modules import
+#: them inside ``workflow.unsafe.imports_passed_through()`` already; naming them here keeps them
+#: from being re-imported per workflow run if an import outside that block (or a lazy one at
+#: run time) ever reaches them. Measured (issue #10): a RewindRun sandbox instance loads only
+#: ``workflows`` and ``workflows.rewind_run`` and costs about 12 ms of CPU more than a no-op
+#: workflow's (mostly re-applying ``@workflow.defn`` to the class and compiling the module),
+#: out of the ~80 ms a rewind costs the worker more than a no-op. The workflow modules
+#: themselves stay sandboxed, so the restrictions still apply to them (the saga helpers
+#: ``workflows._*`` are passed through at their import sites, as before).
+SANDBOX_PASSTHROUGH = (
+    "rich",
+    "pygments",
+    "markdown_it",
+    "timetravel.models",
+    "timetravel.task_models",
+    "timetravel.history.models",
+    "timetravel.errors",
+    "timetravel.checklist",
+    "timetravel.effects_text",
+    "timetravel.search_attributes",
+)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
