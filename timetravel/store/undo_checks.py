@@ -19,14 +19,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, func, select, text
 
 from timetravel import schema
-from timetravel.enginedb import (
-    engine_features,
-)
-from timetravel.enginedb.features import (
-    SIGNALS,
-    TOOL_CALL_ARCHIVE,
-    TOOL_CALLS,
-)
+from timetravel.enginedb import engine_features
+from timetravel.enginedb.features import SIGNALS, TOOL_CALL_ARCHIVE, TOOL_CALLS
 from timetravel.errors import NotUndoable, RunMovedOn, TimeTravelError
 from timetravel.store import Database, decode_row
 from timetravel.store.backups import Backups

@@ -15,9 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, select, text
 
 from timetravel import schema
-from timetravel.enginedb import (
-    engine_features,
-)
+from timetravel.enginedb import engine_features
 from timetravel.enginedb import snapshot_rows_after as snapshot_rows_after_frame
 from timetravel.enginedb.features import (
     OUTPUT_PROVENANCE,
