@@ -163,23 +163,19 @@ def cases_for(forward: list[str], compensations: list[str]) -> list[Case]:
     return out
 
 
-@pytest.fixture
-def sqlite_only(db_url: str) -> str:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("SQLite runs the full matrix; PostgreSQL its own subset")
-    return db_url
+#: Each database runs its own matrix: SQLite every step and compensation, PostgreSQL its
+#: subset (left out of the parametrize, not skipped inside the test).
+SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+POSTGRES = pytest.mark.parametrize(
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 
 
-@pytest.fixture
-def postgres_only(db_url: str) -> str:
-    if db_url.startswith("sqlite"):
-        pytest.skip("the PostgreSQL subset")
-    return db_url
+@SQLITE
+async def test_crash_at_every_step_and_compensation_sqlite(client, db_url, tmp_path) -> None:
+    await run_all(client, db_url, tmp_path, cases_for(FORWARD, COMPENSATIONS))
 
 
-async def test_crash_at_every_step_and_compensation_sqlite(client, sqlite_only, tmp_path) -> None:
-    await run_all(client, sqlite_only, tmp_path, cases_for(FORWARD, COMPENSATIONS))
-
-
-async def test_crash_at_key_steps_postgres(client, postgres_only, tmp_path) -> None:
-    await run_all(client, postgres_only, tmp_path, cases_for(PG_FORWARD, PG_COMPENSATIONS))
+@POSTGRES
+async def test_crash_at_key_steps_postgres(client, db_url, tmp_path) -> None:
+    await run_all(client, db_url, tmp_path, cases_for(PG_FORWARD, PG_COMPENSATIONS))
