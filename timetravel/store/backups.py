@@ -36,6 +36,7 @@ from sqlalchemy import (
     TableClause,
     Text,
     and_,
+    bindparam,
     case,
     cast,
     column,
@@ -70,6 +71,17 @@ Predicate = Callable[[TableClause], ColumnElement[bool]]
 B = schema.backups
 
 
+# Step-record statements built once (bound parameters; SQLAlchemy memoizes their cache keys).
+_THIS_RECORD = (
+    B.c.audit_id == bindparam("b_audit"),
+    B.c.step == bindparam("b_step"),
+    B.c.key == bindparam("b_key"),
+)
+_RECORD = select(B.c.state_json, B.c.restored).where(*_THIS_RECORD)
+_PUT_RECORD = insert(B)
+_MARK_RESTORED = update(B).where(*_THIS_RECORD).values(restored=True)
+
+
 @dataclass(frozen=True)
 class StepRecord:
     """What a step recorded before it changed anything."""
@@ -88,11 +100,7 @@ class Backups:
 
     @staticmethod
     def record(conn: Connection, audit_id: int, step: str, key: str = "") -> StepRecord | None:
-        row = conn.execute(
-            select(B.c.state_json, B.c.restored).where(
-                B.c.audit_id == audit_id, B.c.step == step, B.c.key == key
-            )
-        ).first()
+        row = conn.execute(_RECORD, {"b_audit": audit_id, "b_step": step, "b_key": key}).first()
         return None if row is None else StepRecord(json.loads(row.state_json), bool(row.restored))
 
     @staticmethod
@@ -100,34 +108,30 @@ class Backups:
         conn: Connection, audit_id: int, step: str, state: dict[str, Any], key: str = ""
     ) -> None:
         conn.execute(
-            insert(B).values(
-                audit_id=audit_id,
-                step=step,
-                key=key,
-                state_json=json.dumps(state),
-                restored=False,
-                created_at_ms=now_ms(),
-            )
+            _PUT_RECORD,
+            {
+                "audit_id": audit_id,
+                "step": step,
+                "key": key,
+                "state_json": json.dumps(state),
+                "restored": False,
+                "created_at_ms": now_ms(),
+            },
         )
 
     @staticmethod
     def mark_restored(conn: Connection, audit_id: int, step: str, key: str = "") -> None:
-        conn.execute(
-            update(B)
-            .where(B.c.audit_id == audit_id, B.c.step == step, B.c.key == key)
-            .values(restored=True)
-        )
+        conn.execute(_MARK_RESTORED, {"b_audit": audit_id, "b_step": step, "b_key": key})
 
     # -- row copies of Smithers tables ------------------------------------------------------
 
     def live_table(self, conn: Connection, name: str) -> TableClause:
         """``name`` with its live columns (ours plus any a newer Smithers added)."""
-        return table(name, *(column(c) for c in self.db.columns(conn, name)))
+        return _table_of(name, tuple(self.db.columns(conn, name)))
 
     def _copy_table(self, conn: Connection, name: str) -> TableClause:
         backup = schema.BACKED_UP_TABLES[name].name
-        cols = ["audit_id", *self.db.columns(conn, name)]
-        return table(backup, *(column(c) for c in cols))
+        return _table_of(backup, ("audit_id", *self.db.columns(conn, name)))
 
     def copy_rows(self, conn: Connection, name: str, where: Predicate, audit_id: int) -> None:
         """Copy the rows of table ``name`` matching ``where`` to its backup table."""
@@ -210,7 +214,7 @@ class Backups:
         rest travel through Python as before.
         """
         t = out.table
-        plain = _plain_rows(conn, t)
+        plain = _plain_rows_memo(conn, t)
         copied = 0
         rest = where
         if plain is not None:
@@ -285,6 +289,19 @@ class Backups:
         ]
 
 
+#: Lightweight tables by (name, column names): built once per column list (a changed list is
+#: a new key), so repeated copies reuse one object and SQLAlchemy's cache key for it.
+_TABLES: dict[tuple[str, tuple[str, ...]], TableClause] = {}
+
+
+def _table_of(name: str, cols: tuple[str, ...]) -> TableClause:
+    key = (name, cols)
+    t = _TABLES.get(key)
+    if t is None:
+        t = _TABLES.setdefault(key, table(name, *(column(c) for c in cols)))
+    return t
+
+
 def _restorable(live: Table) -> TableClause:
     """``live`` for an INSERT of backed-up rows: a ``None`` in a json/jsonb column is SQL
     ``NULL`` (SQLAlchemy's JSON types would otherwise store the JSON literal ``null``)."""
@@ -345,6 +362,24 @@ def _pg_double_json(c: Any) -> ColumnElement[Any]:
         (as_text.regexp_match("^-?[0-9]+$"), cast(as_text + ".0", JSON)),
         else_=func.to_json(c),
     )
+
+
+#: :func:`_plain_rows` per reflected table object and dialect (the expressions are immutable;
+#: a re-reflected table is a new object, so a new entry). The table is kept in the value so
+#: its id is not reused while the entry lives.
+_PLAIN: dict[tuple[int, str], tuple[Table, Any]] = {}
+
+
+def _plain_rows_memo(
+    conn: Connection, t: Table
+) -> tuple[ColumnElement[Any], ColumnElement[bool]] | None:
+    key = (id(t), conn.dialect.name)
+    hit = _PLAIN.get(key)
+    if hit is not None and hit[0] is t:
+        return hit[1]  # type: ignore[no-any-return]
+    plain = _plain_rows(conn, t)
+    _PLAIN[key] = (t, plain)
+    return plain
 
 
 def _plain_rows(
