@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from timetravel import rewind, schema
 from timetravel.clock import now_ms
@@ -82,7 +82,16 @@ def set_run_after_truncate(
         values.update(hijack_requested_at_ms=None, hijack_target=None)
     if mode == "pause":
         values.update(status="paused", pause_requested_at_ms=None)
-    conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values))
+    key = (runs, tuple(values.items()))
+    stmt = _RUN_UPDATES.get(key)
+    if stmt is None:
+        stmt = update(runs).where(runs.c.run_id == bindparam("u_run")).values(**values)
+        _RUN_UPDATES[key] = stmt
+    conn.execute(stmt, {"u_run": run_id})
+
+
+#: The truncate's run updates by (live table, values): a handful of shapes, each built once.
+_RUN_UPDATES: dict[tuple[Any, tuple[tuple[str, Any], ...]], Any] = {}
 
 
 class EngineRowStore:

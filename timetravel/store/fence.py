@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from timetravel import schema
 from timetravel.clock import now_ms
@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 K = schema.run_locks
+#: This audit id's lock row, locked (built once; SQLAlchemy memoizes its cache key).
+_LOCK_ROW = select(K).where(K.c.audit_id == bindparam("h_audit")).with_for_update()
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def hold(conn: Connection, audit_id: int, *, undo: bool = False) -> Holding:
         RewindNotHeld: the lock row is gone (or another rewind's).
         Busy: upstream's lease for the run is no longer ours.
     """
-    row = conn.execute(select(K).where(K.c.audit_id == audit_id).with_for_update()).first()
+    row = conn.execute(_LOCK_ROW, {"h_audit": audit_id}).first()
     if row is None or (not undo and taken_over(row.workflow_id)):
         raise not_held(audit_id)  # gone, or recovery took the run over: only undo may write
     held = Holding(row.run_id, audit_id, row.lease_run_id, row.lease_token)

@@ -19,7 +19,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, delete, exists, func, insert, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+)
 
 from timetravel import rewind, schema
 from timetravel.clock import now_ms
@@ -462,15 +472,19 @@ def _copy_provenance(conn: Connection, bk: Backups, audit_id: int, run_id: str) 
 
 def _append_event(conn: Connection, run_id: str, now: int, type_: str, payload: str) -> int:
     """Append one ``_smithers_events`` row with the run's next ``seq``; returns the seq."""
-    seq: int = conn.execute(
-        select(func.coalesce(func.max(EVENTS.c.seq), -1) + 1).where(EVENTS.c.run_id == run_id)
-    ).scalar_one()
+    seq: int = conn.execute(_NEXT_SEQ, {"e_run": run_id}).scalar_one()
     conn.execute(
-        insert(EVENTS).values(
-            run_id=run_id, seq=seq, timestamp_ms=now, type=type_, payload_json=payload
-        )
+        _INSERT_EVENT,
+        {"run_id": run_id, "seq": seq, "timestamp_ms": now, "type": type_, "payload_json": payload},
     )
     return seq
+
+
+# Built once (bound parameters; SQLAlchemy memoizes their cache keys).
+_NEXT_SEQ = select(func.coalesce(func.max(EVENTS.c.seq), -1) + 1).where(
+    EVENTS.c.run_id == bindparam("e_run")
+)
+_INSERT_EVENT = insert(EVENTS)
 
 
 def _snapshot_pointer(conn: Connection, run_id: str, frame_no: int, cwd: str) -> str | None:
