@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,14 +35,7 @@ class Gate:
             if gate.hits > 1:  # only the first call stops
                 return original(self, input)
             try:
-                if gate.side == "before":
-                    gate.entered.set()
-                    gate.release.wait(60)
-                result = original(self, input)
-                if gate.side == "after":
-                    gate.entered.set()
-                    gate.release.wait(60)
-                return result
+                return gate.hold(lambda: original(self, input))
             except BaseException as err:
                 gate.error = err
                 raise
@@ -52,6 +46,18 @@ class Gate:
         step.__annotations__ = typing.get_type_hints(original)
         defn = activity.defn(name=self.method)(step)
         return type(f"Gated{cls.__name__}", (cls,), {self.method: defn})
+
+    def hold(self, run: Callable[[], Any]) -> Any:
+        """Run the real step, stopping before or after it until :attr:`release` (60 s at most).
+        Subclasses hold it another way."""
+        if self.side == "before":
+            self.entered.set()
+            self.release.wait(60)
+        result = run()
+        if self.side == "after":
+            self.entered.set()
+            self.release.wait(60)
+        return result
 
 
 def activity_class(method: str) -> type:

@@ -20,6 +20,7 @@ import threading
 import time
 import typing
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,35 +135,15 @@ class HeartbeatingGate(Gate):
 
     cancel_seen: threading.Event = field(default_factory=threading.Event)
 
-    def subclass(self, cls: type) -> type:
-        original = getattr(cls, self.method)
-        gate = self
-
-        def step(self: Any, input: Any) -> Any:
-            if gate.suffix and not str(getattr(input, "cwd", "")).endswith(gate.suffix):
-                return original(self, input)
-            gate.hits += 1
-            if gate.hits > 1:
-                return original(self, input)
-            try:
-                with activity.shield_thread_cancel_exception():
-                    gate.entered.set()
-                    deadline = time.monotonic() + 60
-                    while not gate.release.wait(0.2) and time.monotonic() < deadline:
-                        activity.heartbeat()
-                        if activity.is_cancelled():
-                            gate.cancel_seen.set()
-                    return original(self, input)
-            except BaseException as err:
-                gate.error = err
-                raise
-            finally:
-                gate.left.set()
-
-        step.__name__ = self.method
-        step.__annotations__ = typing.get_type_hints(original)
-        defn = activity.defn(name=self.method)(step)
-        return type(f"Held{cls.__name__}", (cls,), {self.method: defn})
+    def hold(self, run: Callable[[], Any]) -> Any:
+        with activity.shield_thread_cancel_exception():
+            self.entered.set()
+            deadline = time.monotonic() + 60
+            while not self.release.wait(0.2) and time.monotonic() < deadline:
+                activity.heartbeat()
+                if activity.is_cancelled():
+                    self.cancel_seen.set()
+            return run()
 
 
 async def running_step(handle: WorkflowHandle) -> tuple[str | None, list[str]]:
