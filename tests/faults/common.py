@@ -1,4 +1,5 @@
-"""The reference rewind and the invariant check shared by the fault tests."""
+"""The reference rewind, the invariant check and the set-up shared by the fault tests (the
+step lists of ``RewindRun``, the per-module reference cache, the seeded task-saga sandbox)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client, WorkflowHandle
 
 from tests.faults import scenario
-from tests.rewind.helpers import rewind, rewind_input
+from tests.rewind.helpers import git_repo, rewind, rewind_input, sandbox_state
 from timetravel.settings import Settings
 from timetravel.store import Database
+
+#: Every step of ``RewindRun`` a fault test stops in (``revert_sandbox`` at the second box).
+STEPS = [
+    "begin",
+    "snapshot_pre_jump",
+    "pause_event_loop",
+    "revert_sandbox:sb-b",
+    "truncate",
+    "rebuild_reconciler",
+    "resume_event_loop",
+    "finish",
+]
+#: The steps that write, the ones also proven on PostgreSQL.
+PG_STEPS = ["revert_sandbox:sb-b", "truncate", "rebuild_reconciler"]
+
+
+def step_cases(sides: list[str]) -> list[Any]:
+    """``(db_url, step, side)`` params: every step on SQLite; on PostgreSQL the writing steps
+    only (left out, not skipped)."""
+    return [
+        pytest.param(kind, step, side, id=f"{kind}-{step.split(':')[0]}-{side}", marks=marks)
+        for kind, steps, marks in (
+            ("sqlite", STEPS, ()),
+            ("postgres", PG_STEPS, (pytest.mark.postgres,)),
+        )
+        for step in steps
+        for side in sides
+    ]
 
 
 @dataclass
@@ -44,6 +74,35 @@ async def reference(client: Client, db_url: str, tmp: Path) -> Reference:
     # The comparison can fail: a rewind changes both the database and the sandboxes.
     assert pre != post and boxes_pre != boxes_post
     return Reference(pre, post, boxes_pre, boxes_post)
+
+
+class CachedReference:
+    """:func:`reference`, made once per database kind for the module that holds this cache."""
+
+    def __init__(self) -> None:
+        self._refs: dict[str, Reference] = {}
+
+    async def __call__(self, client: Client, db_url: str, tmp: Path) -> Reference:
+        kind = db_url.split(":")[0]
+        if kind not in self._refs:
+            self._refs[kind] = await reference(client, db_url, tmp)
+        return self._refs[kind]
+
+
+def seed_task_sandbox(db: Database, run_id: str, repo: Path) -> tuple[Any, Any]:
+    """A git sandbox of three commits (one uncommitted edit, one untracked file) and the
+    ``analyze -> implement -> test`` chain whose attempts point at them; returns the database
+    dump and the sandbox state before the task saga."""
+    from tests.tasks.helpers import seed_chain
+
+    ids = git_repo(repo, 3)
+    (repo / "file.txt").write_text("uncommitted edit\n")
+    (repo / "notes.untracked").write_text("keep me\n")
+    seed_chain(db, run_id, attempt_kw={
+        name: {"jj_cwd": str(repo), "jj_pointer": ids[i]}
+        for i, name in enumerate(("analyze", "implement", "test"))
+    })  # fmt: skip
+    return db.dump(), sandbox_state(repo)
 
 
 def outcome(db: Database, root: Path, boxes: list, ref: Reference, *, rows: int = 1) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 
 from activities import build_activities
@@ -37,18 +37,6 @@ from tests.faults.gates import Gate, activity_class
 from tests.rewind.helpers import rewind_input, start
 from timetravel.store import Database
 from workflows.rewind_run import RewindRun
-
-STEPS = [
-    "begin",
-    "snapshot_pre_jump",
-    "pause_event_loop",
-    "revert_sandbox:sb-b",
-    "truncate",
-    "rebuild_reconciler",
-    "resume_event_loop",
-    "finish",
-]
-PG_STEPS = ["revert_sandbox:sb-b", "truncate", "rebuild_reconciler"]
 
 #: Compensating activities (and the class that holds each): a cancel must not start any of
 #: them while the cancelled step is still running.
@@ -71,14 +59,7 @@ LABELS = {
     "finish": "finish",
 }
 
-_refs: dict[str, common.Reference] = {}
-
-
-async def reference(client: Client, db_url: str, tmp: Path) -> common.Reference:
-    kind = db_url.split(":")[0]
-    if kind not in _refs:
-        _refs[kind] = await common.reference(client, db_url, tmp)
-    return _refs[kind]
+reference = common.CachedReference()
 
 
 class Recorder:
@@ -151,22 +132,11 @@ async def running_step(handle: WorkflowHandle) -> tuple[str | None, list[str]]:
     return view.running, list(view.compensated)
 
 
-def _step_cases() -> list:
-    """Every step on SQLite; on PostgreSQL the writing steps only (left out, not skipped)."""
-    sides = ["before", "after", "heartbeating"]
-    cases = [
-        pytest.param(kind, step, side, id=f"{kind}-{step.split(':')[0]}-{side}", marks=marks)
-        for kind, steps, marks in (
-            ("sqlite", STEPS, ()),
-            ("postgres", PG_STEPS, (pytest.mark.postgres,)),
-        )
-        for step in steps
-        for side in sides
-    ]
-    return cases
-
-
-@pytest.mark.parametrize(("db_url", "step", "side"), _step_cases(), indirect=["db_url"])
+@pytest.mark.parametrize(
+    ("db_url", "step", "side"),
+    common.step_cases(["before", "after", "heartbeating"]),
+    indirect=["db_url"],
+)
 async def test_cancel_during_step(
     client, db: Database, db_url: str, settings, new_worker, tmp_path: Path, step, side
 ) -> None:
@@ -331,19 +301,12 @@ async def test_cancel_task_saga_during_its_writing_step(
     the step ended, the database and the sandbox exactly as before, the row ``failed``."""
     from activities.rewind import VcsActivities
     from activities.tasks import TaskActivities
-    from tests.rewind.helpers import audit_rows, git_repo, sandbox_state
-    from tests.tasks.helpers import WORKFLOWS, seed_chain, start_op
+    from tests.rewind.helpers import audit_rows, sandbox_state
+    from tests.tasks.helpers import WORKFLOWS, start_op
 
     run_id = f"c-{op}-{method}-{side}".replace("_", "-")
     repo = tmp_path / "sb"
-    ids = git_repo(repo, 3)
-    (repo / "file.txt").write_text("uncommitted edit\n")
-    (repo / "notes.untracked").write_text("keep me\n")
-    seed_chain(db, run_id, attempt_kw={
-        name: {"jj_cwd": str(repo), "jj_pointer": ids[i]}
-        for i, name in enumerate(("analyze", "implement", "test"))
-    })  # fmt: skip
-    before, box_before = db.dump(), sandbox_state(repo)
+    before, box_before = common.seed_task_sandbox(db, run_id, repo)
     classes = {"TaskActivities": TaskActivities, "VcsActivities": VcsActivities}
     gate = (HeartbeatingGate if side == "heartbeating" else Gate)(method, side)
     subs, rec = recording(

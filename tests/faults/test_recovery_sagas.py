@@ -24,6 +24,7 @@ from activities import build_activities
 from activities.maintenance import UndoActivities
 from activities.rewind import StoreActivities, VcsActivities
 from activities.tasks import TaskActivities
+from tests.faults import common
 from tests.faults.gates import Gate
 from tests.rewind.helpers import (
     audit_rows,
@@ -62,6 +63,22 @@ def locks(db: Database) -> list[Any]:
         return list(conn.execute(select(schema.run_locks)).all())
 
 
+async def terminate_held(
+    client: Client, queue: str, handle: Any, gate: Gate, db: Database, repo: Path
+) -> tuple[Any, Any, RecoverResult, RecoverResult]:
+    """Once the saga is held at ``gate``: the state there, then terminate it, recover, let the
+    orphaned step go on and recover again; returns the state at the gate and both recoveries."""
+    assert await asyncio.to_thread(gate.entered.wait, 30), f"never reached {gate.method}"
+    at_gate, box_at_gate = db.dump(), sandbox_state(repo)
+    await handle.terminate(f"operator terminates during {gate.method} ({gate.side})")
+    first = await recover(client, queue)
+    gate.release.set()
+    assert await asyncio.to_thread(gate.left.wait, 30)
+    await asyncio.sleep(0.5)
+    second = await recover(client, queue)
+    return at_gate, box_at_gate, first, second
+
+
 # -- the task-level sagas ------------------------------------------------------------------------
 
 TASK_CASES = [
@@ -89,26 +106,14 @@ async def test_task_saga_terminated_mid_step_is_settled_exactly(
 ) -> None:  # fmt: skip
     run_id = f"t-{op}-{method}-{side}".replace("_", "-")
     repo = tmp_path / "sb"
-    ids = git_repo(repo, 3)
-    (repo / "file.txt").write_text("uncommitted edit\n")
-    (repo / "notes.untracked").write_text("keep me\n")
-    seed_chain(db, run_id, attempt_kw={
-        name: {"jj_cwd": str(repo), "jj_pointer": ids[i]}
-        for i, name in enumerate(("analyze", "implement", "test"))
-    })  # fmt: skip
-    before, box_before = db.dump(), sandbox_state(repo)
+    before, box_before = common.seed_task_sandbox(db, run_id, repo)
     gate = Gate(method, side)
     acts = build_activities(db, settings, client=client, substitutes=[gate.subclass(cls)])
     async with new_worker(activities=acts) as w:
         handle = await start_op(client, w.task_queue, op, {"run_id": run_id, **payload})
-        assert await asyncio.to_thread(gate.entered.wait, 30), f"never reached {method}"
-        at_gate, box_at_gate = db.dump(), sandbox_state(repo)
-        await handle.terminate(f"operator terminates during {method} ({side})")
-        first = await recover(client, w.task_queue)
-        gate.release.set()
-        assert await asyncio.to_thread(gate.left.wait, 30)
-        await asyncio.sleep(0.5)
-        second = await recover(client, w.task_queue)
+        at_gate, box_at_gate, first, second = await terminate_held(
+            client, w.task_queue, handle, gate, db, repo
+        )
     if side == "after":  # the step's change was made: there is something to settle
         assert (at_gate, box_at_gate) != (before, box_before)
     (audit,) = audit_rows(db, run_id)
@@ -155,14 +160,9 @@ async def test_undo_terminated_mid_step_is_settled_exactly(
             UndoRewind.run, {"audit_id": res.audit_id, "confirm": True},
             id=f"undo-{uuid.uuid4()}", task_queue=w.task_queue,
         )  # fmt: skip
-        assert await asyncio.to_thread(gate.entered.wait, 30), f"never reached {method}"
-        at_gate, box_at_gate = db.dump(), sandbox_state(repo)
-        await handle.terminate(f"operator terminates during {method} ({side})")
-        first = await recover(client, w.task_queue)
-        gate.release.set()
-        assert await asyncio.to_thread(gate.left.wait, 30)
-        await asyncio.sleep(0.5)
-        second = await recover(client, w.task_queue)
+        at_gate, box_at_gate, first, second = await terminate_held(
+            client, w.task_queue, handle, gate, db, repo
+        )
     if side == "after":
         assert (at_gate, box_at_gate) != (rewound, box_rewound)
     rewind_row, undo_row = audit_rows(db, run_id)

@@ -26,26 +26,7 @@ from timetravel.models import RecoverInput, RecoverResult
 from timetravel.store import Database
 from workflows.recover_rewind_audits import RecoverRewindAudits
 
-STEPS = [
-    "begin",
-    "snapshot_pre_jump",
-    "pause_event_loop",
-    "revert_sandbox:sb-b",
-    "truncate",
-    "rebuild_reconciler",
-    "resume_event_loop",
-    "finish",
-]
-PG_STEPS = ["revert_sandbox:sb-b", "truncate", "rebuild_reconciler"]
-
-_refs: dict[str, common.Reference] = {}
-
-
-async def reference(client: Client, db_url: str, tmp: Path) -> common.Reference:
-    kind = db_url.split(":")[0]
-    if kind not in _refs:
-        _refs[kind] = await common.reference(client, db_url, tmp)
-    return _refs[kind]
+reference = common.CachedReference()
 
 
 async def recover(client: Client, queue: str) -> RecoverResult:
@@ -67,20 +48,9 @@ FENCED = {"snapshot_pre_jump", "pause_event_loop", "revert_sandbox", "truncate",
           "rebuild_reconciler", "resume_event_loop"}  # fmt: skip
 
 
-def _cases() -> list:
-    """Every step on SQLite; on PostgreSQL the writing steps only (left out, not skipped)."""
-    return [
-        pytest.param(kind, step, side, id=f"{kind}-{step.split(':')[0]}-{side}", marks=marks)
-        for kind, steps, marks in (
-            ("sqlite", STEPS, ()),
-            ("postgres", PG_STEPS, (pytest.mark.postgres,)),
-        )
-        for side in ("before", "after")
-        for step in steps
-    ]
-
-
-@pytest.mark.parametrize(("db_url", "step", "side"), _cases(), indirect=["db_url"])
+@pytest.mark.parametrize(
+    ("db_url", "step", "side"), common.step_cases(["before", "after"]), indirect=["db_url"]
+)
 async def test_terminate_during_step_then_recover(
     client, db: Database, db_url: str, settings, new_worker, tmp_path: Path, step, side
 ) -> None:
