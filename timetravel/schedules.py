@@ -5,6 +5,7 @@ every few minutes, ``timetravel schedule recovery --every 5m``) and retention
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -27,20 +28,43 @@ RECOVERY_SCHEDULE_ID = "timetravel-recover-rewind-audits"
 PRUNE_SCHEDULE_ID = "timetravel-prune-backups"
 
 
-def recovery_schedule(every: timedelta, task_queue: str, older_than: timedelta) -> Schedule:
-    """Start ``RecoverRewindAudits`` every ``every``; a run still going is not overlapped
-    (SKIP, the default policy)."""
+def _every(
+    every: timedelta,
+    run: Any,
+    arg: Any,
+    *,
+    id: str,
+    task_queue: str,
+    min_timeout: timedelta,
+    summary: str,
+) -> Schedule:
+    """Start ``run(arg)`` every ``every`` under workflow id ``id``, each run given at least
+    ``min_timeout`` (or the interval, if longer); a run still going is not overlapped."""
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            RecoverRewindAudits.run,
-            RecoverInput(older_than_ms=int(older_than.total_seconds() * 1000)),
-            id="recover-rewind-audits",
+            run,
+            arg,
+            id=id,
             task_queue=task_queue,
-            execution_timeout=max(every, timedelta(minutes=1)),
-            static_summary="Settle rewind audit rows a dead rewind left in_progress",
+            execution_timeout=max(every, min_timeout),
+            static_summary=summary,
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
         policy=SchedulePolicy(),
+    )
+
+
+def recovery_schedule(every: timedelta, task_queue: str, older_than: timedelta) -> Schedule:
+    """Start ``RecoverRewindAudits`` every ``every``; a run still going is not overlapped
+    (SKIP, the default policy)."""
+    return _every(
+        every,
+        RecoverRewindAudits.run,
+        RecoverInput(older_than_ms=int(older_than.total_seconds() * 1000)),
+        id="recover-rewind-audits",
+        task_queue=task_queue,
+        min_timeout=timedelta(minutes=1),
+        summary="Settle rewind audit rows a dead rewind left in_progress",
     )
 
 
@@ -65,17 +89,14 @@ def prune_schedule(every: timedelta, task_queue: str, older_than: timedelta | No
     """Start ``PruneBackups`` every ``every``; ``older_than`` ``None`` lets each run use the
     worker's ``TIMETRAVEL_BACKUP_RETENTION``."""
     older_ms = None if older_than is None else int(older_than.total_seconds() * 1000)
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            PruneBackups.run,
-            PruneInput(older_than_ms=older_ms),
-            id="prune-backups",
-            task_queue=task_queue,
-            execution_timeout=max(every, timedelta(minutes=15)),
-            static_summary="Free the backups of settled rewinds older than the retention",
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        policy=SchedulePolicy(),
+    return _every(
+        every,
+        PruneBackups.run,
+        PruneInput(older_than_ms=older_ms),
+        id="prune-backups",
+        task_queue=task_queue,
+        min_timeout=timedelta(minutes=15),
+        summary="Free the backups of settled rewinds older than the retention",
     )
 
 
