@@ -24,22 +24,22 @@ exact and can be retried:
 
 Every command runs without the user's hooks or fsmonitor (the repository is the agent's, and a
 hook would run with the worker's rights) and with a fixed identity for the stash commits.
+
+This module holds the public API; running git is :mod:`timetravel.vcs.git_commands`, the
+checks around a write :mod:`timetravel.vcs.git_checks` (``STALE_LOCK_S`` is re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import threading
-import time
-from collections import Counter
 from typing import Any
 
 from timetravel.errors import RevisionNotFound
 from timetravel.vcs._lock import serialized
-from timetravel.vcs._paths import new_workspace_path, overwrite_conflicts
-from timetravel.vcs._run import Result, base_env, failure_text, run, vcs_error
+from timetravel.vcs._paths import new_workspace_path
+from timetravel.vcs._run import vcs_error
+from timetravel.vcs.git_checks import STALE_LOCK_S as STALE_LOCK_S
+from timetravel.vcs.git_checks import GitChecks, _parse_state
 
 __all__ = ["KEEP_REF_PREFIX", "GitBackend"]
 
@@ -47,34 +47,8 @@ __all__ = ["KEEP_REF_PREFIX", "GitBackend"]
 #: the same state adds nothing.
 KEEP_REF_PREFIX = "refs/timetravel/keep/"
 
-#: An ``index.lock`` older than this, with no git process of ours (or anyone's, as far as
-#: ``/proc`` tells) working in the repository, is left over by a killed git and is removed
-#: before a capture, revert or restore. Longer than a git command may run (``TIMEOUT_S``).
-STALE_LOCK_S = 60.0
 
-log = logging.getLogger(__name__)
-
-#: Work trees our git commands are running in right now (realpath -> count).
-_running: Counter[str] = Counter()
-_running_lock = threading.Lock()
-
-_CONFIG = (
-    "-c",
-    "user.name=Smithers Time Travel",
-    "-c",
-    "user.email=time-travel@smithers.invalid",
-    "-c",
-    "core.hooksPath=/dev/null",
-    "-c",
-    "core.fsmonitor=false",
-    "-c",
-    "gc.auto=0",
-    "-c",
-    "advice.detachedHead=false",
-)
-
-
-class GitBackend:
+class GitBackend(GitChecks):
     """Rewinds a git work tree by commit id (see the module docstring for the exact semantics)."""
 
     name = "git"
@@ -226,239 +200,3 @@ class GitBackend:
         self._git(
             root, "worktree", "add", "-q", "--force", "--detach", path, target, pointer=pointer
         )
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _git(
-        self,
-        cwd: str,
-        *args: str,
-        pointer: str | None = None,
-        check: bool = True,
-        input: str | None = None,
-        action: str | None = None,
-    ) -> Result:
-        # GIT_REFLOG_ACTION labels our ref moves in the reflog ("timetravel revert: …").
-        extra = {"GIT_REFLOG_ACTION": f"timetravel {action}"} if action else None
-        argv = [self.binary, *_CONFIG, *args]
-        where = os.path.realpath(cwd)
-        with _running_lock:
-            _running[where] += 1
-        try:
-            result = run(argv, cwd, env=base_env(extra), pointer=pointer, input=input)
-        finally:
-            with _running_lock:
-                _running[where] -= 1
-                if not _running[where]:
-                    del _running[where]
-        if check and not result.ok:
-            raise vcs_error(failure_text("git", result), cwd, pointer)
-        return result
-
-    def _head(self, cwd: str) -> str | None:
-        result = self._git(cwd, "rev-parse", "-q", "--verify", "HEAD^{commit}", check=False)
-        if result.ok:
-            return result.stdout.strip()
-        if result.returncode == 1 and not result.stderr.strip():
-            return None  # unborn branch: a repository without commits
-        raise vcs_error(failure_text("git", result), cwd, None)
-
-    def _branch(self, cwd: str) -> str | None:
-        result = self._git(cwd, "symbolic-ref", "-q", "HEAD", check=False)
-        ref = result.stdout.strip()
-        if result.ok and ref.startswith("refs/heads/"):
-            return ref.removeprefix("refs/heads/")
-        if result.returncode not in (0, 1):  # 1: detached HEAD; anything else is a failure
-            raise vcs_error(failure_text("git", result), cwd, None)
-        return None
-
-    def _resolve(self, cwd: str, pointer: str) -> str | None:
-        """The full commit id ``pointer`` names, or None when it names no commit."""
-        if not isinstance(pointer, str) or not pointer.strip():
-            return None
-        result = self._git(
-            cwd,
-            "rev-parse",
-            "-q",
-            "--verify",
-            "--end-of-options",
-            f"{pointer}^{{commit}}",
-            pointer=pointer,
-            check=False,
-        )
-        if result.ok:
-            return result.stdout.strip()
-        if result.returncode == 1:
-            return None
-        raise vcs_error(failure_text("git", result), cwd, pointer)
-
-    def _stash_create(self, cwd: str, pointer: str | None) -> str | None:
-        """A stash commit of the uncommitted tracked changes (None if there are none)."""
-        # `stash create` exits 1, silently, when it had to refresh stale stat data and found
-        # no change (a copied or touched work tree); refresh first and accept that case.
-        # Every exit status counts: with a leftover index.lock the refresh fails (128) and
-        # `stash create` then exits 1 silently too, which must not read as "no changes".
-        refresh = self._git(cwd, "update-index", "-q", "--refresh", pointer=pointer, check=False)
-        if not refresh.ok:  # `-q` also silences why; the usual reason is another git's lock
-            lock = self._git(cwd, "rev-parse", "--git-path", "index.lock", check=False)
-            held = lock.ok and os.path.exists(os.path.join(cwd, lock.stdout.strip()))
-            reason = " (index.lock is held by another git)" if held else ""
-            raise vcs_error(
-                f"git update-index --refresh failed in {cwd}{reason}: "
-                f"{failure_text('git', refresh)}",
-                cwd,
-                pointer,
-            )
-        result = self._git(cwd, "stash", "create", pointer=pointer, check=False)
-        if result.ok and result.stdout.strip():
-            return result.stdout.strip()
-        if result.returncode not in (0, 1) or (result.stdout + result.stderr).strip():
-            raise vcs_error(failure_text("git", result), cwd, pointer)
-        # "Nothing to stash": believe it only if git agrees there is no tracked change.
-        staged = self._git(cwd, "diff-index", "--quiet", "--cached", "HEAD", "--", check=False)
-        unstaged = self._git(cwd, "diff-files", "--quiet", check=False)
-        if staged.returncode == 0 and unstaged.returncode == 0:
-            return None
-        if staged.returncode > 1 or unstaged.returncode > 1:
-            bad = staged if staged.returncode > 1 else unstaged
-            raise vcs_error(failure_text("git", bad), cwd, pointer)
-        raise vcs_error(
-            f"git stash create recorded nothing, but {cwd} has uncommitted changes.", cwd, pointer
-        )
-
-    def _clear_stale_lock(self, cwd: str) -> None:
-        """Remove an ``index.lock`` a killed git left behind (see :data:`STALE_LOCK_S`)."""
-        found = self._git(cwd, "rev-parse", "--git-path", "index.lock", check=False)
-        if not found.ok:
-            return  # not a repository: the command that follows says so
-        lock = os.path.join(cwd, found.stdout.strip())
-        try:
-            age = time.time() - os.stat(lock).st_mtime
-        except FileNotFoundError:
-            return
-        top = os.path.realpath(self._top(cwd, None))
-        if age < STALE_LOCK_S or _git_running_in(top):
-            return
-        log.warning("removing stale %s (%.0fs old, no git running in %s)", lock, age, top)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)
-
-    def _top(self, cwd: str, pointer: str | None) -> str:
-        return self._git(cwd, "rev-parse", "--show-toplevel", pointer=pointer).stdout.strip()
-
-    def _missing(self, top: str, pointer: str | None) -> list[str]:
-        """Index entries whose file is gone from the work tree, from the top of the repo."""
-        listing = self._git(top, "ls-files", "-z", "--deleted", pointer=pointer).stdout
-        return sorted({p for p in listing.split("\0") if p})
-
-    def _is_in_state(
-        self, cwd: str, head: str, branch: str | None, stash: str | None, missing: list[str]
-    ) -> bool:
-        if self._head(cwd) != head or self._branch(cwd) != branch:
-            return False
-        if stash and self._missing(self._top(cwd, head), head) != missing:
-            return False
-        now = self._stash_create(cwd, head) or ""
-        if stash is None or not now:
-            return stash is None and not now
-        # Stash commits carry a timestamp, so compare what they hold: work tree and index.
-        trees = self._git(
-            cwd,
-            "rev-parse",
-            f"{now}^{{tree}}",
-            f"{now}^2^{{tree}}",
-            f"{stash}^{{tree}}",
-            f"{stash}^2^{{tree}}",
-            pointer=head,
-        ).stdout.split()
-        return trees[0:2] == trees[2:4]
-
-    def _refuse_untracked_overwrites(self, cwd: str, treeish: str, pointer: str) -> None:
-        """Fail when writing ``treeish`` to disk would clobber a file git does not track.
-
-        Only paths absent from the index can hold untracked data: anything in the index is
-        tracked (its changes were captured). For each such path of the tree, a conflict is a
-        file or symlink on disk at the path (unless it already holds exactly the incoming
-        content), one on disk where the tree needs a parent directory, or a directory there
-        that holds untracked files.
-        """
-        top = self._top(cwd, pointer)
-        # From the top: in a subdirectory ls-files would list only that subdirectory.
-        index = set(self._git(top, "ls-files", "-z", pointer=pointer).stdout.split("\0"))
-        index.discard("")
-        listing = self._git(cwd, "ls-tree", "-r", "-z", "--full-tree", treeish, pointer=pointer)
-        incoming: dict[str, tuple[str, str]] = {}  # path -> (mode, object id)
-        for entry in listing.stdout.split("\0"):
-            meta, _, path = entry.partition("\t")
-            if path and path not in index:
-                mode, _, oid = meta.split(" ")
-                incoming[path] = (mode, oid)
-
-        conflicts, existing = overwrite_conflicts(top, index, incoming)
-        same_if_equal: dict[str, str] = {}  # untracked regular file -> incoming blob id
-        for path in existing:
-            mode, oid = incoming[path]
-            if mode in ("100644", "100755"):
-                same_if_equal[path] = oid
-            else:
-                conflicts.append(path)
-        if same_if_equal:
-            # A file that `git rm --cached` left behind is in the captured work tree with the
-            # content it still has: writing it again loses nothing.
-            paths = sorted(same_if_equal)
-            hashes = self._git(
-                top, "hash-object", "--no-filters", "--", *paths, pointer=pointer
-            ).stdout.split()
-            conflicts += [p for p, h in zip(paths, hashes, strict=True) if h != same_if_equal[p]]
-        if conflicts:
-            conflicts.sort()
-            shown = ", ".join(conflicts[:10]) + (" …" if len(conflicts) > 10 else "")
-            raise vcs_error(
-                f"Untracked files in {cwd} would be overwritten: {shown}",
-                cwd,
-                pointer,
-                untracked=conflicts,
-            )
-
-
-def _parse_state(cwd: str, state: dict[str, Any]) -> tuple[str, str | None, str | None, list[str]]:
-    head, branch, stash = state.get("head"), state.get("branch"), state.get("stash")
-    missing = state.get("missing") or []
-    if (
-        not isinstance(missing, list)
-        or not all(isinstance(p, str) and p and not os.path.isabs(p) for p in missing)
-        or any(".." in p.split("/") for p in missing)
-    ):
-        raise vcs_error(f"Not a git capture for {cwd}: {state!r}", cwd, None)
-    if (
-        state.get("vcs", "git") != "git"
-        or not isinstance(head, str)
-        or not head
-        or not isinstance(branch, str | None)
-        or not isinstance(stash, str | None)
-    ):
-        raise vcs_error(f"Not a git capture for {cwd}: {state!r}", cwd, None)
-    return head, branch or None, stash or None, missing
-
-
-def _git_running_in(top: str) -> bool:
-    """Whether a git command of ours, or any git process ``/proc`` shows, works in ``top``."""
-    inside = top + os.sep
-    with _running_lock:
-        if any(p == top or p.startswith(inside) for p in _running):
-            return True
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return False
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if not f.read().strip().startswith("git"):
-                    continue
-            where = os.path.realpath(os.readlink(f"/proc/{pid}/cwd"))
-        except OSError:
-            continue
-        if where == top or where.startswith(inside):
-            return True
-    return False
