@@ -15,8 +15,10 @@ It prints, per batch, how many completed, were refused ``Busy``, failed otherwis
 (a workflow that did not end in time, an audit row left ``in_progress`` or a run lock left
 behind: must be 0), throughput (workflows ended per second), p50/p95 latency (start to end),
 the worker process's CPU time per workflow (where the time goes on a CPU-bound host), then
-the ratio of rewind throughput to the no-op floor and the process's peak RSS (the worker runs
-in this process; ``resource.getrusage``).
+the CPU per workflow of the dev server, PostgreSQL and the whole host (``/proc``, Linux: the
+host is CPU bound, so this says which process the time goes to), then the ratio of rewind
+throughput to the no-op floor and the process's peak RSS (the worker runs in this process;
+``resource.getrusage``).
 
 Targets: distinct-run throughput >= 0.6x the floor on PostgreSQL, >= 0.4x on SQLite; lost = 0;
 peak RSS < 300 MB.
@@ -90,6 +92,41 @@ def thread_cpu_seconds(threads: Iterable[threading.Thread]) -> float:
     return total
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of the other processes that serve a rewind, by group: the Temporal dev
+    server (``temporal`` processes running ``start-dev``) and PostgreSQL (``postgres`` processes,
+    backends included), plus ``machine``: all busy CPU time of the host (``/proc/stat``). Linux
+    only; empty elsewhere. A backend that exits between two readings takes its time with it."""
+    out = {"temporal": 0.0, "postgres": 0.0, "machine": 0.0}
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return {}
+    out["machine"] = (sum(fields) - fields[3] - fields[4]) / _TICK  # minus idle and iowait
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ticks = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(ticks[11]) + int(ticks[12])) / _TICK  # utime, stime
+        if comm == "postgres" or cmd.startswith(b"postgres"):
+            out["postgres"] += cpu
+        elif b"start-dev" in cmd:
+            out["temporal"] += cpu
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -108,6 +145,8 @@ class Batch:
     loop_cpu_s: float = 0.0
     activity_cpu_s: float = 0.0
     failures: Counter[str] = field(default_factory=Counter)
+    #: CPU seconds of the dev server, PostgreSQL and the whole host during the batch.
+    others_cpu_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def ended(self) -> int:
@@ -129,6 +168,18 @@ class Batch:
             f"(event loop {1000 * self.loop_cpu_s / max(1, len(self.latencies_ms)):5.1f}, "
             f"activity threads {1000 * self.activity_cpu_s / max(1, len(self.latencies_ms)):5.1f})"
             + (f"  (other failures: {dict(self.failures)})" if self.failures else "")
+            + self.others_line()
+        )
+
+    def others_line(self) -> str:
+        if not self.others_cpu_s:
+            return ""
+        n = max(1, len(self.latencies_ms))
+        o = self.others_cpu_s
+        return (
+            f"\n{'':15}CPU ms/wf: dev server {1000 * o['temporal'] / n:5.1f}, PostgreSQL "
+            f"{1000 * o['postgres'] / n:5.1f}, whole host {1000 * o['machine'] / n:5.1f} "
+            f"(host busy {100 * o['machine'] / (self.wall_s * (os.cpu_count() or 1)):.0f}%)"
         )
 
 
@@ -165,7 +216,10 @@ async def run_batch(
     workers = list(getattr(pool, "_threads", ()))
     t0, c0, l0 = time.perf_counter(), cpu_seconds(), time.thread_time()
     a0 = thread_cpu_seconds(workers)
+    o0 = process_cpu_seconds()
     await asyncio.gather(*(one(s) for s in starts))
+    o1 = process_cpu_seconds()
+    batch.others_cpu_s = {k: o1[k] - o0[k] for k in o0 if k in o1}
     batch.wall_s = time.perf_counter() - t0
     batch.cpu_s = cpu_seconds() - c0
     batch.loop_cpu_s = time.thread_time() - l0
@@ -200,12 +254,16 @@ async def bench_database(
 
     tq = f"load-{uuid.uuid4()}"
     worker = build_worker(client, settings, task_queue=tq, db=db)
+    executor = worker.config()["activity_executor"]
     noop = Worker(
         client,
         task_queue=tq + "-noop",
         workflows=[BenchNoop],
         activities=[bench_noop],
-        activity_executor=worker.config()["activity_executor"],
+        activity_executor=executor,
+        # Configured like the rewind worker: as many activity slots as the shared executor has
+        # threads (the SDK warns when a worker has more slots than threads).
+        max_concurrent_activities=worker.config()["max_concurrent_activities"],
     )
 
     def rewind(run_id: str) -> Callable[[], Awaitable[object]]:
