@@ -16,7 +16,7 @@ import threading
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from timetravel import rewind, schema
@@ -41,9 +41,72 @@ X = schema.refusals
 _ADMITTED_LEASES_MAX = 1024
 _ADMITTED_LOCK = threading.Lock()
 
+# The admission's statements, built once with bound parameters (issue #10: building them per
+# call, and their cache keys, was most of begin's CPU). Same SQL as before.
+_LATEST_FRAME = select(func.max(F.c.frame_no)).where(F.c.run_id == bindparam("a_run"))
+_PRIOR = (
+    select(
+        L.c.audit_id,
+        L.c.admitted,
+        L.c.error_code,
+        L.c.error_message,
+        A.c.caller,
+        A.c.timestamp_ms,
+        A.c.run_id,
+        A.c.to_frame_no,
+    )
+    .join(A, A.c.id == L.c.audit_id)
+    .where(L.c.workflow_run_id == bindparam("a_wfrun"))
+)
+_HELD = (
+    select(
+        K.c.audit_id,
+        K.c.workflow_id,
+        K.c.acquired_at_ms,
+        A.c.to_frame_no,
+        A.c.caller,
+        A.c.timestamp_ms,
+    )
+    .join(A, A.c.id == K.c.audit_id)
+    .where(K.c.run_id == bindparam("a_run"))
+)
+_HOLDER = select(K.c.audit_id, K.c.workflow_id, K.c.acquired_at_ms).where(
+    K.c.run_id == bindparam("a_run")
+)
+#: Adopting a lock after a Reset: the lock row and the link get the new workflow run id.
+_ADOPT = tuple(
+    update(owned)
+    .where(owned.c.audit_id == bindparam("a_audit"))
+    .values(workflow_run_id=bindparam("a_wfrun"))
+    for owned in (K, L)
+)
+_FOREIGN = (
+    select(A.c.id, A.c.timestamp_ms)
+    .where(A.c.run_id == bindparam("a_run"), A.c.result == "in_progress")
+    .limit(1)
+)
+_RUN = select(R.c.status, R.c.runtime_owner_id, R.c.heartbeat_at_ms).where(
+    R.c.run_id == bindparam("a_run")
+)
+_COUNT_RECENT = (
+    select(func.count())
+    .select_from(A.outerjoin(L, L.c.audit_id == A.c.id))
+    .where(
+        A.c.run_id == bindparam("a_run"),
+        A.c.caller == bindparam("a_caller"),
+        A.c.timestamp_ms >= bindparam("a_since"),
+        A.c.result != "in_progress",
+        (L.c.admitted.is_(None)) | (L.c.admitted.is_(True)),
+    )
+)
+_INSERT_AUDIT = insert(A).returning(A.c.id)
+_INSERT_LOCK = insert(K)
+_INSERT_LINK = insert(L)
+_LEASE_OF = select(K.c.lease_run_id, K.c.lease_token).where(K.c.audit_id == bindparam("a_audit"))
+
 
 def latest_frame_no(conn: Connection, run_id: str) -> int | None:
-    return conn.execute(select(func.max(F.c.frame_no)).where(F.c.run_id == run_id)).scalar()
+    return conn.execute(_LATEST_FRAME, {"a_run": run_id}).scalar()
 
 
 class _Refused(Exception):
@@ -141,11 +204,7 @@ class AuditAdmission:
     def _busy_now(self, run_id: str) -> TimeTravelError:
         """``Busy`` naming whoever holds the run's lock now (nobody named if it is gone)."""
         with self.db.read() as conn:
-            held = conn.execute(
-                select(K.c.audit_id, K.c.workflow_id, K.c.acquired_at_ms).where(
-                    K.c.run_id == run_id
-                )
-            ).first()
+            held = conn.execute(_HOLDER, {"a_run": run_id}).first()
         if held is None:
             return rewind.busy_error(run_id)
         return busy_error(
@@ -174,18 +233,7 @@ class AuditAdmission:
                 if prior is not None:
                     return prior
             rid = valid.run_id
-            held = conn.execute(
-                select(
-                    K.c.audit_id,
-                    K.c.workflow_id,
-                    K.c.acquired_at_ms,
-                    A.c.to_frame_no,
-                    A.c.caller,
-                    A.c.timestamp_ms,
-                )
-                .join(A, A.c.id == K.c.audit_id)
-                .where(K.c.run_id == rid)
-            ).first()
+            held = conn.execute(_HELD, {"a_run": rid}).first()
             if (
                 held is not None
                 and workflow_id is not None
@@ -194,12 +242,8 @@ class AuditAdmission:
             ):
                 # The same rewind under a new run id: an operator pressed Reset in the UI (the
                 # workflow id conflict policy allows one running execution per id). Adopt it.
-                for owned in (K, L):
-                    conn.execute(
-                        update(owned)
-                        .where(owned.c.audit_id == held.audit_id)
-                        .values(workflow_run_id=workflow_run_id)
-                    )
+                for adopt in _ADOPT:
+                    conn.execute(adopt, {"a_audit": held.audit_id, "a_wfrun": workflow_run_id})
                 return held.audit_id, valid, held.timestamp_ms
             if held is not None:
                 raise _Refused(
@@ -210,21 +254,13 @@ class AuditAdmission:
                         heldSinceMs=held.acquired_at_ms,
                     )
                 )
-            foreign = conn.execute(
-                select(A.c.id, A.c.timestamp_ms)
-                .where(A.c.run_id == rid, A.c.result == "in_progress")
-                .limit(1)
-            ).first()
+            foreign = conn.execute(_FOREIGN, {"a_run": rid}).first()
             if foreign is not None:
                 # An in_progress row with no lock of ours: another tool's rewind.
                 raise _Refused(
                     busy_error(rid, holderAuditId=foreign.id, heldSinceMs=foreign.timestamp_ms)
                 )
-            run = conn.execute(
-                select(R.c.status, R.c.runtime_owner_id, R.c.heartbeat_at_ms).where(
-                    R.c.run_id == rid
-                )
-            ).first()
+            run = conn.execute(_RUN, {"a_run": rid}).first()
             if run is None and features.audit_run_foreign_key:
                 raise _Refused(rewind.run_not_found(rid))
             if run is not None and not can_pause and not force and _live(run._mapping, now):
@@ -247,17 +283,16 @@ class AuditAdmission:
                 raise _Refused(err) from None
             latest = latest_frame_no(conn, rid)
             audit_id = conn.execute(
-                insert(A)
-                .values(
-                    run_id=rid,
-                    from_frame_no=latest if latest is not None else -1,
-                    to_frame_no=valid.frame_no,
-                    caller=valid.caller,
-                    timestamp_ms=now,
-                    result="in_progress",
-                    duration_ms=None,
-                )
-                .returning(A.c.id)
+                _INSERT_AUDIT,
+                {
+                    "run_id": rid,
+                    "from_frame_no": latest if latest is not None else -1,
+                    "to_frame_no": valid.frame_no,
+                    "caller": valid.caller,
+                    "timestamp_ms": now,
+                    "result": "in_progress",
+                    "duration_ms": None,
+                },
             ).scalar_one()
             # The lock: the primary key on run_id makes a concurrent second insert fail.
             lease_rid = token = None
@@ -271,24 +306,26 @@ class AuditAdmission:
                         busy_error(rid, reason="lease", leaseHolder=holder[0] if holder else None)
                     )
             conn.execute(
-                insert(K).values(
-                    run_id=rid,
-                    audit_id=audit_id,
-                    workflow_id=workflow_id,
-                    workflow_run_id=workflow_run_id,
-                    acquired_at_ms=now,
-                    lease_run_id=lease_rid,
-                    lease_token=token,
-                )
+                _INSERT_LOCK,
+                {
+                    "run_id": rid,
+                    "audit_id": audit_id,
+                    "workflow_id": workflow_id,
+                    "workflow_run_id": workflow_run_id,
+                    "acquired_at_ms": now,
+                    "lease_run_id": lease_rid,
+                    "lease_token": token,
+                },
             )
             conn.execute(
-                insert(L).values(
-                    audit_id=audit_id,
-                    run_id=rid,
-                    workflow_id=workflow_id,
-                    workflow_run_id=workflow_run_id,
-                    admitted=True,
-                )
+                _INSERT_LINK,
+                {
+                    "audit_id": audit_id,
+                    "run_id": rid,
+                    "workflow_id": workflow_id,
+                    "workflow_run_id": workflow_run_id,
+                    "admitted": True,
+                },
             )
         # Committed: remember the lease (the lock row's lease columns never change while held).
         self._remember_lease(audit_id, (lease_rid, token) if lease_rid and token else None)
@@ -311,20 +348,7 @@ class AuditAdmission:
     @staticmethod
     def _prior(conn: Connection, workflow_run_id: str) -> tuple[int, rewind.ValidInput, int] | None:
         """What this workflow run's begin already did (the activity is being retried)."""
-        prior = conn.execute(
-            select(
-                L.c.audit_id,
-                L.c.admitted,
-                L.c.error_code,
-                L.c.error_message,
-                A.c.caller,
-                A.c.timestamp_ms,
-                A.c.run_id,
-                A.c.to_frame_no,
-            )
-            .join(A, A.c.id == L.c.audit_id)
-            .where(L.c.workflow_run_id == workflow_run_id)
-        ).first()
+        prior = conn.execute(_PRIOR, {"a_wfrun": workflow_run_id}).first()
         if prior is None:
             return None
         if not prior.admitted:
@@ -336,15 +360,7 @@ class AuditAdmission:
     def _count_recent(conn: Connection, run_id: str, caller: str, since_ms: int) -> int:
         """Terminal audit rows of (run, caller) in the window, refused attempts excluded."""
         return conn.execute(
-            select(func.count())
-            .select_from(A.outerjoin(L, L.c.audit_id == A.c.id))
-            .where(
-                A.c.run_id == run_id,
-                A.c.caller == caller,
-                A.c.timestamp_ms >= since_ms,
-                A.c.result != "in_progress",
-                (L.c.admitted.is_(None)) | (L.c.admitted.is_(True)),
-            )
+            _COUNT_RECENT, {"a_run": run_id, "a_caller": caller, "a_since": since_ms}
         ).scalar_one()
 
     @retry_on_lock
@@ -426,9 +442,7 @@ class AuditAdmission:
             if audit_id in leases:
                 return leases.pop(audit_id)
         with self.db.read() as conn:
-            row = conn.execute(
-                select(K.c.lease_run_id, K.c.lease_token).where(K.c.audit_id == audit_id)
-            ).first()
+            row = conn.execute(_LEASE_OF, {"a_audit": audit_id}).first()
         if row is None or row.lease_token is None:
             return None
         return str(row.lease_run_id), str(row.lease_token)
