@@ -71,14 +71,11 @@ class DatabaseEngineControl:
         self.store = store
 
     def pause(self, audit_id: int, run_id: str, timeout_s: float, heartbeat: Heartbeat) -> None:
-        self.store.request_pause(audit_id, run_id)
+        # The request, and the first look at the run (held at once when it is not live), in
+        # one transaction; then wait for the engine to let go.
+        held, info = self.store.pause_and_hold(audit_id, run_id)
         deadline = time.monotonic() + timeout_s
-        while True:
-            live, info = self.store.run_liveness(run_id)
-            # Not live: hold the run (checked again inside the transaction; live again means
-            # the supervisor reclaimed it meanwhile, so keep waiting).
-            if not live and self.store.hold_paused(audit_id, run_id):
-                return
+        while not held:
             heartbeat(info)
             if time.monotonic() >= deadline:
                 raise RewindFailed(
@@ -87,6 +84,10 @@ class DatabaseEngineControl:
                     {"runId": run_id, "reason": "pause-timeout", **info},
                 )
             time.sleep(self.poll_s)
+            live, info = self.store.run_liveness(run_id)
+            # Not live: hold the run (checked again inside the transaction; live again means
+            # the supervisor reclaimed it meanwhile, so keep waiting).
+            held = not live and self.store.hold_paused(audit_id, run_id)
 
     def unpause(self, audit_id: int, run_id: str) -> None:
         self.store.undo_hijack(audit_id)

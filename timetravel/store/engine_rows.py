@@ -93,6 +93,52 @@ def set_run_after_truncate(
 #: The truncate's run updates by (live table, values): a handful of shapes, each built once.
 _RUN_UPDATES: dict[tuple[Any, tuple[tuple[str, Any], ...]], Any] = {}
 
+#: The pause's and the resume's statements on the live run table (per column list, so per
+#: database shape), built once with bound parameters (issue #10). Same SQL as before.
+_LIVE_STATEMENTS: dict[tuple[Any, str], Any] = {}
+
+
+def _live_statement(runs: Any, kind: str) -> Any:
+    stmt = _LIVE_STATEMENTS.get((runs, kind))
+    if stmt is not None:
+        return stmt
+    this_run = runs.c.run_id == bindparam("e_run")
+    if kind == "row":
+        stmt = select(runs).where(this_run)
+    elif kind == "request":
+        stmt = update(runs).where(this_run).values(pause_requested_at_ms=bindparam("e_now"))
+    elif kind == "park":
+        stmt = (
+            update(runs)
+            .where(this_run)
+            .values(status="paused", runtime_owner_id=None, heartbeat_at_ms=None)
+        )
+    else:  # "resume"
+        stmt = (
+            update(runs)
+            .where(this_run, runs.c.status == "paused", runs.c.runtime_owner_id.is_(None))
+            .values(
+                status="running",
+                runtime_owner_id=None,
+                heartbeat_at_ms=None,
+                pause_requested_at_ms=None,
+            )
+        )
+    _LIVE_STATEMENTS[(runs, kind)] = stmt
+    return stmt
+
+
+_HIJACK = (
+    update(RUNS)
+    .where(RUNS.c.run_id == bindparam("e_run"))
+    .values(hijack_requested_at_ms=bindparam("e_now"), hijack_target=bindparam("e_target"))
+)
+_CLEAR_HIJACK = (
+    update(RUNS)
+    .where(RUNS.c.run_id == bindparam("e_run"), RUNS.c.hijack_target == bindparam("e_target"))
+    .values(hijack_requested_at_ms=None, hijack_target=None)
+)
+
 
 class EngineRowStore:
     """Pause, liveness, resume and un-pause through ``_smithers_runs``."""
@@ -103,7 +149,7 @@ class EngineRowStore:
 
     def _run(self, conn: Connection, run_id: str) -> dict[str, Any] | None:
         runs = self.backups.live_table(conn, RUNS.name)
-        row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+        row = conn.execute(_live_statement(runs, "row"), {"e_run": run_id}).mappings().first()
         return None if row is None else dict(row)
 
     # -- pause ------------------------------------------------------------------------------
@@ -114,42 +160,61 @@ class EngineRowStore:
         Returns the protocol used: ``"pause"`` (engine 0.32) or ``"hijack"`` (0.16)."""
         with self.db.write() as conn:
             hold(conn, audit_id)
-            rec = self.backups.record(conn, audit_id, STEP)
-            if rec is not None:
-                return str(rec.state.get("mode", "hijack"))
-            row = self._run(conn, run_id)
-            if row is None:
-                raise rewind.run_not_found(run_id)
-            if engine_features(conn).pause_requested:
-                state = {"run_id": run_id, "mode": "pause", **{f: row.get(f) for f in PAUSE_FIELDS}}
-                self.backups.put_record(conn, audit_id, STEP, state)
-                if row["status"] in rewind.ACTIVE_RUN_STATUSES:
-                    runs = self.backups.live_table(conn, RUNS.name)
-                    conn.execute(
-                        update(runs)
-                        .where(runs.c.run_id == run_id)
-                        .values(pause_requested_at_ms=now_ms())
-                    )
-                return "pause"
-            self.backups.put_record(
-                conn,
-                audit_id,
-                STEP,
-                {
-                    "run_id": run_id,
-                    "mode": "hijack",
-                    "hijack_requested_at_ms": row["hijack_requested_at_ms"],
-                    "hijack_target": row["hijack_target"],
-                },
-            )
-            conn.execute(
-                update(RUNS)
-                .where(RUNS.c.run_id == run_id)
-                .values(
-                    hijack_requested_at_ms=now_ms(), hijack_target=rewind.hijack_target(audit_id)
-                )
-            )
-            return "hijack"
+            return self._request_pause(conn, audit_id, run_id)[0]
+
+    @retry_on_lock
+    def pause_and_hold(self, audit_id: int, run_id: str) -> tuple[bool, dict[str, Any]]:
+        """:meth:`request_pause`, :meth:`run_liveness` and, when the run is not live,
+        :meth:`hold_paused`, in one fenced transaction (what the pause step's first round
+        does; one commit instead of three). Returns whether the run is held, and the status
+        and owner seen (for the heartbeat). A live run is left with the request committed:
+        the caller waits for the engine to let go (``run_liveness``, ``hold_paused``)."""
+        with self.db.write() as conn:
+            hold(conn, audit_id)
+            mode, row = self._request_pause(conn, audit_id, run_id)
+            if row is None:  # recorded by an earlier attempt: read the run now
+                row = self._run(conn, run_id)
+            live, info = False, dict[str, Any]()
+            if row is not None:
+                live, info = self._liveness(conn, row, now_ms())
+            if live:
+                return False, info
+            return (mode != "pause" or self._hold_paused(conn, audit_id, run_id)), info
+
+    def _request_pause(
+        self, conn: Connection, audit_id: int, run_id: str
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The pause request after the fence: the mode, and the run row read before the
+        request when this call recorded it (the request changes no liveness field)."""
+        rec = self.backups.record(conn, audit_id, STEP)
+        if rec is not None:
+            return str(rec.state.get("mode", "hijack")), None
+        row = self._run(conn, run_id)
+        if row is None:
+            raise rewind.run_not_found(run_id)
+        if engine_features(conn).pause_requested:
+            state = {"run_id": run_id, "mode": "pause", **{f: row.get(f) for f in PAUSE_FIELDS}}
+            self.backups.put_record(conn, audit_id, STEP, state)
+            if row["status"] in rewind.ACTIVE_RUN_STATUSES:
+                runs = self.backups.live_table(conn, RUNS.name)
+                conn.execute(_live_statement(runs, "request"), {"e_run": run_id, "e_now": now_ms()})
+            return "pause", row
+        self.backups.put_record(
+            conn,
+            audit_id,
+            STEP,
+            {
+                "run_id": run_id,
+                "mode": "hijack",
+                "hijack_requested_at_ms": row["hijack_requested_at_ms"],
+                "hijack_target": row["hijack_target"],
+            },
+        )
+        conn.execute(
+            _HIJACK,
+            {"e_run": run_id, "e_now": now_ms(), "e_target": rewind.hijack_target(audit_id)},
+        )
+        return "hijack", row
 
     def request_hijack(self, audit_id: int, run_id: str) -> None:
         """The pause request (kept for callers of the 0.16 name)."""
@@ -164,10 +229,13 @@ class EngineRowStore:
         now = now_ms() if now is None else now
         with self.db.read() as conn:
             row = self._run(conn, run_id)
-            v032 = engine_features(conn).pause_requested
-        if row is None:
-            return False, {}
-        if v032:
+            if row is None:
+                return False, {}
+            return self._liveness(conn, row, now)
+
+    @staticmethod
+    def _liveness(conn: Connection, row: dict[str, Any], now: int) -> tuple[bool, dict[str, Any]]:
+        if engine_features(conn).pause_requested:
             live = _live(row, now)
         else:
             live = rewind.is_live(
@@ -186,24 +254,24 @@ class EngineRowStore:
             rec = self.backups.record(conn, audit_id, STEP)
             if rec is None or rec.state.get("mode") != "pause":
                 return True
-            if self.backups.record(conn, audit_id, STEP, HOLD_KEY) is not None:
-                return True
-            row = self._run(conn, run_id)
-            if row is None:
-                raise rewind.run_not_found(run_id)
-            if _live(row, now_ms()):
-                return False
-            parked = row["status"] in rewind.ACTIVE_RUN_STATUSES
-            if parked:
-                runs = self.backups.live_table(conn, RUNS.name)
-                conn.execute(
-                    update(runs)
-                    .where(runs.c.run_id == run_id)
-                    .values(status="paused", runtime_owner_id=None, heartbeat_at_ms=None)
-                )
-            state = {"parked_by_us": parked, **{f: row.get(f) for f in PAUSE_FIELDS}}
-            self.backups.put_record(conn, audit_id, STEP, state, HOLD_KEY)
+            return self._hold_paused(conn, audit_id, run_id)
+
+    def _hold_paused(self, conn: Connection, audit_id: int, run_id: str) -> bool:
+        """:meth:`hold_paused` after the fence, for a pause (engine 0.32) record."""
+        if self.backups.record(conn, audit_id, STEP, HOLD_KEY) is not None:
             return True
+        row = self._run(conn, run_id)
+        if row is None:
+            raise rewind.run_not_found(run_id)
+        if _live(row, now_ms()):
+            return False
+        parked = row["status"] in rewind.ACTIVE_RUN_STATUSES
+        if parked:
+            runs = self.backups.live_table(conn, RUNS.name)
+            conn.execute(_live_statement(runs, "park"), {"e_run": run_id})
+        state = {"parked_by_us": parked, **{f: row.get(f) for f in PAUSE_FIELDS}}
+        self.backups.put_record(conn, audit_id, STEP, state, HOLD_KEY)
+        return True
 
     # -- resume -----------------------------------------------------------------------------
 
@@ -220,28 +288,10 @@ class EngineRowStore:
             rec = self.backups.record(conn, audit_id, STEP)
             if rec is not None and rec.state.get("mode") == "pause":
                 runs = self.backups.live_table(conn, RUNS.name)
-                conn.execute(
-                    update(runs)
-                    .where(
-                        runs.c.run_id == run_id,
-                        runs.c.status == "paused",
-                        runs.c.runtime_owner_id.is_(None),
-                    )
-                    .values(
-                        status="running",
-                        runtime_owner_id=None,
-                        heartbeat_at_ms=None,
-                        pause_requested_at_ms=None,
-                    )
-                )
+                conn.execute(_live_statement(runs, "resume"), {"e_run": run_id})
                 return
             conn.execute(
-                update(RUNS)
-                .where(
-                    RUNS.c.run_id == run_id,
-                    RUNS.c.hijack_target == rewind.hijack_target(audit_id),
-                )
-                .values(hijack_requested_at_ms=None, hijack_target=None)
+                _CLEAR_HIJACK, {"e_run": run_id, "e_target": rewind.hijack_target(audit_id)}
             )
 
     @retry_on_lock
