@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, insert
+from sqlalchemy import bindparam, delete, insert
 
 from timetravel import rewind, schema
 from timetravel.clock import now_ms
@@ -15,6 +15,9 @@ __all__ = ["ReconcilerStore"]
 
 RALPH = schema.ralph
 STEP = "reconciler"
+#: Built once with bound parameters (issue #10); same SQL as before.
+_DELETE_LOOP = delete(RALPH).where(RALPH.c.run_id == bindparam("r_run"))
+_INSERT_LOOP = insert(RALPH)
 
 
 class ReconcilerStore:
@@ -39,9 +42,9 @@ class ReconcilerStore:
             if snap is None:
                 return False
             rows = rewind.reconciler_rows(run_id, snap.ralph_json, now_ms())
-            conn.execute(delete(RALPH).where(RALPH.c.run_id == run_id))
+            conn.execute(_DELETE_LOOP, {"r_run": run_id})
             if rows:
-                conn.execute(insert(RALPH), rows)
+                conn.execute(_INSERT_LOOP, rows)
             return True
 
     @retry_on_lock
@@ -53,7 +56,7 @@ class ReconcilerStore:
             if rec is None or rec.restored:
                 return False
             hold(conn, audit_id, undo=True)  # fencing (a compensation with work to do)
-            conn.execute(delete(RALPH).where(RALPH.c.run_id == rec.state["run_id"]))
+            conn.execute(_DELETE_LOOP, {"r_run": rec.state["run_id"]})
             bk.restore_rows(conn, RALPH.name, audit_id)
             bk.mark_restored(conn, audit_id, STEP)
             return True
