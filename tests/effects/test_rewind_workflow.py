@@ -4,25 +4,16 @@ must confirm with ``force_side_effects: true``."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
-
 import pytest
-from sqlalchemy import text
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
+from tests.effects.helpers import archived, force_request
 from tests.enginedb.test_rewind_032 import RUN
-from tests.rewind.helpers import current_details, failure, rewind, rewind_input, start
+from tests.rewind.helpers import failure, rewind, rewind_input, start
 from timetravel.store import Database
 from workflows.rewind_run import RewindRun
 
 BLOCKED = "TIME_TRAVEL_SIDE_EFFECT_BLOCKED"
-
-
-def _archived(db: Database) -> int:
-    with db.read() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM _smithers_tool_call_archive")).scalar())
 
 
 async def test_unforced_rewind_is_refused_at_the_plan(client, db: Database, new_worker) -> None:
@@ -34,14 +25,14 @@ async def test_unforced_rewind_is_refused_at_the_plan(client, db: Database, new_
     assert err.type == BLOCKED and err.non_retryable, err
     assert "send_email" in err.message
     assert db.dump(include_audit=False) == before
-    assert _archived(db) == 0
+    assert archived(db) == 0
 
 
 async def test_forced_rewind_archives_the_calls(client, db: Database, new_worker) -> None:
     async with new_worker() as w:
         res = await rewind(client, w.task_queue, rewind_input(RUN, 2, force_side_effects=True))
     assert res.ok is True
-    assert _archived(db) == 4  # b's four calls, blocking or not, as upstream archives them
+    assert archived(db) == 4  # b's four calls, blocking or not, as upstream archives them
 
 
 async def test_a_human_sees_the_calls_and_must_confirm_forcing(
@@ -52,24 +43,12 @@ async def test_a_human_sees_the_calls_and_must_confirm_forcing(
         handle = await start(
             client, w.task_queue, rewind_input(RUN, 2, confirm=False, await_confirmation=True)
         )
-        for _ in range(400):
-            view = await handle.query(RewindRun.audit)
-            if view.status == "awaiting confirmation":
-                break
-            await asyncio.sleep(0.025)
-        else:
-            raise AssertionError("never asked for confirmation")
-        assert view.plan is not None and view.plan.tool_calls is not None
+        view, details, payload = await force_request(handle, RewindRun.audit)
         assert sorted(c.tool_name for c in view.plan.tool_calls.blocking) == [
             "send_email",
             "upsert",
         ]
-        details = await current_details(handle)
         assert "send_email in b" in details, details
-        block = re.search(r"```json\n(.*)\n```", details)
-        assert block is not None, details
-        payload = json.loads(block.group(1))
-        assert payload == {"audit_id": view.audit.id, "force_side_effects": True}
         assert db.dump(include_audit=False) == before  # nothing changes while it waits
 
         # The bare audit id is not enough: going past a sent e-mail is an explicit decision.
@@ -79,4 +58,4 @@ async def test_a_human_sees_the_calls_and_must_confirm_forcing(
         await handle.execute_update(RewindRun.confirm, payload)
         res = await handle.result()
     assert res.ok is True
-    assert _archived(db) == 4
+    assert archived(db) == 4

@@ -11,20 +11,19 @@ archived with upstream's columns and audited, and the compensation puts everythi
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
+from tests.effects.helpers import archived, database_without_journal, force_request
 from tests.engine.conftest import engine_ws, smithers_engine  # noqa: F401 (fixtures)
 from tests.engine.e2e_helpers import engine_worker, off_loop
 from tests.engine.harness import Workspace
 from tests.enginedb.test_rewind_032 import RUN
-from tests.rewind.helpers import current_details, failure
+from tests.rewind.helpers import failure
 from tests.tasks.helpers import run_op, start_op
 from timetravel.errors import SideEffectBlocked
 from timetravel.store import Database
@@ -182,17 +181,7 @@ def test_only_unblocked_calls_go_without_force(db: Database) -> None:
 
 
 def test_nothing_changes_without_the_journal_tables(db_url: str) -> None:
-    from tests.enginedb import schema032
-    from tests.enginedb.test_rewind_032 import OUTPUT_TABLES, seed
-
-    database = Database(db_url)
-    try:
-        with database.write() as conn:
-            schema032.create(conn, OUTPUT_TABLES)
-            conn.execute(text("DROP TABLE _smithers_tool_calls"))
-            conn.execute(text("DROP TABLE _smithers_tool_call_archive"))
-        database.migrate()
-        seed(database)
+    with database_without_journal(db_url) as database:
         store = TaskStore(database)
         before = database.dump()
         audit_id, v = _begin(store, "retry-task", {"node_id": "b"})
@@ -200,16 +189,9 @@ def test_nothing_changes_without_the_journal_tables(db_url: str) -> None:
         store.reset(audit_id, v)
         assert store.restore(audit_id) is True
         assert database.dump() == before
-    finally:
-        database.dispose()
 
 
 # -- through a real worker -----------------------------------------------------------------------
-
-
-def _archived(db: Database) -> int:
-    with db.read() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM _smithers_tool_call_archive")).scalar())
 
 
 def _retry(**kw: Any) -> dict[str, Any]:
@@ -231,7 +213,7 @@ async def test_retry_refused_unless_forced(client, db: Database, new_worker) -> 
         assert db.dump(include_audit=False) == before
         res = await run_op(client, w.task_queue, "retry", _retry(force_side_effects=True))
     assert res.success is True
-    assert _archived(db) == 4
+    assert archived(db) == 4
 
 
 async def test_a_human_must_confirm_forcing(client, db: Database, new_worker) -> None:
@@ -240,27 +222,15 @@ async def test_a_human_must_confirm_forcing(client, db: Database, new_worker) ->
         h = await start_op(
             client, w.task_queue, "retry", _retry(confirm=False, await_confirmation=True)
         )
-        for _ in range(400):
-            view = await h.query(RetryTask.audit)
-            if view.status == "awaiting confirmation":
-                break
-            await asyncio.sleep(0.025)
-        else:
-            raise AssertionError("never asked for confirmation")
-        assert view.plan is not None and view.plan.tool_calls is not None
-        details = await current_details(h)
+        view, details, payload = await force_request(h, RetryTask.audit)
         assert "send_email in b" in details and "block this operation" in details, details
-        block = re.search(r"```json\n(.*)\n```", details)
-        assert block is not None, details
-        payload = json.loads(block.group(1))
-        assert payload == {"audit_id": view.audit.id, "force_side_effects": True}
         assert db.dump(include_audit=False) == before
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await h.execute_update(RetryTask.confirm, {"audit_id": view.audit.id})
         assert "force_side_effects" in str(refused.value.cause)
         await h.execute_update(RetryTask.confirm, payload)
         await h.result()
-    assert _archived(db) == 4
+    assert archived(db) == 4
 
 
 # -- the real engine ----------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.enginedb import schema032
-from tests.enginedb.test_rewind_032 import OUTPUT_TABLES, RUN, seed
+from tests.effects.helpers import database_without_journal
+from tests.enginedb.test_rewind_032 import RUN
 from timetravel.errors import SideEffectBlocked
 from timetravel.rewind import RateLimit
 from timetravel.store import Database
@@ -139,14 +139,7 @@ def test_a_forced_truncate_stamps_archives_audits_and_restores_exactly(db: Datab
 
 
 def test_nothing_changes_without_the_journal_tables(db_url: str) -> None:
-    database = Database(db_url)
-    try:
-        with database.write() as conn:
-            schema032.create(conn, OUTPUT_TABLES)
-            conn.execute(text("DROP TABLE _smithers_tool_calls"))
-            conn.execute(text("DROP TABLE _smithers_tool_call_archive"))
-        database.migrate()
-        seed(database)
+    with database_without_journal(db_url) as database:
         store = RewindStore(database)
         assert store.plan(RUN, 2).tool_calls is None
         before = database.dump()
@@ -154,8 +147,6 @@ def test_nothing_changes_without_the_journal_tables(db_url: str) -> None:
         store.truncate(audit_id=audit_id, run_id=RUN, frame_no=2, caller="t")
         assert store.restore_truncated(audit_id) is True
         assert database.dump() == before
-    finally:
-        database.dispose()
 
 
 def test_the_plan_sentence_names_what_blocks(db: Database) -> None:
