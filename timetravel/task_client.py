@@ -27,6 +27,8 @@ __all__ = [
     "retry_task",
     "revert_to_attempt",
     "start_task_op",
+    "task_summary",
+    "task_workflow",
     "task_workflow_id",
     "time_travel",
 ]
@@ -44,28 +46,49 @@ def task_workflow_id(workflow: str, run_id: Any) -> str:
     return run_workflow_id(_PREFIX[workflow], run_id)
 
 
-async def start_task_op(
-    client: Client, workflow: str, payload: Any, *, summary: str, task_queue: str
-) -> WorkflowHandle[Any, Any]:
-    """Start one of the task-level workflows by name; ``Busy`` when one of the run runs."""
+def task_workflow(workflow: str) -> Any:
+    """The workflow class of a task-level workflow name (imported on first use)."""
     from workflows.retry_task import RetryTask
     from workflows.revert_to_attempt import RevertToAttempt
     from workflows.time_travel_to_attempt import TimeTravelToAttempt
 
-    wf = {
+    return {
         "RetryTask": RetryTask,
         "TimeTravelToAttempt": TimeTravelToAttempt,
         "RevertToAttempt": RevertToAttempt,
     }[workflow]
+
+
+def task_summary(workflow: str, payload: Any) -> str:
+    """The Temporal summary a task-level workflow is started with."""
+    node, run = payload.node_id, payload.run_id
+    if workflow == "RetryTask":
+        return f"Retry {node} of {run}"
+    if workflow == "TimeTravelToAttempt":
+        return f"Time travel {node} of {run}"
+    return f"Revert {node} of {run} to attempt {payload.attempt}"
+
+
+async def start_task_op(
+    client: Client, workflow: str, payload: Any, *, summary: str, task_queue: str
+) -> WorkflowHandle[Any, Any]:
+    """Start one of the task-level workflows by name; ``Busy`` when one of the run runs."""
     return await start_exclusive(
         client,
-        wf.run,  # type: ignore[attr-defined]
+        task_workflow(workflow).run,
         payload,
         run_id=payload.run_id,
         workflow_id=task_workflow_id(workflow, payload.run_id),
         task_queue=task_queue,
         summary=summary,
     )
+
+
+async def _execute(client: Client, workflow: str, payload: Any, task_queue: str) -> Any:
+    """Start ``workflow`` with ``payload`` (its usual summary) and wait for its result."""
+    summary = task_summary(workflow, payload)
+    handle = await start_task_op(client, workflow, payload, summary=summary, task_queue=task_queue)
+    return await await_rewind(handle)
 
 
 async def retry_task(
@@ -94,10 +117,7 @@ async def retry_task(
         dry_run=dry_run,
         await_confirmation=await_confirmation,
     )
-    handle = await start_task_op(
-        client, "RetryTask", payload, summary=f"Retry {node_id} of {run_id}", task_queue=task_queue
-    )
-    return await await_rewind(handle)  # type: ignore[return-value]
+    return await _execute(client, "RetryTask", payload, task_queue)
 
 
 async def time_travel(
@@ -130,14 +150,7 @@ async def time_travel(
         dry_run=dry_run,
         await_confirmation=await_confirmation,
     )
-    handle = await start_task_op(
-        client,
-        "TimeTravelToAttempt",
-        payload,
-        summary=f"Time travel {node_id} of {run_id}",
-        task_queue=task_queue,
-    )
-    return await await_rewind(handle)  # type: ignore[return-value]
+    return await _execute(client, "TimeTravelToAttempt", payload, task_queue)
 
 
 async def revert_to_attempt(
@@ -166,11 +179,4 @@ async def revert_to_attempt(
         dry_run=dry_run,
         await_confirmation=await_confirmation,
     )
-    handle = await start_task_op(
-        client,
-        "RevertToAttempt",
-        payload,
-        summary=f"Revert {node_id} of {run_id} to attempt {attempt}",
-        task_queue=task_queue,
-    )
-    return await await_rewind(handle)  # type: ignore[return-value]
+    return await _execute(client, "RevertToAttempt", payload, task_queue)

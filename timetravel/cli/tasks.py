@@ -61,11 +61,17 @@ async def _follow(handle: Any, workflow: Any, as_json: bool) -> Any:
         outcome.cancel()
 
 
-def _go(start: Any, workflow: Any, as_json: bool, settings: Any, what: str) -> None:
+def _go(workflow: str, payload: Any, as_json: bool, settings: Any, what: str) -> None:
+    """Start ``workflow`` with ``payload``, follow it and print its result."""
+    from timetravel.task_client import start_task_op, task_summary, task_workflow
+
     async def main() -> int:
         client = await connect_or_exit(settings)
-        handle = await start(client)
-        result = await _follow(handle, workflow, as_json)
+        summary = task_summary(workflow, payload)
+        handle = await start_task_op(
+            client, workflow, payload, summary=summary, task_queue=settings.task_queue
+        )
+        result = await _follow(handle, task_workflow(workflow), as_json)
         if as_json:
             console.out(result.model_dump_json(), highlight=False)
         else:
@@ -105,9 +111,7 @@ def retry_task_command(
     namespace: NamespaceOption = None,
 ) -> None:
     """Reset a task (and its dependents) so the engine runs it again (RetryTask)."""
-    from timetravel.task_client import start_task_op
     from timetravel.task_models import RetryTaskInput
-    from workflows.retry_task import RetryTask
 
     settings = _settings(task_queue, temporal_address, namespace)
     payload = RetryTaskInput(
@@ -121,19 +125,7 @@ def retry_task_command(
         dry_run=dry_run,
         caller=caller,
     )
-    _go(
-        lambda c: start_task_op(
-            c,
-            "RetryTask",
-            payload,
-            summary=f"Retry {node_id} of {run_id}",
-            task_queue=settings.task_queue,
-        ),
-        RetryTask,
-        as_json,
-        settings,
-        "retry",
-    )
+    _go("RetryTask", payload, as_json, settings, "retry")
 
 
 @app.command(name="time-travel")
@@ -157,9 +149,7 @@ def time_travel_command(
     namespace: NamespaceOption = None,
 ) -> None:
     """Put a task back to one of its attempts (TimeTravelToAttempt)."""
-    from timetravel.task_client import start_task_op
     from timetravel.task_models import TimeTravelInput
-    from workflows.time_travel_to_attempt import TimeTravelToAttempt
 
     settings = _settings(task_queue, temporal_address, namespace)
     payload = TimeTravelInput(
@@ -175,19 +165,7 @@ def time_travel_command(
         dry_run=dry_run,
         caller=caller,
     )
-    _go(
-        lambda c: start_task_op(
-            c,
-            "TimeTravelToAttempt",
-            payload,
-            summary=f"Time travel {node_id} of {run_id}",
-            task_queue=settings.task_queue,
-        ),
-        TimeTravelToAttempt,
-        as_json,
-        settings,
-        "time travel",
-    )
+    _go("TimeTravelToAttempt", payload, as_json, settings, "time travel")
 
 
 @app.command(name="revert")
@@ -207,9 +185,7 @@ def revert_command(
     namespace: NamespaceOption = None,
 ) -> None:
     """Restore an attempt's sandbox and drop the frames after it (RevertToAttempt)."""
-    from timetravel.task_client import start_task_op
     from timetravel.task_models import RevertInput
-    from workflows.revert_to_attempt import RevertToAttempt
 
     settings = _settings(task_queue, temporal_address, namespace)
     payload = RevertInput(
@@ -223,16 +199,4 @@ def revert_command(
         dry_run=dry_run,
         caller=caller,
     )
-    _go(
-        lambda c: start_task_op(
-            c,
-            "RevertToAttempt",
-            payload,
-            summary=f"Revert {node_id} of {run_id} to attempt {attempt}",
-            task_queue=settings.task_queue,
-        ),
-        RevertToAttempt,
-        as_json,
-        settings,
-        "revert",
-    )
+    _go("RevertToAttempt", payload, as_json, settings, "revert")
