@@ -47,6 +47,7 @@ has no snapshot here, even where the engine left its row behind.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -205,6 +206,28 @@ def _print_fork(result: ForkResult | ReplayResult, verb: str) -> None:
     console.print(Text("  snapshot     ") + Text(result.snapshot.content_hash[:12], style="dim"))
 
 
+def _start_branch(
+    start: str, payload: Any, as_json: bool, verb: str, then: Callable[[Any], None] | None = None
+) -> None:
+    """Start the branch workflow ``timetravel.client.<start>`` (``fork`` or ``replay``) with
+    ``payload``, wait, and print its result (JSON, or :func:`_print_fork` then ``then``)."""
+    settings = settings_or_exit()
+
+    async def main() -> None:
+        from timetravel import client as temporal
+
+        client = await connect_or_exit(settings)
+        result = await getattr(temporal, start)(client, payload, task_queue=settings.task_queue)
+        if as_json:
+            _print_json(result.model_dump(mode="json"))
+            return
+        _print_fork(result, verb)
+        if then is not None:
+            then(result)
+
+    run_command(main(), as_json=as_json)
+
+
 @app.command()
 def fork(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run to fork.")],
@@ -228,19 +251,7 @@ def fork(
         branch_label=label,
         fork_description=description,
     )
-    settings = settings_or_exit()
-
-    async def main() -> None:
-        from timetravel.client import fork as start_fork
-
-        client = await connect_or_exit(settings)
-        result = await start_fork(client, fork_input, task_queue=settings.task_queue)
-        if as_json:
-            _print_json(result.model_dump(mode="json"))
-        else:
-            _print_fork(result, "Forked")
-
-    run_command(main(), as_json=as_json)
+    _start_branch("fork", fork_input, as_json, "Forked")
 
 
 @app.command()
@@ -274,23 +285,15 @@ def replay(
         restore_vcs=restore_vcs,
         cwd=cwd,
     )
-    settings = settings_or_exit()
 
-    async def main() -> None:
-        from timetravel.client import replay as start_replay
-
-        client = await connect_or_exit(settings)
-        result = await start_replay(client, replay_input, task_queue=settings.task_queue)
-        if as_json:
-            _print_json(result.model_dump(mode="json"))
+    def print_vcs(result: Any) -> None:
+        if not restore_vcs:
             return
-        _print_fork(result, "Replaying")
-        if restore_vcs:
-            if result.vcs_restored:
-                pointer = str(result.vcs_pointer)[:12]
-                console.print(Text("  vcs          restored ") + Text(pointer))
-            else:
-                reason = result.vcs_error or "the frame has no VCS tag"
-                console.print(Text("  vcs          not restored: ", style="yellow") + Text(reason))
+        if result.vcs_restored:
+            pointer = str(result.vcs_pointer)[:12]
+            console.print(Text("  vcs          restored ") + Text(pointer))
+        else:
+            reason = result.vcs_error or "the frame has no VCS tag"
+            console.print(Text("  vcs          not restored: ", style="yellow") + Text(reason))
 
-    run_command(main(), as_json=as_json)
+    _start_branch("replay", replay_input, as_json, "Replaying", print_vcs)
