@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from timetravel import rewind, schema
 from timetravel.clock import now_ms
@@ -31,6 +31,36 @@ __all__ = ["AuditStore", "busy_error", "holder_sentence", "latest_frame_no"]
 A = schema.audit
 R = schema.runs
 K = schema.run_locks
+
+# finish's statements, built once with bound parameters (issue #10). Same SQL as before.
+_RUN_LOCK = select(K).where(K.c.run_id == bindparam("f_run")).with_for_update()
+_AUDIT_ROW = select(A).where(A.c.id == bindparam("f_audit"))
+_UNLOCK = delete(K).where(K.c.run_id == bindparam("f_run"), K.c.audit_id == bindparam("f_audit"))
+#: Settling the row: one statement per set of columns (with or without ``from_frame_no``),
+#: returning the settled row (what a read of it afterwards would return: nothing else in the
+#: transaction changes it).
+_SETTLE = {
+    with_from: update(A)
+    .where(A.c.id == bindparam("f_audit"))
+    .values(
+        result=bindparam("f_result"),
+        duration_ms=bindparam("f_duration"),
+        **({"from_frame_no": bindparam("f_from")} if with_from else {}),
+    )
+    .returning(*A.c)
+    for with_from in (False, True)
+}
+_MARK_RUN = (
+    update(R)
+    .where(R.c.run_id == bindparam("f_run"))
+    .values(
+        status="failed",
+        finished_at_ms=bindparam("f_now"),
+        heartbeat_at_ms=None,
+        runtime_owner_id=None,
+        error_json=bindparam("f_error"),
+    )
+)
 
 
 class AuditStore(AuditAdmission, AuditReads):
@@ -57,7 +87,7 @@ class AuditStore(AuditAdmission, AuditReads):
         unowned row another tool left): never over another rewind's run."""
         with self.db.write() as conn:
             now = now_ms()
-            lock = conn.execute(select(K).where(K.c.run_id == run_id).with_for_update()).first()
+            lock = conn.execute(_RUN_LOCK, {"f_run": run_id}).first()
             ours = lock is not None and lock.audit_id == audit_id
             if lock is not None and not ours:
                 mark_run = None
@@ -65,34 +95,25 @@ class AuditStore(AuditAdmission, AuditReads):
                 current = lease.lease_token(conn, lock.lease_run_id)
                 if current is not None and current[0] != lock.lease_token and current[1] > now:
                     mark_run = None  # upstream holds the run now: not ours to mark
-            row = conn.execute(select(A).where(A.c.id == audit_id)).mappings().first()
+            row = conn.execute(_AUDIT_ROW, {"f_audit": audit_id}).mappings().first()
             if row is None:
                 raise RewindFailed(f"Audit row {audit_id} is missing.")
             if row["result"] == "in_progress":
                 values: dict[str, Any] = {
-                    "result": result,
-                    "duration_ms": max(0, now - row["timestamp_ms"]),
+                    "f_audit": audit_id,
+                    "f_result": result,
+                    "f_duration": max(0, now - row["timestamp_ms"]),
                 }
                 if from_frame_no is not None:
-                    values["from_frame_no"] = from_frame_no
-                conn.execute(update(A).where(A.c.id == audit_id).values(**values))
+                    values["f_from"] = from_frame_no
+                row = conn.execute(_SETTLE[from_frame_no is not None], values).mappings().one()
                 if mark_run is not None:
-                    conn.execute(
-                        update(R)
-                        .where(R.c.run_id == run_id)
-                        .values(
-                            status="failed",
-                            finished_at_ms=now,
-                            heartbeat_at_ms=None,
-                            runtime_owner_id=None,
-                            error_json=rewind.needs_attention_payload(mark_run, now),
-                        )
-                    )
+                    error = rewind.needs_attention_payload(mark_run, now)
+                    conn.execute(_MARK_RUN, {"f_run": run_id, "f_now": now, "f_error": error})
             if ours and lock is not None and lock.lease_token and lock.lease_run_id:
                 lease.release(conn, lock.lease_run_id, lock.lease_token)
-            conn.execute(delete(K).where(K.c.run_id == run_id, K.c.audit_id == audit_id))
-            final = conn.execute(select(A).where(A.c.id == audit_id)).mappings().one()
-            return AuditRow(**final)
+            conn.execute(_UNLOCK, {"f_run": run_id, "f_audit": audit_id})
+            return AuditRow(**row)
 
     @retry_on_lock
     def renew_lease(self, audit_id: int) -> bool:
