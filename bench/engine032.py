@@ -53,7 +53,8 @@ def seed_engine_run(db: Database, run_id: str, frames: int, snapshot_at: Iterabl
 
 def _snapshot(conn: Connection, run_id: str, frame_no: int) -> None:
     """The snapshot the engine writes at ``frame_no``: every node that had started by then
-    (finished, its one attempt) and its output row (with its provenance seq)."""
+    (finished, its one attempt) and its output row (with its provenance seq), the output rows
+    under both names of their table as the engine writes them."""
     p = {"r": run_id, "f": frame_no}
     created = conn.execute(
         text("SELECT created_at_ms FROM _smithers_frames WHERE run_id = :r AND frame_no = :f"), p
@@ -78,14 +79,15 @@ def _snapshot(conn: Connection, run_id: str, frame_no: int) -> None:
          "outputTable": r.output_table, "label": r.label}
         for r in rows
     ]  # fmt: skip
-    outputs = {
-        KEY: [
-            {"runId": run_id, "nodeId": r.node_id, "iteration": r.iteration, "value": r.value,
-             "__smithersProvenanceSeq": r.seq}
-            for r in rows
-            if r.value is not None
-        ]
-    }  # fmt: skip
+    out_rows = [
+        {"runId": run_id, "nodeId": r.node_id, "iteration": r.iteration, "value": r.value,
+         "__smithersProvenanceSeq": r.seq}
+        for r in rows
+        if r.value is not None
+    ]  # fmt: skip
+    # As the engine writes it: each table under its physical name and its schema key (the
+    # same rows twice), and the signal horizon (-1: the run has no signals).
+    outputs = {TABLE: out_rows, KEY: out_rows, "__smithersSignalProvenanceHorizon": -1}
     parts = {
         "nodes_json": canonical.dumps(nodes),
         "outputs_json": canonical.dumps(outputs),

@@ -27,8 +27,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, inspect
 
@@ -138,8 +137,7 @@ def encode_output_value(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class OutputRow:
+class OutputRow(NamedTuple):
     """One snapshot output row for a physical table, keyed like the table."""
 
     node_id: str
@@ -158,30 +156,48 @@ def snapshot_output_rows(
 
     Like upstream's upsert, a key is kept only when it is the camelCase form of a column of
     the table (other keys are dropped) and ``run_id``/``node_id``/``iteration`` are forced to
-    the run and the row's key. Values are encoded with :func:`encode_output_value`.
-    """
+    the run and the row's key. Values are encoded with :func:`encode_output_value` (strings,
+    integers and nulls are stored as they are: no call for them)."""
     columns = list(physical_columns)
     by_camel = {camel_case(c): c for c in columns}
+    by_camel.pop(PROVENANCE_SEQ_KEY, None)  # never a column value
+    run_col = by_camel.get("runId")
+    node_col = by_camel.get("nodeId")
+    iteration_col = by_camel.get("iteration")
     out: dict[tuple[str, int], OutputRow] = {}
     for row in rows:
         node_id = row.get("nodeId", row.get("node_id"))
-        iteration = js_number(row.get("iteration", 0))
+        iteration = row.get("iteration", 0)
+        if type(iteration) is not int:
+            iteration = js_number(iteration)
         if not isinstance(node_id, str) or iteration is None:
             continue
         values: dict[str, Any] = {}
         for key, value in row.items():
-            if key == PROVENANCE_SEQ_KEY:
-                continue
             column = by_camel.get(key)
             if column is not None:
-                values[column] = encode_output_value(value)
-        for key, value in (("runId", run_id), ("nodeId", node_id), ("iteration", iteration)):
-            column = by_camel.get(key)
-            if column is not None:
-                values[column] = value
-        seq = js_number(row[PROVENANCE_SEQ_KEY]) if PROVENANCE_SEQ_KEY in row else None
+                kind = type(value)
+                values[column] = (
+                    value
+                    if kind is str or kind is int or value is None
+                    else encode_output_value(value)
+                )
+        if run_col is not None:
+            values[run_col] = run_id
+        if node_col is not None:
+            values[node_col] = node_id
+        if iteration_col is not None:
+            values[iteration_col] = iteration
+        seq = row.get(PROVENANCE_SEQ_KEY, _ABSENT)
+        if seq is _ABSENT:
+            seq = None
+        elif type(seq) is not int:
+            seq = js_number(seq)
         out[(node_id, iteration)] = OutputRow(node_id, iteration, values, seq)
     return out
+
+
+_ABSENT = object()
 
 
 def signal_horizon(outputs: Mapping[str, Any]) -> int | None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from timetravel.enginedb.outputs import (
     OutputRow,
@@ -72,15 +72,13 @@ Key = tuple[str, int]  # (node_id, iteration)
 AttemptKey = tuple[str, int, int]  # (node_id, iteration, attempt)
 
 
-@dataclass(frozen=True)
-class NodeRow:
+class NodeRow(NamedTuple):
     node_id: str
     iteration: int
     output_table: str | None = None
 
 
-@dataclass(frozen=True)
-class ProvenanceRow:
+class ProvenanceRow(NamedTuple):
     output_table: str
     node_id: str
     iteration: int
@@ -133,14 +131,27 @@ class TargetState:
 def snapshot_rows_by_table(
     snapshot_outputs: Mapping[str, Any], physical_tables: Collection[str]
 ) -> dict[str, list[Mapping[str, Any]]]:
-    """Snapshot rows gathered per physical table, in ``outputs_json`` order."""
+    """Snapshot rows gathered per physical table, in ``outputs_json`` order.
+
+    The engine writes each table's rows under its physical name and its schema key, the same
+    list twice: a list equal to the last one gathered for the same table is left out. The
+    result of converting the rows is the same (of two equal rows the later wins, and keys
+    keep the order of their first rows), for half the work."""
     out: dict[str, list[Mapping[str, Any]]] = {}
+    last: dict[str, list[Any]] = {}
     for name, rows in snapshot_outputs.items():
         if not isinstance(rows, list):
             continue
         physical = resolve_name(name, physical_tables)
-        if physical is not None:
-            out.setdefault(physical, []).extend(r for r in rows if isinstance(r, Mapping))
+        if physical is None:
+            continue
+        if physical in last and last[physical] == rows:
+            continue
+        last[physical] = rows
+        # (a dict is a Mapping: no ABC check for the rows json.loads gives)
+        out.setdefault(physical, []).extend(
+            r for r in rows if type(r) is dict or isinstance(r, Mapping)
+        )
     return out
 
 
@@ -162,10 +173,16 @@ def tables_to_restore(
 
 def _node_key(node: Mapping[str, Any]) -> Key | None:
     node_id = node.get("nodeId", node.get("node_id"))
-    iteration = js_number(node.get("iteration", 0))
+    iteration = node.get("iteration", 0)
+    if type(iteration) is not int:
+        iteration = js_number(iteration)
     if not isinstance(node_id, str) or iteration is None:
         return None
     return node_id, iteration
+
+
+#: A snapshot node's keys (camelCase or not) → ``_smithers_nodes`` column.
+_NODE_BY_KEY = {camel_case(c): c for c in NODE_COLUMNS}
 
 
 def compute_target_state(
@@ -188,7 +205,7 @@ def compute_target_state(
         key = _node_key(node)
         if key is not None:
             desired_nodes[key] = node
-    by_camel = {camel_case(c): c for c in NODE_COLUMNS}
+    by_camel = _NODE_BY_KEY
     nodes_upsert: list[dict[str, Any]] = []
     for (node_id, iteration), node in desired_nodes.items():
         values: dict[str, Any] = {}
@@ -197,11 +214,15 @@ def compute_target_state(
             if column is not None:
                 values[column] = v
         updated = node.get("updatedAtMs", node.get("updated_at_ms"))
+        if updated is None:
+            updated = now_ms
+        elif type(updated) is not int:
+            updated = js_number(updated)
         values.update(
             run_id=run_id,
             node_id=node_id,
             iteration=iteration,
-            updated_at_ms=js_number(updated) if updated is not None else now_ms,
+            updated_at_ms=updated,
         )
         nodes_upsert.append(values)
     nodes_delete = sorted({(n.node_id, n.iteration) for n in current.nodes} - desired_nodes.keys())
@@ -210,7 +231,7 @@ def compute_target_state(
     limits: dict[Key, int | None] = {}
     for key, node in desired_nodes.items():
         limit = node.get("lastAttempt", node.get("last_attempt"))
-        limits[key] = None if limit is None else js_number(limit)
+        limits[key] = limit if limit is None or type(limit) is int else js_number(limit)
     attempts_delete = sorted(
         a for a in current.attempts if (limit := limits.get((a[0], a[1]))) is None or a[2] > limit
     )
@@ -235,9 +256,7 @@ def compute_target_state(
             upsert={k: r.values for k, r in rows.items()},
         )
     keep = {(t, k[0], k[1]) for t, rows in desired_rows.items() for k in rows}
-    provenance_delete = [
-        p for p in current.provenance if (p.output_table, p.node_id, p.iteration) not in keep
-    ]
+    provenance_delete = [p for p in current.provenance if p[:3] not in keep]
     provenance_upsert = [
         ProvenanceRow(t, r.node_id, r.iteration, r.provenance_seq)
         for t, rows in desired_rows.items()
@@ -261,7 +280,9 @@ def _snapshot_keys(rows: Iterable[Mapping[str, Any]]) -> dict[Key, dict[str, Any
     out: dict[Key, dict[str, Any]] = {}
     for row in rows:
         node_id = row.get("nodeId", row.get("node_id"))
-        iteration = js_number(row.get("iteration", 0))
+        iteration = row.get("iteration", 0)
+        if type(iteration) is not int:
+            iteration = js_number(iteration)
         if isinstance(node_id, str) and iteration is not None:
             out[(node_id, iteration)] = {}
     return out

@@ -7,18 +7,26 @@ the snapshots and VCS tags after the target are deleted. Everything changed is b
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     ColumnElement,
     Connection,
     Table,
+    Text,
     and_,
+    bindparam,
+    cast,
     column,
     delete,
+    func,
     insert,
+    literal_column,
     select,
     table,
     text,
@@ -36,7 +44,6 @@ from timetravel.enginedb import (
     load_snapshot,
     snapshot_rows_after,
 )
-from timetravel.enginedb._sql import chunks
 from timetravel.enginedb.features import (
     OUTPUT_PROVENANCE,
     SIGNALS,
@@ -54,7 +61,7 @@ from timetravel.enginedb.target_state import (
 from timetravel.models import RewindCounts
 from timetravel.store import Database, OutputTable
 from timetravel.store.backups import Backups
-from timetravel.store.truncate_cut import KEYS_PER_STATEMENT, Cut
+from timetravel.store.truncate_cut import Cut
 
 __all__ = ["SnapshotTruncate", "changed_nodes", "dict_rows", "mappings"]
 
@@ -89,28 +96,25 @@ class SnapshotTruncate:
         *,
         rows: bool = False,
         keys_only: bool = False,
-    ) -> tuple[TargetState, dict[tuple[str, int], dict[str, Any]], Current]:
+    ) -> tuple[TargetState, dict[tuple[str, int], tuple[Any, ...]], Current]:
         """What makes the run equal to the target snapshot, read as if the attempts started
-        after the cutoff were already gone; plus the run's current node rows by key and what
-        was read (with ``rows``, the output tables' current rows too, to skip equal upserts).
-        Each table of the run is read once; ``keys_only`` (a plan's counts) keys the snapshot's
-        output rows without converting them (:func:`compute_target_state`)."""
+        after the cutoff were already gone; plus the run's current node rows by key (the
+        columns :func:`changed_nodes` compares, :data:`NODE_VALUES`) and what was read (with
+        ``rows``, the output tables' current rows too, to skip equal upserts). Each table of
+        the run is read once, as plain tuples; ``keys_only`` (a plan's counts) keys the
+        snapshot's output rows without converting them (:func:`compute_target_state`)."""
         run_id = cut.run_id
         nodes = {
-            (r.node_id, int(r.iteration)): dict(r._mapping)
-            for r in conn.execute(select(NODES).where(NODES.c.run_id == run_id))
+            (str(r[0]), int(r[1])): tuple(r[2:])
+            for r in conn.execute(_SELECT_NODES, {"n_run": run_id}).all()
         }
         attempts = [
-            (a.node_id, int(a.iteration), int(a.attempt))
-            for a in conn.execute(
-                select(ATTEMPTS.c.node_id, ATTEMPTS.c.iteration, ATTEMPTS.c.attempt).where(
-                    ATTEMPTS.c.run_id == run_id, ATTEMPTS.c.started_at_ms <= cut.cutoff_ms
-                )
-            )
+            (str(a[0]), int(a[1]), int(a[2]))
+            for a in conn.execute(_SELECT_ATTEMPTS, {"a_run": run_id, "a_cut": cut.cutoff_ms}).all()
         ]
         outputs = snap.outputs()
         names = tables_to_restore(
-            outputs, [n["output_table"] for n in nodes.values()], physical_tables(conn)
+            outputs, {n[_OUTPUT_TABLE] for n in nodes.values()}, physical_tables(conn)
         )
         tables: dict[str, OutputTableState] = {}
         read = Current()
@@ -122,20 +126,22 @@ class SnapshotTruncate:
             read.tables[name] = out
             mine = t.c[out.run_col] == run_id
             if rows:
-                by_key: dict[tuple[str, int], Mapping[str, Any]] = {}
                 raw = conn.execute(select(t).where(mine)).all()
-                for m in raw:
-                    r = cast("Mapping[str, Any]", m._mapping)
-                    by_key[(str(r[out.node_col]), int(r[out.iteration_col]))] = r
+                cols = list(t.c.keys())
+                ni, ii = cols.index(out.node_col), cols.index(out.iteration_col)
+                by_key: dict[tuple[str, int], Sequence[Any]] = {
+                    (str(r[ni]), int(r[ii])): r for r in raw
+                }
                 read.output_rows[name] = by_key
                 read.raw_rows[name] = raw
-                keys = list(by_key)
+                read.columns[name] = {c: i for i, c in enumerate(cols)}
+                keys: list[tuple[str, int]] = list(by_key)
             else:
                 keys = [
                     (str(r[0]), int(r[1]))
                     for r in conn.execute(
                         select(t.c[out.node_col], t.c[out.iteration_col]).where(mine)
-                    )
+                    ).all()
                 ]
             tables[name] = OutputTableState(columns=list(t.c.keys()), row_keys=keys)
         provenance = []
@@ -148,11 +154,11 @@ class SnapshotTruncate:
                         "WHERE run_id = :run_id"
                     ),
                     {"run_id": run_id},
-                )
+                ).all()
             ]
         read.provenance = provenance
         current = CurrentState(
-            nodes=[NodeRow(k[0], k[1], n["output_table"]) for k, n in nodes.items()],
+            nodes=[NodeRow(k[0], k[1], n[_OUTPUT_TABLE]) for k, n in nodes.items()],
             attempts=attempts,
             output_tables=tables,
             provenance=provenance,
@@ -194,33 +200,43 @@ class SnapshotTruncate:
         state, nodes, read = self._target_state(conn, cut, snap, now, rows=True)
         bk.copy_rows(conn, ATTEMPTS.name, cut.attempts, audit_id)
         attempts = conn.execute(delete(ATTEMPTS).where(cut.attempts(ATTEMPTS))).rowcount
-        attempt_cols = (ATTEMPTS.c.node_id, ATTEMPTS.c.iteration, ATTEMPTS.c.attempt)
-        for part in chunks(state.attempts_delete, KEYS_PER_STATEMENT):
-            keys = list(part)
+        # Every keyed statement below is one statement however many keys (:func:`keys_in`).
+        dialect = conn.dialect.name
+        if state.attempts_delete:
+            gone = _json_keys(state.attempts_delete)
             bk.copy_rows(
                 conn,
                 ATTEMPTS.name,
-                lambda t, keys=keys: and_(  # type: ignore[misc]
+                lambda t: and_(
                     t.c.run_id == run_id,
-                    tuple_(t.c.node_id, t.c.iteration, t.c.attempt).in_(keys),
+                    keys_in(dialect, (t.c.node_id, t.c.iteration, t.c.attempt), gone, _SII),
                 ),
                 audit_id,
             )
+            attempt_cols = (ATTEMPTS.c.node_id, ATTEMPTS.c.iteration, ATTEMPTS.c.attempt)
             attempts += conn.execute(
-                delete(ATTEMPTS).where(ATTEMPTS.c.run_id == run_id, tuple_(*attempt_cols).in_(keys))
+                delete(ATTEMPTS).where(
+                    ATTEMPTS.c.run_id == run_id, keys_in(dialect, attempt_cols, gone, _SII)
+                )
             ).rowcount
         # Nodes: every node of the run is copied; the restore replaces the run's node set.
         bk.copy_rows(conn, NODES.name, cut.run, audit_id)
         record["nodes_replaced"] = True
-        node_cols = (NODES.c.node_id, NODES.c.iteration)
-        for node_keys in chunks(state.nodes_delete, KEYS_PER_STATEMENT):
+        if state.nodes_delete:
+            node_cols = (NODES.c.node_id, NODES.c.iteration)
             conn.execute(
-                delete(NODES).where(NODES.c.run_id == run_id, tuple_(*node_cols).in_(node_keys))
+                delete(NODES).where(
+                    NODES.c.run_id == run_id,
+                    keys_in(dialect, node_cols, _json_keys(state.nodes_delete), _SI),
+                )
             )
         changed = changed_nodes(state, nodes)
         self._upsert(conn, NODES, changed, ["run_id", "node_id", "iteration"])
-        # Outputs: each table that changes is copied whole (the run's rows, in the database)
-        # and replaced; snapshot rows equal to the current ones are not written again.
+        # Outputs. A table whose snapshot rows all equal the current ones only loses rows:
+        # those are copied (by key) and deleted, as the heuristic path does, and a restore
+        # inserts them back. A table with a row to write is copied whole (the run's rows, in
+        # the database when it can) and replaced; snapshot rows equal to the current ones are
+        # not written again.
         deleted_outputs, replaced = 0, []
         deleted_keys: dict[str, list[list[Any]]] = {}
         for name, plan in state.outputs.items():
@@ -230,18 +246,21 @@ class SnapshotTruncate:
             t = out.table
             mine = t.c[out.run_col] == run_id
             current = read.output_rows.get(name, {})
-            if current:
-                self._copy_output_table(conn, audit_id, out, mine, read.raw_rows[name])
-            replaced.append(name)
+            index = read.columns.get(name, {})
+            upserts = [v for k, v in plan.upsert.items() if not _same(current.get(k), v, index)]
+            key_cols = (t.c[out.node_col], t.c[out.iteration_col])
+            if upserts:
+                if current:
+                    self._copy_output_table(conn, audit_id, out, mine, read.raw_rows[name])
+                replaced.append(name)
             if plan.delete:
                 # What an undo checks for outputs written again since (small: keys only).
                 deleted_keys[name] = [[str(n), int(i)] for n, i in plan.delete]
-            key_cols = (t.c[out.node_col], t.c[out.iteration_col])
-            for row_keys in chunks(plan.delete, KEYS_PER_STATEMENT):
-                deleted_outputs += conn.execute(
-                    delete(t).where(mine, tuple_(*key_cols).in_(row_keys))
-                ).rowcount
-            upserts = [v for k, v in plan.upsert.items() if not _same(current.get(k), v)]
+            if plan.delete:
+                these = and_(mine, keys_in(dialect, key_cols, _json_keys(plan.delete), _SI))
+                if not upserts:
+                    self.backups.copy_output_rows_where(conn, audit_id, out, these)
+                deleted_outputs += conn.execute(delete(t).where(these)).rowcount
             self._upsert(conn, t, upserts, [out.run_col, out.node_col, out.iteration_col])
         record["replaced_outputs"] = replaced
         if deleted_keys:
@@ -324,19 +343,27 @@ class Current:
     tables: dict[str, OutputTable] = field(default_factory=dict)
     #: the run's rows of each output table as read (with ``rows``), in column order
     raw_rows: dict[str, Sequence[Any]] = field(default_factory=dict)
-    output_rows: dict[str, dict[tuple[str, int], Mapping[str, Any]]] = field(default_factory=dict)
+    output_rows: dict[str, dict[tuple[str, int], Sequence[Any]]] = field(default_factory=dict)
+    #: each output table's column name → position in its rows
+    columns: dict[str, dict[str, int]] = field(default_factory=dict)
     provenance: list[ProvenanceRow] = field(default_factory=list)
 
 
-def _same(current: Mapping[str, Any] | None, values: Mapping[str, Any]) -> bool:
-    """Whether upserting ``values`` over the row ``current`` would change nothing: every column
-    it names holds an equal value of the same kind (numbers: an int-valued snapshot number binds
-    as an integer, stored in a REAL column as the same float)."""
+def _same(
+    current: Sequence[Any] | None, values: Mapping[str, Any], index: Mapping[str, int]
+) -> bool:
+    """Whether upserting ``values`` over the row ``current`` (a tuple, its columns at
+    ``index``) would change nothing: every column it names holds an equal value of the same
+    kind (numbers: an int-valued snapshot number binds as an integer, stored in a REAL column
+    as the same float)."""
     if current is None:
         return False
     for k, v in values.items():
-        c = current.get(k, _MISSING)
-        if c is _MISSING or c != v:
+        i = index.get(k)
+        if i is None:
+            return False
+        c = current[i]
+        if c != v:
             return False
         if type(c) is not type(v) and not (_number(c) and _number(v)):
             return False
@@ -382,9 +409,14 @@ def _apply_provenance(
         column("iteration"),
         column("seq"),
     )
-    cols = tuple_(prov.c.output_table, prov.c.node_id, prov.c.iteration)
-    for part in chunks(sorted(gone), KEYS_PER_STATEMENT):
-        conn.execute(delete(prov).where(prov.c.run_id == run_id, cols.in_(list(part))))
+    if gone:
+        cols = (prov.c.output_table, prov.c.node_id, prov.c.iteration)
+        conn.execute(
+            delete(prov).where(
+                prov.c.run_id == run_id,
+                keys_in(conn.dialect.name, cols, _json_keys(sorted(gone)), _SSI),
+            )
+        )
     if changed:
         conn.execute(
             insert(prov),
@@ -401,16 +433,65 @@ def _apply_provenance(
         )
 
 
+#: Kinds of the key columns :func:`keys_in` compares ("s": text, "i": integer).
+_SI, _SII, _SSI = "si", "sii", "ssi"
+
+
+def _json_keys(keys: Iterable[Sequence[Any]]) -> str:
+    return json.dumps([list(k) for k in keys])
+
+
+def keys_in(
+    dialect: str, cols: Sequence[ColumnElement[Any]], keys_json: str, kinds: str
+) -> ColumnElement[bool]:
+    """``(cols) IN (keys)`` as one statement however many keys: the keys are bound as one
+    JSON array of arrays (:func:`_json_keys`: strings and integers, ``kinds`` says which,
+    "s" or "i" per column), which the database unpacks (SQLite ``json_each``, PostgreSQL
+    ``json_array_elements``) instead of one bound parameter per value in statements of a few
+    hundred keys each."""
+    doc = bindparam(None, keys_json, type_=Text, unique=True)
+    if dialect == "postgresql":
+        each = func.json_array_elements(cast(doc, JSON)).table_valued("value")
+        parts: list[Any] = []
+        for i, kind in enumerate(kinds):
+            item = each.c.value.op("->>", return_type=Text)(literal_column(str(i)))
+            parts.append(cast(item, BigInteger) if kind == "i" else item)
+    else:
+        each = func.json_each(doc).table_valued("value")
+        parts = [func.json_extract(each.c.value, f"$[{i}]") for i in range(len(kinds))]
+    return tuple_(*cols).in_(select(*parts).select_from(each))
+
+
 def changed_nodes(
-    state: TargetState, nodes: Mapping[tuple[str, int], Mapping[str, Any]]
+    state: TargetState, nodes: Mapping[tuple[str, int], Sequence[Any]]
 ) -> list[dict[str, Any]]:
-    """The snapshot's node rows that differ from the current ones (``updated_at_ms`` aside),
-    completed so that a node the run no longer has can be inserted."""
+    """The snapshot's node rows that differ from the current ones (``updated_at_ms`` aside;
+    ``nodes``: the current rows' :data:`NODE_VALUES` by key, as
+    :meth:`SnapshotTruncate._target_state` reads them), completed so that a node the run no
+    longer has can be inserted."""
     out = []
     for values in state.nodes_upsert:
-        current = nodes.get((values["node_id"], values["iteration"]))
+        key = (values["node_id"], values["iteration"])
+        current = nodes.get(key)
         if current is None:
             out.append({"state": "pending", "output_table": "", **values})
-        elif any(current.get(k) != v for k, v in values.items() if k != "updated_at_ms"):
-            out.append(values)
+            continue
+        # The snapshot's values name only node columns (compute_target_state); run_id,
+        # node_id and iteration are the key's, updated_at_ms is not compared.
+        for k, i in _NODE_INDEX:
+            if k in values and current[i] != values[k]:
+                out.append(values)
+                break
     return out
+
+
+#: The node columns :func:`changed_nodes` compares, in the order they are read.
+NODE_VALUES = ("state", "last_attempt", "output_table", "label")
+_NODE_INDEX = tuple((c, i) for i, c in enumerate(NODE_VALUES))
+_OUTPUT_TABLE = NODE_VALUES.index("output_table")
+_SELECT_NODES = select(
+    NODES.c.node_id, NODES.c.iteration, *(NODES.c[c] for c in NODE_VALUES)
+).where(NODES.c.run_id == bindparam("n_run"))
+_SELECT_ATTEMPTS = select(ATTEMPTS.c.node_id, ATTEMPTS.c.iteration, ATTEMPTS.c.attempt).where(
+    ATTEMPTS.c.run_id == bindparam("a_run"), ATTEMPTS.c.started_at_ms <= bindparam("a_cut")
+)
