@@ -1,0 +1,165 @@
+"""The snapshot path's work proportional to what changes (issue #13), on SQLite and PostgreSQL:
+an output table that only loses rows is backed up by key (not whole) and restored exactly; a
+table with a row to write is still copied whole and replaced; keyed statements take any number
+of keys in one statement (:func:`keys_in`); the engine's duplicate row lists (physical name and
+schema key) give the same target as one list."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+
+from bench.engine032 import KEY, TABLE, create_tables, seed_engine_run
+from timetravel import schema
+from timetravel.enginedb.target_state import snapshot_rows_by_table
+from timetravel.rewind import RateLimit
+from timetravel.store import Database
+from timetravel.store.backups import Backups
+from timetravel.store.rewind import RewindStore
+from timetravel.store.truncate_snapshot import _json_keys, keys_in
+
+RUN = "big"
+FRAMES = 800  # 400 nodes and outputs; a half-run rewind deletes 200 of them
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    with database.write() as conn:
+        create_tables(conn)
+    database.migrate()
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+def _rewind_to(db: Database, frame_no: int) -> tuple[RewindStore, int, Any]:
+    store = RewindStore(db)
+    audit_id, _, _ = store.begin(
+        run_id=RUN,
+        frame_no=frame_no,
+        confirm=True,
+        caller="t",
+        limit=RateLimit(),
+        workflow_id=None,
+        workflow_run_id=None,
+    )
+    counts = store.truncate(
+        audit_id=audit_id, run_id=RUN, frame_no=frame_no, caller="t", keep_hijack=False
+    )
+    return store, audit_id, counts
+
+
+def _snapshot_outputs(db: Database, frame_no: int) -> dict[tuple[str, int], float]:
+    with db.read() as conn:
+        doc = conn.execute(
+            text(
+                "SELECT c.outputs_json FROM _smithers_snapshot_payload_refs r "
+                "JOIN _smithers_snapshot_contents c ON c.content_hash = r.content_hash "
+                "WHERE r.run_id = :r AND r.frame_no = :f"
+            ),
+            {"r": RUN, "f": frame_no},
+        ).scalar_one()
+    return {(r["nodeId"], r["iteration"]): r["value"] for r in json.loads(doc)[KEY]}
+
+
+def _outputs(db: Database) -> dict[tuple[str, int], float]:
+    with db.read() as conn:
+        rows = conn.execute(
+            text(f"SELECT node_id, iteration, value FROM {TABLE} WHERE run_id = :r"), {"r": RUN}
+        )
+        return {(str(n), int(i)): v for n, i, v in rows}
+
+
+def _copied_outputs(db: Database, audit_id: int) -> int:
+    bo = schema.bk_outputs
+    with db.read() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(bo).where(bo.c.audit_id == audit_id)
+            ).scalar_one()
+        )
+
+
+def test_a_table_that_only_loses_rows_is_backed_up_by_key_and_restored_exactly(
+    db: Database,
+) -> None:
+    target = FRAMES // 2
+    seed_engine_run(db, RUN, FRAMES, [target])
+    before = db.dump()
+    wanted = _snapshot_outputs(db, target)
+    assert 0 < len(wanted) < len(_outputs(db))
+    plan = RewindStore(db).plan(RUN, target)
+    store, audit_id, counts = _rewind_to(db, target)
+    gone = len(before[TABLE]) - len(wanted)
+    assert counts.deleted_outputs == plan.counts.deleted_outputs == gone
+    assert counts.deleted_attempts == plan.counts.deleted_attempts
+    # The run equals the target snapshot's outputs, values included.
+    assert _outputs(db) == wanted
+    with db.read() as conn:
+        record = Backups(db).record(conn, audit_id, "truncate")
+    assert record is not None and record.state["mode"] == "snapshot"
+    assert record.state["replaced_outputs"] == []
+    assert len(record.state["deleted_output_keys"][TABLE]) == gone
+    # Only the deleted rows were copied, not the table.
+    assert _copied_outputs(db, audit_id) == gone
+    assert store.restore_truncated(audit_id) is True
+    assert db.dump() == before
+
+
+def test_a_table_with_a_row_to_write_is_copied_whole_and_replaced(db: Database) -> None:
+    target = FRAMES // 2
+    seed_engine_run(db, RUN, FRAMES, [target])
+    wanted = _snapshot_outputs(db, target)
+    kept = sorted(wanted)[0]
+    with db.write() as conn:  # a kept row overwritten after the snapshot
+        conn.execute(
+            text(f"UPDATE {TABLE} SET value = -1.5 WHERE run_id = :r AND node_id = :n "
+                 "AND iteration = :i"),
+            {"r": RUN, "n": kept[0], "i": kept[1]},
+        )  # fmt: skip
+    before = db.dump()
+    store, audit_id, _ = _rewind_to(db, target)
+    assert _outputs(db) == wanted  # the snapshot's value is back
+    with db.read() as conn:
+        record = Backups(db).record(conn, audit_id, "truncate")
+    assert record is not None and record.state["replaced_outputs"] == [TABLE]
+    assert _copied_outputs(db, audit_id) == len(before[TABLE])
+    assert store.restore_truncated(audit_id) is True
+    assert db.dump() == before
+
+
+def test_keys_in_takes_any_number_of_keys_in_one_statement(db: Database) -> None:
+    n = schema.nodes
+    ids = [f"n'\"é\\{i}" for i in range(700)]
+    with db.write() as conn:
+        conn.execute(
+            n.insert(),
+            [
+                {"run_id": RUN, "node_id": x, "iteration": i % 3, "state": "pending",
+                 "last_attempt": None, "updated_at_ms": 1, "output_table": "", "label": None}
+                for i, x in enumerate(ids)
+            ],
+        )  # fmt: skip
+        keys = [(x, i % 3) for i, x in enumerate(ids) if i % 2 == 0]
+        keys.append((ids[1], 2))  # right node, wrong iteration: no match
+        cols = (n.c.node_id, n.c.iteration)
+        pred = keys_in(conn.dialect.name, cols, _json_keys(keys), "si")
+        found = conn.execute(select(n.c.node_id, n.c.iteration).where(pred)).all()
+    assert sorted((str(a), int(b)) for a, b in found) == sorted(keys[:-1])
+
+
+def test_the_duplicate_list_of_a_table_gives_the_same_rows() -> None:
+    rows = [{"nodeId": "a", "iteration": 0, "value": 1.5}, {"nodeId": "a", "iteration": 0}]
+    other = [{"nodeId": "b", "iteration": 0, "value": 2}]
+    one = snapshot_rows_by_table({"out_a": rows}, {"out_a"})
+    both = snapshot_rows_by_table({"out_a": rows, "outA": [dict(r) for r in rows]}, {"out_a"})
+    assert both == one == {"out_a": rows}
+    # A different list (or an equal one after a different one) is kept: the later row wins.
+    mixed = snapshot_rows_by_table({"out_a": rows, "outA": other}, {"out_a"})
+    assert mixed == {"out_a": rows + other}
