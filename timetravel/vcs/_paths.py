@@ -9,9 +9,22 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from timetravel.errors import WorkspaceExists
+from timetravel.errors import TimeTravelError, WorkspaceExists
+from timetravel.vcs._run import vcs_error
 
-__all__ = ["overwrite_conflicts"]
+__all__ = ["overwrite_conflicts", "overwrite_error"]
+
+
+def overwrite_error(cwd: str, pointer: str, conflicts: list[str]) -> TimeTravelError:
+    """The ``VcsError`` for untracked files (sorted) a write would overwrite: the first ten
+    named, all of them in ``details.untracked``."""
+    shown = ", ".join(conflicts[:10]) + (" …" if len(conflicts) > 10 else "")
+    return vcs_error(
+        f"Untracked files in {cwd} would be overwritten: {shown}",
+        cwd,
+        pointer,
+        untracked=conflicts,
+    )
 
 
 def new_workspace_path(root: str, path: str, name: str) -> str:

@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from timetravel.vcs._paths import overwrite_conflicts
+from timetravel.vcs._paths import overwrite_conflicts, overwrite_error
 from timetravel.vcs._run import failure_text, vcs_error
 from timetravel.vcs.git_commands import GitCommands, _git_running_in
 
@@ -138,13 +138,7 @@ class GitChecks(GitCommands):
             conflicts += [p for p, h in zip(paths, hashes, strict=True) if h != same_if_equal[p]]
         if conflicts:
             conflicts.sort()
-            shown = ", ".join(conflicts[:10]) + (" …" if len(conflicts) > 10 else "")
-            raise vcs_error(
-                f"Untracked files in {cwd} would be overwritten: {shown}",
-                cwd,
-                pointer,
-                untracked=conflicts,
-            )
+            raise overwrite_error(cwd, pointer, conflicts)
 
 
 def _parse_state(cwd: str, state: dict[str, Any]) -> tuple[str, str | None, str | None, list[str]]:

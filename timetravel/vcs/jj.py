@@ -30,7 +30,7 @@ from typing import Any
 
 from timetravel.errors import RevisionNotFound, WorkspaceExists
 from timetravel.vcs._lock import serialized
-from timetravel.vcs._paths import new_workspace_path, overwrite_conflicts
+from timetravel.vcs._paths import new_workspace_path, overwrite_conflicts, overwrite_error
 from timetravel.vcs._run import Result, base_env, failure_text, run, vcs_error
 
 __all__ = ["JJ_BIN_ENV", "JjBackend", "jj_binary"]
@@ -121,13 +121,7 @@ class JjBackend:
         conflicts, existing = overwrite_conflicts(root, tracked, incoming)
         conflicts = sorted(conflicts + existing)
         if conflicts:
-            shown = ", ".join(conflicts[:10]) + (" …" if len(conflicts) > 10 else "")
-            raise vcs_error(
-                f"Untracked files in {cwd} would be overwritten: {shown}",
-                cwd,
-                pointer,
-                untracked=conflicts,
-            )
+            raise overwrite_error(cwd, pointer, conflicts)
         result = self._jj(cwd, "restore", f"--from={_symbol(pointer)}", pointer=pointer)
         if _SKIPPED in result.stderr:
             # Only a file created since the check above gets here. jj left it alone, so the
