@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from datetime import timedelta
 
 from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
 
 
 @activity.defn
@@ -20,3 +23,15 @@ class BenchNoop:
             await workflow.execute_activity(
                 bench_noop, i, start_to_close_timeout=timedelta(seconds=10)
             )
+
+
+def noop_worker(client: Client, task_queue: str, activity_executor: Executor | None) -> Worker:
+    """A worker of :class:`BenchNoop` with the SDK's defaults (sandbox, converter of
+    ``client``), on the given activity pool (the rewinds' worker's, so both share it)."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BenchNoop],
+        activities=[bench_noop],
+        activity_executor=activity_executor,
+    )

@@ -32,10 +32,9 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from bench.common import scratch_database
-from bench.noop import BenchNoop, bench_noop
+from bench.noop import BenchNoop, noop_worker
 from tests.conftest import DEV_SERVER_ARGS, temporal_binary
 from timetravel.demo.seed import seed_upstream_run
 from timetravel.models import RewindInput
@@ -48,7 +47,7 @@ STEPS = 7
 PG_URL = os.environ.get("TIMETRAVEL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def _thread_cpu(prefix: str) -> float:
+def thread_cpu(prefix: str) -> float:
     total = 0.0
     for t in threading.enumerate():
         if t.ident is None or not t.name.startswith(prefix):
@@ -85,7 +84,7 @@ class ProfilingExecutor(ThreadPoolExecutor):
         return out
 
 
-def _stats(profiles: list[cProfile.Profile]) -> pstats.Stats | None:
+def merged(profiles: list[cProfile.Profile]) -> pstats.Stats | None:
     profiles = [p for p in profiles if p.getstats()]
     if not profiles:
         return None
@@ -95,7 +94,7 @@ def _stats(profiles: list[cProfile.Profile]) -> pstats.Stats | None:
     return s
 
 
-def _print(title: str, s: pstats.Stats | None, n: int, top: int) -> None:
+def print_profile(title: str, s: pstats.Stats | None, n: int, top: int) -> None:
     if s is None:
         return
     total_calls = s.total_calls  # type: ignore[attr-defined]
@@ -109,14 +108,14 @@ def _print(title: str, s: pstats.Stats | None, n: int, top: int) -> None:
 
 
 async def _batch(starts: list[Callable[[], Awaitable[object]]]) -> dict[str, float]:
-    l0, w0, a0 = time.thread_time(), _thread_cpu("wf-"), _thread_cpu("timetravel-activity")
+    l0, w0, a0 = time.thread_time(), thread_cpu("wf-"), thread_cpu("timetravel-activity")
     p0 = time.process_time()
     await asyncio.gather(*(s() for s in starts))
     n = len(starts)
     return {
         "loop": 1000 * (time.thread_time() - l0) / n,
-        "wf threads": 1000 * (_thread_cpu("wf-") - w0) / n,
-        "activities": 1000 * (_thread_cpu("timetravel-activity") - a0) / n,
+        "wf threads": 1000 * (thread_cpu("wf-") - w0) / n,
+        "activities": 1000 * (thread_cpu("timetravel-activity") - a0) / n,
         "process": 1000 * (time.process_time() - p0) / n,
     }
 
@@ -130,13 +129,7 @@ async def run(client: Client, db: Database, args: argparse.Namespace) -> None:
     seed_upstream_run(db, "prof-warm", cwd=None)
     tq = f"prof-{uuid.uuid4()}"
     worker = build_worker(client, settings, task_queue=tq, db=db)
-    noop = Worker(
-        client,
-        task_queue=tq + "-noop",
-        workflows=[BenchNoop],
-        activities=[bench_noop],
-        activity_executor=worker.config()["activity_executor"],
-    )
+    noop = noop_worker(client, tq + "-noop", worker.config()["activity_executor"])
     wexec, nexec = ProfilingExecutor("wf-rewind"), ProfilingExecutor("wf-noop")
     worker._workflow_worker._workflow_task_executor = wexec  # type: ignore[union-attr]
     noop._workflow_worker._workflow_task_executor = nexec  # type: ignore[union-attr]
@@ -184,16 +177,21 @@ async def run(client: Client, db: Database, args: argparse.Namespace) -> None:
     if args.profile:
         n = args.runs * args.batches
         for kind in ("noop", "rewind"):
-            _print(f"{kind}: event loop", _stats(loop_prof[kind]), n, args.top)
-            _print(f"{kind}: workflow threads", _stats(wf_prof[kind]), n, args.top)
+            print_profile(f"{kind}: event loop", merged(loop_prof[kind]), n, args.top)
+            print_profile(f"{kind}: workflow threads", merged(wf_prof[kind]), n, args.top)
 
 
-async def main(args: argparse.Namespace) -> None:
-    async with await WorkflowEnvironment.start_local(
+def dev_server() -> Awaitable[WorkflowEnvironment]:
+    """A local dev server (the tests' binary and arguments), clients on pydantic's converter."""
+    return WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         dev_server_extra_args=DEV_SERVER_ARGS,
         data_converter=pydantic_data_converter,
-    ) as env:
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    async with await dev_server() as env:
         url = None if args.database_url == "sqlite" else args.database_url
         with scratch_database(url) as db:
             await run(env.client, db, args)

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import io
 import os
-import pstats
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +30,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from bench.noop import BenchNoop
+from bench.profile_loop import ProfilingExecutor, merged, print_profile, thread_cpu
 from timetravel.converter import data_converter
 from timetravel.identity import DatabaseInterceptor
 from timetravel.models import DatabaseRef
@@ -42,23 +41,16 @@ PG_URL = os.environ.get("TIMETRAVEL_TEST_PG_URL", "postgresql://postgres@127.0.0
 
 
 async def record(out: Path) -> None:
-    from temporalio.testing import WorkflowEnvironment
-    from temporalio.worker import Worker
-
     from bench.common import scratch_database
-    from bench.noop import bench_noop
-    from tests.conftest import DEV_SERVER_ARGS, temporal_binary
+    from bench.noop import noop_worker
+    from bench.profile_loop import dev_server
     from timetravel.demo.seed import seed_upstream_run
     from timetravel.models import RewindInput
     from timetravel.settings import Settings
     from timetravel.worker_factory import build_worker
 
     out.mkdir(parents=True, exist_ok=True)
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        dev_server_extra_args=DEV_SERVER_ARGS,
-        data_converter=pydantic_data_converter,
-    ) as env:
+    async with await dev_server() as env:
         client = env.client
         with scratch_database(PG_URL) as db:
             seed_upstream_run(db, "r1", cwd=None)
@@ -66,9 +58,7 @@ async def record(out: Path) -> None:
             settings = Settings(database_url=url, engine_control="database")  # type: ignore[arg-type]
             tq = f"replay-cpu-{uuid.uuid4()}"
             worker = build_worker(client, settings, task_queue=tq, db=db)
-            noop = Worker(client, task_queue=tq + "-noop", workflows=[BenchNoop],
-                          activities=[bench_noop],
-                          activity_executor=worker.config()["activity_executor"])  # fmt: skip
+            noop = noop_worker(client, tq + "-noop", worker.config()["activity_executor"])
             async with worker, noop:
                 inp = RewindInput(run_id="r1", frame_no=0, confirm=True, caller="bench",
                                   rate_limit={"max_per_window": 10**9})  # fmt: skip
@@ -93,56 +83,61 @@ def _copies(path: Path, n: int) -> list[WorkflowHistory]:
 
 
 async def measure(args: argparse.Namespace) -> None:
-    def rewind_replayer(payload_contexts: bool) -> Replayer:
-        return Replayer(
+    executors: dict[str, ProfilingExecutor] = {}
+
+    def replayer(kind: str, **config: Any) -> Replayer:
+        executors[kind] = ProfilingExecutor(f"wf[{kind}]")
+        return Replayer(workflow_task_executor=executors[kind], **config)
+
+    def rewind_replayer(kind: str, payload_contexts: bool) -> Replayer:
+        return replayer(
+            kind,
             workflows=[RewindRun],
             workflow_runner=workflow_runner(payload_contexts=payload_contexts),
             data_converter=data_converter,
             interceptors=[DatabaseInterceptor(DatabaseRef(id="x", name="x"))],
         )
 
-    noop_replayer = Replayer(workflows=[BenchNoop], data_converter=pydantic_data_converter)
     rewinds = _copies(args.dir / "rewind.json", args.n)
     kinds: dict[str, tuple[Replayer, list[WorkflowHistory]]] = {
-        "noop": (noop_replayer, _copies(args.dir / "noop.json", args.n)),
+        "noop": (
+            replayer("noop", workflows=[BenchNoop], data_converter=pydantic_data_converter),
+            _copies(args.dir / "noop.json", args.n),
+        ),
         # The worker's runner (build_worker: no codec, no external storage) and the SDK's.
-        "rewind": (rewind_replayer(needs_payload_contexts(data_converter)), rewinds),
-        "rewind-sdk-runner": (rewind_replayer(True), rewinds),
+        "rewind": (rewind_replayer("rewind", needs_payload_contexts(data_converter)), rewinds),
+        "rewind-sdk-runner": (rewind_replayer("rewind-sdk-runner", True), rewinds),
     }
     figs: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
     profs: dict[str, list[cProfile.Profile]] = {k: [] for k in kinds}
+    wf_profs: dict[str, list[cProfile.Profile]] = {k: [] for k in kinds}
     for _ in range(args.rounds):
-        for kind, (replayer, histories) in kinds.items():
+        for kind, (rep, histories) in kinds.items():
             prof = cProfile.Profile() if args.profile else None
-            l0, p0 = time.thread_time(), time.process_time()
+            executors[kind].on = args.profile
+            l0, w0 = time.thread_time(), thread_cpu(f"wf[{kind}]")
             if prof:
                 prof.enable()
-            res = await replayer.replay_workflows(_aiter(histories), raise_on_replay_failure=True)
+            res = await rep.replay_workflows(_aiter(histories), raise_on_replay_failure=True)
             if prof:
                 prof.disable()
                 profs[kind].append(prof)
+            wf_profs[kind] += executors[kind].take()
             loop = 1000 * (time.thread_time() - l0) / args.n
-            wf = 1000 * (time.process_time() - p0) / args.n - loop
+            wf = 1000 * (thread_cpu(f"wf[{kind}]") - w0) / args.n
             assert not res.replay_failures
             figs[kind].append((loop, wf))
-            print(f"{kind:18s} event loop {loop:6.2f} ms  other threads {wf:6.2f} ms", flush=True)
+            print(f"{kind:18s} event loop {loop:6.2f} ms  workflow threads {wf:6.2f} ms")
     print("\nmedian per workflow (CPU ms):")
     for kind, f in figs.items():
         loops, wfs = sorted(x[0] for x in f), sorted(x[1] for x in f)
         print(f"  {kind:18s} event loop {loops[len(loops) // 2]:6.2f}  "
-              f"other threads {wfs[len(wfs) // 2]:6.2f}")  # fmt: skip
+              f"workflow threads {wfs[len(wfs) // 2]:6.2f}")  # fmt: skip
     if args.profile:
-        for kind, ps in profs.items():
-            s = pstats.Stats(ps[0], stream=io.StringIO())
-            for p in ps[1:]:
-                s.add(p)
-            n = args.n * len(ps)
-            print(f"\n==== {kind}: event loop, "
-                  f"{s.total_calls / n:.0f} Python calls per workflow")  # type: ignore[attr-defined]  # fmt: skip
-            out = io.StringIO()
-            s.stream = out  # type: ignore[attr-defined]
-            s.sort_stats(args.sort).print_stats(args.top)
-            print("\n".join(out.getvalue().splitlines()[6:]))
+        n = args.n * args.rounds
+        for kind in kinds:
+            print_profile(f"{kind}: event loop", merged(profs[kind]), n, args.top)
+            print_profile(f"{kind}: workflow threads", merged(wf_profs[kind]), n, args.top)
 
 
 def main() -> None:
