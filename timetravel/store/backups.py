@@ -23,7 +23,8 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -57,18 +58,28 @@ from sqlalchemy import (
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import JSON as PG_JSON
+from sqlalchemy.sql.util import ClauseAdapter
 
 from timetravel import schema
 from timetravel.clock import now_ms
 from timetravel.store import ROW_FORMAT, Database, OutputTable, decode_row, encode_row
 from timetravel.store.jsontext import ExactJson
 
-__all__ = ["Backups", "Predicate", "StepRecord"]
+__all__ = [
+    "STATEMENTS",
+    "Backups",
+    "Moved",
+    "Predicate",
+    "StatementMemo",
+    "StepRecord",
+    "count_of",
+]
 
 #: Builds a WHERE clause over a table-like object (the live table or a lightweight copy of it).
 Predicate = Callable[[TableClause], ColumnElement[bool]]
 
 B = schema.backups
+T = TypeVar("T")
 
 
 # Step-record statements built once (bound parameters; SQLAlchemy memoizes their cache keys).
@@ -129,29 +140,114 @@ class Backups:
         """``name`` with its live columns (ours plus any a newer Smithers added)."""
         return _table_of(name, tuple(self.db.columns(conn, name)))
 
-    def _copy_table(self, conn: Connection, name: str) -> TableClause:
-        backup = schema.BACKED_UP_TABLES[name].name
-        return _table_of(backup, ("audit_id", *self.db.columns(conn, name)))
+    def copy_rows(
+        self,
+        conn: Connection,
+        name: str,
+        where: Predicate,
+        audit_id: int,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Copy the rows of table ``name`` matching ``where`` to its backup table.
 
-    def copy_rows(self, conn: Connection, name: str, where: Predicate, audit_id: int) -> None:
-        """Copy the rows of table ``name`` matching ``where`` to its backup table."""
-        src = self.live_table(conn, name)
-        cols = [c.name for c in src.c]
-        conn.execute(
-            insert(self._copy_table(conn, name)).from_select(
-                ["audit_id", *cols],
-                select(literal(audit_id, BigInteger), *src.c).where(where(src)),
+        With ``params``, ``where`` builds its predicate over bound parameters (these are their
+        values) and is a long-lived function (:class:`~timetravel.store.truncate_cut.Bound`'s):
+        the statement is then built once per table, column list and predicate, and reused."""
+        cols = tuple(self.db.columns(conn, name))
+        if params is None:
+            stmt = self._copy_statement(name, cols, where)
+        else:
+            stmt = STATEMENTS.get(
+                ("copy", name, cols, where), lambda: self._copy_statement(name, cols, where)
             )
+        conn.execute(stmt, {"b_aid": audit_id, **(params or {})})
+
+    @staticmethod
+    def _copy_statement(name: str, cols: tuple[str, ...], where: Predicate) -> Any:
+        src = _table_of(name, cols)
+        dst = _copy_of(name, cols)
+        return insert(dst).from_select(["audit_id", *cols], select(_AID, *src.c).where(where(src)))
+
+    def move_rows(
+        self,
+        conn: Connection,
+        name: str,
+        where: Predicate,
+        audit_id: int,
+        params: Mapping[str, Any],
+    ) -> int:
+        """Copy the rows of table ``name`` matching ``where`` to its backup table, delete them,
+        and return how many went; ``where`` and ``params`` as :meth:`copy_rows` takes them.
+
+        On PostgreSQL one statement that reads the rows once (:meth:`pg_move`); elsewhere the
+        copy, then the delete with the same predicate."""
+        cols = tuple(self.db.columns(conn, name))
+        values = {"b_aid": audit_id, **params}
+        if conn.dialect.name == "postgresql":
+
+            def build() -> Any:
+                moved = self.pg_move(conn, name, where, "moved")
+                return select(count_of(moved.deleted)).add_cte(moved.copied)
+
+            stmt = STATEMENTS.get(("move", name, cols, where), build)
+            return int(conn.execute(stmt, values).scalar_one())
+        self.copy_rows(conn, name, where, audit_id, params)
+        live_delete = STATEMENTS.get(
+            ("delete", name, cols, where),
+            lambda: delete(_table_of(name, cols)).where(where(_table_of(name, cols))),
         )
+        return int(conn.execute(live_delete, values).rowcount)
+
+    # -- the same as parts of one PostgreSQL statement --------------------------------------
+
+    def pg_move(self, conn: Connection, name: str, where: Predicate, label: str) -> Moved:
+        """:meth:`move_rows` as common table expressions named after ``label``, for one
+        PostgreSQL statement of several moves (each sees the tables as they were before the
+        statement, so their order does not matter; the caller adds :attr:`Moved.copied`)."""
+        cols = tuple(self.db.columns(conn, name))
+        live = _table_of(name, cols)
+        deleted = delete(live).where(where(live)).returning(*live.c).cte(f"{label}_deleted")
+        copied = insert(_copy_of(name, cols)).from_select(
+            ["audit_id", *cols], select(_AID, *deleted.c)
+        )
+        return Moved(deleted, copied.cte(f"{label}_copied"))
+
+    def pg_copy(self, conn: Connection, name: str, where: Predicate, label: str) -> Any:
+        """:meth:`copy_rows` as a common table expression (see :meth:`pg_move`)."""
+        cols = tuple(self.db.columns(conn, name))
+        return self._copy_statement(name, cols, where).cte(f"{label}_copied")
+
+    @staticmethod
+    def pg_move_outputs(
+        conn: Connection, out: OutputTable, where: ColumnElement[bool], label: str
+    ) -> Moved | None:
+        """:meth:`copy_output_rows_where` and the delete of the same rows as common table
+        expressions (see :meth:`pg_move`); None when the database cannot encode every row of
+        ``out`` (then the copy and the delete are separate statements)."""
+        t = out.table
+        plain = _plain_rows_memo(conn, t)
+        if plain is None or plain[1] is not _ALL_ROWS:
+            return None
+        deleted = delete(t).where(where).returning(*t.c).cte(f"{label}_deleted")
+        doc = ClauseAdapter(deleted).traverse(plain[0])
+        copied = insert(schema.bk_outputs).from_select(
+            ["audit_id", "table_name", "row_json"], select(_AID, literal(t.name, Text), doc)
+        )
+        return Moved(deleted, copied.cte(f"{label}_copied"))
 
     def delete_copied(self, conn: Connection, name: str, audit_id: int) -> None:
         """Delete the live rows whose primary keys have a copy (before putting copies back)."""
-        live = schema.metadata.tables[name]
-        bk = self._copy_table(conn, name)
-        keys = [c.name for c in live.primary_key.columns]
-        copied = select(*(bk.c[k] for k in keys)).where(bk.c.audit_id == audit_id)
-        target = live.c[keys[0]] if len(keys) == 1 else tuple_(*(live.c[k] for k in keys))
-        conn.execute(delete(live).where(target.in_(copied)))
+        cols = tuple(self.db.columns(conn, name))
+
+        def build() -> Any:
+            live = schema.metadata.tables[name]
+            bk = _copy_of(name, cols)
+            keys = [c.name for c in live.primary_key.columns]
+            copied = select(*(bk.c[k] for k in keys)).where(bk.c.audit_id == _AID)
+            target = live.c[keys[0]] if len(keys) == 1 else tuple_(*(live.c[k] for k in keys))
+            return delete(live).where(target.in_(copied))
+
+        conn.execute(STATEMENTS.get(("delete_copied", name, cols), build), {"b_aid": audit_id})
 
     def update_from_copies(self, conn: Connection, name: str, audit_id: int) -> None:
         """Put copied rows back by UPDATE of the live rows with the same primary key.
@@ -160,28 +256,41 @@ class Backups:
         that reference them on a database with foreign keys (engine 0.32's frames, node diffs
         and audit rows). Only for tables whose rows are changed, never deleted.
         """
-        live = schema.metadata.tables[name]
-        keys = [c.name for c in live.primary_key.columns]
-        dst = self.live_table(conn, name)
-        bk = self._copy_table(conn, name)
-        cols = [c.name for c in dst.c]
-        for row in conn.execute(select(*(bk.c[c] for c in cols)).where(bk.c.audit_id == audit_id)):
-            values = dict(row._mapping)
-            where = [dst.c[k] == values[k] for k in keys]
-            conn.execute(
-                update(dst).where(*where).values({c: v for c, v in values.items() if c not in keys})
+        cols = tuple(self.db.columns(conn, name))
+
+        def build() -> tuple[Any, Any, list[str]]:
+            keys = [c.name for c in schema.metadata.tables[name].primary_key.columns]
+            dst = _table_of(name, cols)
+            bk = _copy_of(name, cols)
+            read = select(*(bk.c[c] for c in cols)).where(bk.c.audit_id == _AID)
+            # Parameter names apart from the column names (SET clause names are reserved).
+            write = (
+                update(dst)
+                .where(*(dst.c[k] == bindparam(f"k_{k}") for k in keys))
+                .values({c: bindparam(f"v_{c}") for c in cols if c not in keys})
             )
+            return read, write, keys
+
+        read, write, keys = STATEMENTS.get(("update_from_copies", name, cols), build)
+        rows = [
+            {(f"k_{c}" if c in keys else f"v_{c}"): v for c, v in row._mapping.items()}
+            for row in conn.execute(read, {"b_aid": audit_id})
+        ]
+        if rows:
+            conn.execute(write, rows)
 
     def restore_rows(self, conn: Connection, name: str, audit_id: int) -> None:
         """Insert every copied row of table ``name`` back."""
-        dst = self.live_table(conn, name)
-        bk = self._copy_table(conn, name)
-        cols = [c.name for c in dst.c]
-        conn.execute(
-            insert(dst).from_select(
-                cols, select(*(bk.c[c] for c in cols)).where(bk.c.audit_id == audit_id)
+        cols = tuple(self.db.columns(conn, name))
+
+        def build() -> Any:
+            dst = _table_of(name, cols)
+            bk = _copy_of(name, cols)
+            return insert(dst).from_select(
+                list(cols), select(*(bk.c[c] for c in cols)).where(bk.c.audit_id == _AID)
             )
-        )
+
+        conn.execute(STATEMENTS.get(("restore_rows", name, cols), build), {"b_aid": audit_id})
 
     # -- row copies of per-node output tables (not in our metadata: JSON rows) --------------
 
@@ -202,7 +311,12 @@ class Backups:
             conn.execute(insert(schema.bk_outputs), params)
 
     def copy_output_rows_where(
-        self, conn: Connection, audit_id: int, out: OutputTable, where: ColumnElement[bool]
+        self,
+        conn: Connection,
+        audit_id: int,
+        out: OutputTable,
+        where: ColumnElement[bool],
+        params: Mapping[str, Any] | None = None,
     ) -> int:
         """Copy the rows of output table ``out`` matching ``where``, exactly as
         :meth:`copy_output_rows` would, and return how many.
@@ -212,49 +326,96 @@ class Backups:
         digits) are encoded by the database with ``INSERT … SELECT`` (the same JSON document
         :func:`~timetravel.store.encode_row` writes, so nothing reads them differently); the
         rest travel through Python as before.
+
+        With ``params``, ``where`` is over bound parameters (these are their values) and the
+        caller passes the same ``where`` object for every copy of this table (it built it
+        once): the statements are then built once too.
         """
-        t = out.table
-        plain = _plain_rows_memo(conn, t)
+        if params is None:
+            stmts = _output_copy(conn, out.table, where)
+        else:
+            key = ("copy_outputs", id(out.table), id(where), conn.dialect.name)
+            stmts = STATEMENTS.get(
+                key, lambda: _output_copy(conn, out.table, where), (out.table, where)
+            )
+        values = {"b_aid": audit_id, **(params or {})}
         copied = 0
-        rest = where
-        if plain is not None:
-            doc, ok = plain
+        if stmts.plain is not None:
             copied += conn.execute(
+                stmts.plain, values, execution_options={"preserve_rowcount": True}
+            ).rowcount
+        if stmts.rest is not None:
+            rows = conn.execute(stmts.rest, values).all()
+            self.copy_output_rows(conn, audit_id, out, rows)
+            copied += len(rows)
+        return copied
+
+    def move_output_rows(
+        self,
+        conn: Connection,
+        audit_id: int,
+        out: OutputTable,
+        where: ColumnElement[bool],
+        params: Mapping[str, Any],
+    ) -> int | None:
+        """Copy (as :meth:`copy_output_rows_where` does) and delete the rows of ``out``
+        matching ``where``, and return how many; None when the database cannot (then copy and
+        delete them separately). ``where`` and ``params`` as :meth:`copy_output_rows_where`
+        takes them.
+
+        PostgreSQL, every value of the table plain: one statement that reads the rows once
+        (:meth:`pg_move_outputs`). SQLite: the ``INSERT … SELECT`` of the rows of plain values,
+        then ``DELETE … RETURNING`` hands back the others (as they were) to be encoded in
+        Python, instead of a third statement selecting them."""
+        dialect = conn.dialect.name
+
+        def build() -> Any:
+            if dialect == "postgresql":
+                moved = self.pg_move_outputs(conn, out, where, "moved")
+                return (
+                    None if moved is None else select(count_of(moved.deleted)).add_cte(moved.copied)
+                )
+            plain = _plain_rows_memo(conn, out.table)
+            if dialect != "sqlite" or plain is None or not conn.dialect.delete_returning:
+                return None
+            t, (doc, ok) = out.table, plain
+            return (
                 insert(schema.bk_outputs).from_select(
                     ["audit_id", "table_name", "row_json"],
-                    select(literal(audit_id, BigInteger), literal(t.name, Text), doc).where(
-                        where, ok
-                    ),
+                    select(_AID, literal(t.name, Text), doc).where(where, ok),
                 ),
-                execution_options={"preserve_rowcount": True},
-            ).rowcount
-            if ok is _ALL_ROWS:
-                return copied
-            rest = and_(where, not_(ok))
-        rows = conn.execute(select(t).where(rest)).all()
-        self.copy_output_rows(conn, audit_id, out, rows)
-        return copied + len(rows)
+                delete(t).where(where).returning(not_(ok), *t.c),
+            )
+
+        key = ("move_outputs", id(out.table), id(where), dialect)
+        stmts = STATEMENTS.get(key, build, (out.table, where))
+        values = {"b_aid": audit_id, **params}
+        if stmts is None:
+            return None
+        if dialect == "postgresql":
+            return int(conn.execute(stmts, values).scalar_one())
+        conn.execute(stmts[0], values)
+        deleted = conn.execute(stmts[1], values).all()
+        self.copy_output_rows(conn, audit_id, out, (r[1:] for r in deleted if r[0]))
+        return len(deleted)
 
     def restore_output_rows(self, conn: Connection, audit_id: int) -> None:
         """Insert every copied output row back: per table, the rows of plain values with one
         ``INSERT … SELECT`` from their JSON (see :meth:`copy_output_rows_where`), the rest
         decoded in Python, one executemany."""
-        BO = schema.bk_outputs
-        names = conn.execute(
-            select(BO.c.table_name).where(BO.c.audit_id == audit_id).distinct()
-        ).scalars()
+        names = conn.execute(_OUTPUT_TABLES, {"b_aid": audit_id}).scalars()
         for table_name in sorted(names):
             out = self.db.output_table(conn, table_name)
             if out is None:
                 raise RuntimeError(f"output table {table_name} vanished; cannot restore")
-            mine = and_(BO.c.audit_id == audit_id, BO.c.table_name == table_name)
-            server = _restore_plain(conn, out.table, audit_id)
-            if server is not None:
-                conn.execute(server[0])
-                mine = and_(mine, not_(server[1]))
-            rows = [decode_row(j) for (j,) in conn.execute(select(BO.c.row_json).where(mine))]
+            t = out.table
+            key = ("restore_outputs", id(t), conn.dialect.name)
+            stmts = STATEMENTS.get(key, partial(_output_restore, conn, t), t)
+            if stmts.plain is not None:
+                conn.execute(stmts.plain, {"b_aid": audit_id})
+            rows = [decode_row(j) for (j,) in conn.execute(stmts.rest, {"b_aid": audit_id})]
             if rows:
-                conn.execute(insert(_restorable(out.table)), rows)
+                conn.execute(stmts.insert, rows)
 
     # -- row copies of engine tables outside our metadata (JSON rows, in copy order) --------
 
@@ -300,6 +461,114 @@ def _table_of(name: str, cols: tuple[str, ...]) -> TableClause:
     if t is None:
         t = _TABLES.setdefault(key, table(name, *(column(c) for c in cols)))
     return t
+
+
+class StatementMemo:
+    """Statements built once per key and reused (SQLAlchemy then finds their compiled form
+    without rebuilding the expression or its cache key).
+
+    An entry may be *anchored* to the objects whose ids its key holds (a reflected table, a
+    caller's predicate): it is rebuilt when the key's ids now name other objects. Bounded:
+    emptied when it reaches ``size`` entries (every database reflects its own tables)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._entries: dict[Any, tuple[Any, Any]] = {}
+        self._size = size
+
+    def get(self, key: Any, build: Callable[[], T], anchor: Any = None) -> T:
+        hit = self._entries.get(key)
+        if hit is not None and _same(hit[0], anchor):
+            return hit[1]  # type: ignore[no-any-return]
+        value = build()
+        if len(self._entries) >= self._size:
+            self._entries.clear()
+        self._entries[key] = (anchor, value)
+        return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+    return a is b
+
+
+#: The statements of the backups and of the truncate, built once.
+STATEMENTS = StatementMemo()
+_ROWCOUNT = {"preserve_rowcount": True}
+#: The audit id of a memoized statement's copies.
+_AID = bindparam("b_aid", type_=BigInteger)
+_OUTPUT_TABLES = (
+    select(schema.bk_outputs.c.table_name).where(schema.bk_outputs.c.audit_id == _AID).distinct()
+)
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A move as PostgreSQL common table expressions: ``deleted`` (``DELETE … RETURNING``
+    the rows) and ``copied`` (``INSERT INTO`` the backup ``SELECT … FROM deleted``)."""
+
+    deleted: Any
+    copied: Any
+
+
+def count_of(cte: Any) -> Any:
+    """The number of rows of a common table expression, as a scalar subquery."""
+    return select(func.count()).select_from(cte).scalar_subquery()
+
+
+@dataclass(frozen=True)
+class _OutputCopy:
+    """Copying the rows of an output table that match a predicate: ``plain``, the rows the
+    database encodes (``INSERT … SELECT``), and ``rest``, a SELECT of the others (encoded in
+    Python); None when there are none of that kind."""
+
+    plain: Any | None
+    rest: Any | None
+
+
+def _output_copy(conn: Connection, t: Table, where: ColumnElement[bool]) -> _OutputCopy:
+    plain = _plain_rows_memo(conn, t)
+    if plain is None:
+        return _OutputCopy(None, select(t).where(where))
+    doc, ok = plain
+    stmt = insert(schema.bk_outputs).from_select(
+        ["audit_id", "table_name", "row_json"],
+        select(_AID, literal(t.name, Text), doc).where(where, ok),
+    )
+    rest = None if ok is _ALL_ROWS else select(t).where(and_(where, not_(ok)))
+    return _OutputCopy(stmt, rest)
+
+
+@dataclass(frozen=True)
+class _OutputRestore:
+    """Putting an output table's copies back: ``plain``, an ``INSERT … SELECT`` of the rows
+    of plain values (None when the database cannot), ``rest``, a SELECT of the others' JSON,
+    and ``insert``, the INSERT of those once decoded."""
+
+    plain: Any | None
+    rest: Any
+    insert: Any
+
+
+def _output_restore(conn: Connection, t: Table) -> _OutputRestore:
+    BO = schema.bk_outputs
+    mine = and_(BO.c.audit_id == _AID, BO.c.table_name == t.name)
+    server = _restore_plain(conn, t, _AID)
+    if server is None:
+        return _OutputRestore(None, select(BO.c.row_json).where(mine), insert(_restorable(t)))
+    rest = select(BO.c.row_json).where(and_(mine, not_(server[1])))
+    return _OutputRestore(server[0], rest, insert(_restorable(t)))
+
+
+def _literals(*values: str) -> list[Any]:
+    """An IN list of one bound value each: rendered once with a memoized statement (an
+    expanding list is re-rendered at every execution)."""
+    return [literal(v, Text) for v in values]
+
+
+def _copy_of(name: str, cols: tuple[str, ...]) -> TableClause:
+    """The backup table of ``name`` with the live columns ``cols`` (and ``audit_id``)."""
+    return _table_of(schema.BACKED_UP_TABLES[name].name, ("audit_id", *cols))
 
 
 def _restorable(live: Table) -> TableClause:
@@ -429,13 +698,13 @@ def _plain_rows(
         for c in cols:
             pairs += [literal(c.name, String), c]
         doc = func.json_array(literal(ROW_FORMAT, Integer), func.json_object(*pairs))
-        ok = and_(*(func.typeof(c).in_(["integer", "text", "null"]) for c in cols))
+        ok = and_(*(func.typeof(c).in_(_literals("integer", "text", "null")) for c in cols))
         return doc, ok
     return None
 
 
 def _restore_plain(
-    conn: Connection, t: Table, audit_id: int
+    conn: Connection, t: Table, audit_id: Any
 ) -> tuple[Any, ColumnElement[bool]] | None:
     """An ``INSERT … SELECT`` putting back the copies (under ``audit_id``) of rows of ``t``
     whose JSON holds exactly ``t``'s columns with plain values, and the predicate over
@@ -473,11 +742,14 @@ def _restore_plain(
         plain_values = (
             ~select(literal(1))
             .select_from(each)
-            .where(each.c.type.not_in(["integer", "text", "null", "true", "false"]))
+            .where(each.c.type.not_in(_literals("integer", "text", "null", "true", "false")))
             .exists()
         )
         matching_keys = (
-            select(func.count()).select_from(each).where(each.c.key.in_(names)).scalar_subquery()
+            select(func.count())
+            .select_from(each)
+            .where(each.c.key.in_(_literals(*names)))
+            .scalar_subquery()
         )
         all_keys = select(func.count()).select_from(each).scalar_subquery()
         values = [func.json_extract(BO.c.row_json, f'$[1]."{c.name}"') for c in cols]

@@ -2,7 +2,13 @@
 
 :meth:`TruncateStore.truncate` copies every row it deletes or changes into the backups (see
 :mod:`timetravel.store.backups`) with ``INSERT … SELECT`` (no rows travel through Python except
-per-node output rows), then deletes with the *same* predicates (:mod:`.truncate_cut`).
+per-node output rows), then deletes with the *same* predicates (:mod:`.truncate_cut`); on
+PostgreSQL the heuristic path does all of it in one statement (``DELETE … RETURNING`` into the
+backup tables, each row read once).
+
+The plan's and the truncate's statements are built once, over bound parameters
+(:class:`~timetravel.store.truncate_cut.Bound`), and executed with each rewind's values: a
+small rewind's cost is the round trips, not rebuilding SQLAlchemy expressions (issue #10).
 
 Two paths, one module each: on an engine-0.32 database whose target frame has a snapshot, the
 *snapshot path* (:mod:`.truncate_snapshot`, upstream 0.32's) makes the run equal to that
@@ -20,8 +26,10 @@ import re
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
+    Text,
     bindparam,
     delete,
     exists,
@@ -51,12 +59,18 @@ from timetravel.enginedb.tool_calls import (
 )
 from timetravel.errors import UnsupportedSandbox
 from timetravel.models import RewindCounts, RewindPlan, SandboxPlan
-from timetravel.store import Database, retry_on_lock
-from timetravel.store.audit import latest_frame_no
-from timetravel.store.backups import Backups
+from timetravel.store import Database, OutputTable, retry_on_lock
+from timetravel.store.backups import STATEMENTS, Backups
 from timetravel.store.engine_rows import set_run_after_truncate
 from timetravel.store.fence import hold
-from timetravel.store.truncate_cut import Cut, cut_of, frame_cutoff
+from timetravel.store.truncate_cut import (
+    LATEST_FRAME,
+    NEWEST_KEPT,
+    Bound,
+    Cut,
+    cut_and_latest,
+    frame_cutoff,
+)
 from timetravel.store.truncate_heuristic import HeuristicTruncate
 from timetravel.store.truncate_snapshot import SnapshotTruncate, changed_nodes, dict_rows
 
@@ -81,10 +95,6 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
         self.db = db
         self.backups = backups or Backups(db)
 
-    @staticmethod
-    def _cut(conn: Connection, run_id: str, frame_no: int) -> Cut:
-        return cut_of(conn, run_id, frame_no)
-
     # -- plan (read-only) -------------------------------------------------------------------
 
     def plan(self, run_id: str, frame_no: int, *, refuse_side_effects: bool = False) -> RewindPlan:
@@ -101,32 +111,26 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 sandbox with no earlier pointer), ``RewindFailed`` (an unsafe output table name).
         """
         with self.db.read() as conn:
-            status = conn.execute(select(RUNS.c.status).where(RUNS.c.run_id == run_id)).first()
-            if status is None:
+            # The run's status, latest frame, cut and snapshot in one statement.
+            head = conn.execute(_PLAN_HEAD, {"c_run": run_id, "c_frame": frame_no}).first()
+            if head is None:
                 raise rewind.run_not_found(run_id)
-            latest = latest_frame_no(conn, run_id)
+            status, latest, cutoff, newest_kept, has_snapshot = head
             noop = rewind.check_frame_range(run_id, frame_no, latest)
             assert latest is not None
-            cut = self._cut(conn, run_id, frame_no)
+            if cutoff is None:
+                raise rewind.frame_missing(run_id, frame_no)
+            cut = Cut(run_id, frame_no, int(cutoff), newest_kept)
             if noop:
                 # The latest frame, but a task started after it (in flight): work to undo.
-                noop = not conn.execute(select(exists().where(cut.attempts(ATTEMPTS)))).scalar()
-            snapshots = schema.snapshots
-            has_snapshot = (
-                conn.execute(
-                    select(snapshots.c.frame_no).where(
-                        snapshots.c.run_id == run_id, snapshots.c.frame_no == frame_no
-                    )
-                ).first()
-                is not None
-            )
+                noop = not conn.execute(_ANY_ATTEMPT_AFTER, cut.params).scalar()
             plan = RewindPlan(
                 run_id=run_id,
                 from_frame_no=latest,
                 to_frame_no=frame_no,
                 noop=noop,
-                run_status=status.status,
-                reconciler_snapshot=has_snapshot,
+                run_status=status,
+                reconciler_snapshot=bool(has_snapshot),
             )
             if noop:
                 return plan
@@ -137,24 +141,13 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 if refuse_side_effects:
                     rewind.check_effect_boundary(run_id, plan.tool_calls, force=False)
             plan.sandboxes = self._plan_sandboxes(conn, run_id, cut.cutoff_ms, frame_no)
-
-            def count(t: Any, where: ColumnElement[bool]) -> Any:
-                return select(func.count()).select_from(t).where(where).scalar_subquery()
-
             snap = self._target_snapshot(conn, run_id, frame_no)
+            outputs = [] if snap is not None else self._outputs(conn, cut)
             # Every count in one statement (one round trip instead of one per table).
-            counted = [
-                count(FRAMES, cut.frames(FRAMES)),
-                count(ATTEMPTS, cut.attempts(ATTEMPTS)),
-                count(DIFFS, cut.diffs(DIFFS)),
+            n = [
+                int(v)
+                for v in conn.execute(_plan_counts(conn, snap is None, outputs), cut.params).one()
             ]
-            if snap is None:
-                counted.append(count(NODES, cut.nodes(NODES)))
-                counted += [
-                    count(out.table, cut.outputs(out, names))
-                    for out, names in self._outputs(conn, cut)
-                ]
-            n = [int(v) for v in conn.execute(select(*counted)).one()]
             plan.counts = RewindCounts(
                 deleted_frames=n[0],
                 deleted_attempts=n[1],
@@ -181,44 +174,20 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
         cutoff (frame 0 of a sandboxed run, issue #12) goes back to the target frame's snapshot
         pointer when that snapshot can only be about it (:func:`_snapshot_pointer`), else it is
         ``UnsupportedSandbox`` as upstream."""
-        at = ATTEMPTS
-        order = (at.c.started_at_ms, at.c.node_id, at.c.iteration, at.c.attempt)
         cwds: list[str] = []
-        for (cwd,) in conn.execute(
-            select(at.c.jj_cwd)
-            .where(at.c.run_id == run_id, at.c.started_at_ms > cutoff_ms, at.c.jj_cwd.is_not(None))
-            .order_by(*order)
-        ):
+        for (cwd,) in conn.execute(_CWDS_AFTER, {"c_run": run_id, "c_cutoff": cutoff_ms}):
             if isinstance(cwd, str) and cwd and cwd not in cwds:
                 cwds.append(cwd)
         out = []
         for cwd in cwds:
-            ever = conn.execute(
-                select(
-                    exists().where(
-                        at.c.run_id == run_id,
-                        at.c.jj_cwd == cwd,
-                        at.c.jj_pointer.is_not(None),
-                        at.c.jj_pointer != "",
-                    )
-                )
-            ).scalar()
+            # Whether the cwd ever had a pointer in the run, and its pointer at the cutoff.
+            ever, pointer = conn.execute(
+                _CWD_POINTER, {"c_run": run_id, "c_cutoff": cutoff_ms, "p_cwd": cwd}
+            ).one()
             if not ever:
                 # Engine 0.32 records the cwd on every attempt; one that never had a pointer
                 # (not a jj repository) has nothing to revert, as upstream 0.32 skips it.
                 continue
-            pointer = conn.execute(
-                select(at.c.jj_pointer)
-                .where(
-                    at.c.run_id == run_id,
-                    at.c.jj_cwd == cwd,
-                    at.c.started_at_ms <= cutoff_ms,
-                    at.c.jj_pointer.is_not(None),
-                    at.c.jj_pointer != "",
-                )
-                .order_by(*(c.desc() for c in order))
-                .limit(1)
-            ).scalar()
             if not pointer:
                 pointer = _snapshot_pointer(conn, run_id, frame_no, cwd)
             if not pointer:
@@ -271,8 +240,7 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
             done = bk.record(conn, audit_id, STEP)
             if done is not None:
                 return RewindCounts(**done.state["counts"])
-            cut = self._cut(conn, run_id, frame_no)
-            latest = latest_frame_no(conn, run_id)
+            cut, latest = cut_and_latest(conn, run_id, frame_no)
             from_frame_no = frame_no if latest is None else latest
             now = now_ms()
             record: dict[str, Any] = {"run_id": run_id}
@@ -289,7 +257,7 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
             else:
                 counts = self._truncate_heuristic(conn, audit_id, cut, now, record)
             counts.from_frame_no = from_frame_no
-            bk.copy_rows(conn, RUNS.name, cut.run, audit_id)
+            bk.copy_rows(conn, RUNS.name, Bound.run, audit_id, cut.params)
             # Held until the resume step as the pause left it (``paused`` on engine 0.32).
             set_run_after_truncate(conn, bk, audit_id, run_id, keep_hijack)
             seq = _append_event(
@@ -369,23 +337,19 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 return False
             hold(conn, audit_id, undo=True)  # fencing (a compensation with work to do)
             state, run_id = rec.state, rec.state["run_id"]
-            conn.execute(
-                delete(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.seq == state["event_seq"])
-            )
+            conn.execute(_DELETE_EVENT, {"e_run": run_id, "e_seq": state["event_seq"]})
             calls = state.get("tool_calls")
             if calls is not None:
                 crossed = calls.get("forced_past", {}).get("event_seq")
                 if crossed is not None:
-                    conn.execute(
-                        delete(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.seq == crossed)
-                    )
+                    conn.execute(_DELETE_EVENT, {"e_run": run_id, "e_seq": crossed})
                 rows = bk.json_rows(conn, audit_id, TOOL_CALLS)
                 restore_tool_calls(conn, run_id, calls["op"], rows)
             # The run row is a parent (engine 0.32 cascades frames, diffs and audit rows from
             # it): put it back by UPDATE, never DELETE + INSERT.
             bk.update_from_copies(conn, RUNS.name, audit_id)
             if state.get("nodes_replaced"):
-                conn.execute(delete(NODES).where(NODES.c.run_id == run_id))
+                conn.execute(_DELETE_NODES, {"c_run": run_id})
             else:
                 bk.delete_copied(conn, NODES.name, audit_id)
             for table in (NODES, FRAMES, ATTEMPTS, DIFFS):
@@ -472,19 +436,102 @@ def _copy_provenance(conn: Connection, bk: Backups, audit_id: int, run_id: str) 
 
 def _append_event(conn: Connection, run_id: str, now: int, type_: str, payload: str) -> int:
     """Append one ``_smithers_events`` row with the run's next ``seq``; returns the seq."""
-    seq: int = conn.execute(_NEXT_SEQ, {"e_run": run_id}).scalar_one()
-    conn.execute(
-        _INSERT_EVENT,
-        {"run_id": run_id, "seq": seq, "timestamp_ms": now, "type": type_, "payload_json": payload},
-    )
+    seq: int = conn.execute(
+        _APPEND_EVENT, {"e_run": run_id, "e_ts": now, "e_type": type_, "e_payload": payload}
+    ).scalar_one()
     return seq
 
 
-# Built once (bound parameters; SQLAlchemy memoizes their cache keys).
-_NEXT_SEQ = select(func.coalesce(func.max(EVENTS.c.seq), -1) + 1).where(
-    EVENTS.c.run_id == bindparam("e_run")
+# Built once (bound parameters; SQLAlchemy memoizes their cache keys): the event row with the
+# run's next seq, in one statement.
+_APPEND_EVENT = (
+    insert(EVENTS)
+    .from_select(
+        ["run_id", "seq", "timestamp_ms", "type", "payload_json"],
+        select(
+            bindparam("e_run", type_=Text),
+            func.coalesce(func.max(EVENTS.c.seq), -1) + 1,
+            bindparam("e_ts", type_=BigInteger),
+            bindparam("e_type", type_=Text),
+            bindparam("e_payload", type_=Text),
+        ).where(EVENTS.c.run_id == bindparam("e_run", type_=Text)),
+    )
+    .returning(EVENTS.c.seq)
 )
-_INSERT_EVENT = insert(EVENTS)
+_DELETE_EVENT = delete(EVENTS).where(
+    EVENTS.c.run_id == bindparam("e_run"), EVENTS.c.seq == bindparam("e_seq")
+)
+_DELETE_NODES = delete(NODES).where(Bound.run(NODES))
+
+
+# The plan's statements, built once (:class:`Bound`'s parameters, plus ``p_cwd``).
+_PLAN_HEAD = select(
+    RUNS.c.status,
+    LATEST_FRAME,
+    select(FRAMES.c.created_at_ms)
+    .where(FRAMES.c.run_id == Bound.run_id, FRAMES.c.frame_no == Bound.frame_no)
+    .scalar_subquery(),
+    NEWEST_KEPT,
+    exists().where(
+        schema.snapshots.c.run_id == Bound.run_id, schema.snapshots.c.frame_no == Bound.frame_no
+    ),
+).where(RUNS.c.run_id == Bound.run_id)
+_ANY_ATTEMPT_AFTER = select(exists().where(Bound.attempts(ATTEMPTS)))
+_ATTEMPT_ORDER = (
+    ATTEMPTS.c.started_at_ms,
+    ATTEMPTS.c.node_id,
+    ATTEMPTS.c.iteration,
+    ATTEMPTS.c.attempt,
+)
+_CWDS_AFTER = (
+    select(ATTEMPTS.c.jj_cwd)
+    .where(Bound.attempts(ATTEMPTS), ATTEMPTS.c.jj_cwd.is_not(None))
+    .order_by(*_ATTEMPT_ORDER)
+)
+_WITH_POINTER = (
+    ATTEMPTS.c.run_id == Bound.run_id,
+    ATTEMPTS.c.jj_cwd == bindparam("p_cwd", type_=Text),
+    ATTEMPTS.c.jj_pointer.is_not(None),
+    ATTEMPTS.c.jj_pointer != "",
+)
+_CWD_POINTER = select(
+    exists().where(*_WITH_POINTER),
+    select(ATTEMPTS.c.jj_pointer)
+    .where(*_WITH_POINTER, ATTEMPTS.c.started_at_ms <= Bound.cutoff_ms)
+    .order_by(*(c.desc() for c in _ATTEMPT_ORDER))
+    .limit(1)
+    .scalar_subquery(),
+)
+
+
+def _plan_counts(
+    conn: Connection, heuristic: bool, outputs: list[tuple[OutputTable, list[str]]]
+) -> Any:
+    """The plan's counts in one SELECT of scalar subqueries: frames, attempts and diffs, and
+    on the heuristic path the nodes and each output table's rows; built once per shape."""
+
+    def count(t: Any, where: ColumnElement[bool]) -> Any:
+        return select(func.count()).select_from(t).where(where).scalar_subquery()
+
+    def build() -> Any:
+        counted = [
+            count(FRAMES, Bound.frames(FRAMES)),
+            count(ATTEMPTS, Bound.attempts(ATTEMPTS)),
+            count(DIFFS, Bound.diffs(DIFFS)),
+        ]
+        if heuristic:
+            counted.append(count(NODES, Bound.nodes(NODES)))
+            counted += [count(out.table, Bound.outputs(out, names)) for out, names in outputs]
+        return select(*counted)
+
+    tables = tuple(out.table for out, _ in outputs)
+    key = (
+        "plan_counts",
+        heuristic,
+        tuple((id(out.table), tuple(names)) for out, names in outputs),
+        conn.dialect.name,
+    )
+    return STATEMENTS.get(key, build, tables)
 
 
 def _snapshot_pointer(conn: Connection, run_id: str, frame_no: int, cwd: str) -> str | None:

@@ -11,12 +11,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, TableClause, and_, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    TableClause,
+    Text,
+    and_,
+    bindparam,
+    func,
+    literal,
+    select,
+    tuple_,
+)
 
 from timetravel import rewind, schema
 from timetravel.store import OutputTable
 
-__all__ = ["ATTEMPT_NODES", "KEYS_PER_STATEMENT", "Cut", "cut_of", "frame_cutoff"]
+__all__ = [
+    "ATTEMPT_NODES",
+    "KEYS_PER_STATEMENT",
+    "LATEST_FRAME",
+    "NEWEST_KEPT",
+    "Bound",
+    "Cut",
+    "cut_and_latest",
+    "cut_of",
+    "frame_cutoff",
+]
 
 FRAMES = schema.frames
 ATTEMPTS = schema.attempts
@@ -48,93 +72,173 @@ def frame_cutoff(conn: Connection, run_id: str, frame_no: int) -> int:
     return int(cutoff)
 
 
-def _newest_kept(conn: Connection, run_id: str, frame_no: int) -> int:
-    """The newest creation time among the frames kept (``frame_no <= target``)."""
-    return conn.execute(
-        select(FRAMES.c.created_at_ms)
-        .where(FRAMES.c.run_id == run_id, FRAMES.c.frame_no <= frame_no)
-        .order_by(FRAMES.c.created_at_ms.desc())
-        .limit(1)
-    ).scalar_one()
-
-
-def _attempt_keys(run_id: str, started_after_ms: int) -> Select[Any]:
+def _attempt_keys(run_id: Any, started_after_ms: Any) -> Select[Any]:
     """(node, iteration) of the run's attempts that started after ``started_after_ms``."""
     return select(ATTEMPTS.c.node_id, ATTEMPTS.c.iteration).where(
         ATTEMPTS.c.run_id == run_id, ATTEMPTS.c.started_at_ms > started_after_ms
     )
 
 
+# The predicates, over values or over the bound parameters of :class:`Bound` alike.
+
+
+def _diffs(t: TableClause, run: Any, kept: Any) -> ColumnElement[bool]:
+    # Diff rows of node iterations with an attempt started after the newest frame kept
+    # (upstream §2.1.1); the IN list comes from the attempts index, so this is O(deleted).
+    return and_(t.c.run_id == run, tuple_(t.c.node_id, t.c.iteration).in_(_attempt_keys(run, kept)))
+
+
+def _nodes(t: TableClause, run: Any, cutoff: Any) -> ColumnElement[bool]:
+    # Nodes whose attempts are deleted (started strictly after the target frame).
+    return and_(
+        t.c.run_id == run, tuple_(t.c.node_id, t.c.iteration).in_(_attempt_keys(run, cutoff))
+    )
+
+
+def _attempts(t: TableClause, run: Any, cutoff: Any) -> ColumnElement[bool]:
+    return and_(t.c.run_id == run, t.c.started_at_ms > cutoff)
+
+
+def _frames(t: TableClause, run: Any, frame: Any) -> ColumnElement[bool]:
+    return and_(t.c.run_id == run, t.c.frame_no > frame)
+
+
+def _run(t: TableClause, run: Any) -> ColumnElement[bool]:
+    return t.c.run_id == run
+
+
+def _outputs(out: OutputTable, names: Sequence[str], run: Any, cutoff: Any) -> ColumnElement[bool]:
+    keys = (
+        select(ATTEMPTS.c.node_id, ATTEMPTS.c.iteration)
+        .select_from(ATTEMPT_NODES)
+        .where(
+            ATTEMPTS.c.run_id == run,
+            ATTEMPTS.c.started_at_ms > cutoff,
+            # One bound value each (not an expanding list): the names are part of the
+            # statement, which is built once per table and names (:class:`Bound`).
+            NODES.c.output_table.in_([literal(n, Text) for n in names]),
+        )
+    )
+    t = out.table
+    if out.iteration_col is None:  # keyed by run and node only, as upstream deleteOutputRow
+        node_ids = select(keys.subquery().c.node_id)
+        return and_(t.c[out.run_col] == run, t.c[out.node_col].in_(node_ids))
+    key = tuple_(t.c[out.node_col], t.c[out.iteration_col])
+    return and_(t.c[out.run_col] == run, key.in_(keys))
+
+
 class Cut:
     """The predicates of one rewind, over any table-like with the right columns (the live
-    table for deletes and counts, its live-column copy for backups)."""
+    table for deletes and counts, its live-column copy for backups).
+
+    Each predicate here carries this rewind's values; :class:`Bound` has the same predicates
+    over bound parameters, for statements built once and executed with :attr:`params`."""
 
     def __init__(self, run_id: str, frame_no: int, cutoff_ms: int, newest_kept_ms: int) -> None:
         self.run_id, self.frame_no = run_id, frame_no
         self.cutoff_ms, self.newest_kept_ms = cutoff_ms, newest_kept_ms
 
+    @property
+    def params(self) -> dict[str, Any]:
+        """The values of :class:`Bound`'s parameters for this rewind."""
+        return {
+            "c_run": self.run_id,
+            "c_frame": self.frame_no,
+            "c_cutoff": self.cutoff_ms,
+            "c_kept": self.newest_kept_ms,
+        }
+
     def diffs(self, t: TableClause) -> ColumnElement[bool]:
-        # Diff rows of node iterations with an attempt started after the newest frame kept
-        # (upstream §2.1.1); the IN list comes from the attempts index, so this is O(deleted).
-        return and_(
-            t.c.run_id == self.run_id,
-            tuple_(t.c.node_id, t.c.iteration).in_(_attempt_keys(self.run_id, self.newest_kept_ms)),
-        )
+        return _diffs(t, self.run_id, self.newest_kept_ms)
 
     def nodes(self, t: TableClause) -> ColumnElement[bool]:
-        # Nodes whose attempts are deleted (started strictly after the target frame).
-        return and_(
-            t.c.run_id == self.run_id,
-            tuple_(t.c.node_id, t.c.iteration).in_(_attempt_keys(self.run_id, self.cutoff_ms)),
-        )
+        return _nodes(t, self.run_id, self.cutoff_ms)
 
     def attempts(self, t: TableClause) -> ColumnElement[bool]:
-        return and_(t.c.run_id == self.run_id, t.c.started_at_ms > self.cutoff_ms)
+        return _attempts(t, self.run_id, self.cutoff_ms)
 
     def frames(self, t: TableClause) -> ColumnElement[bool]:
-        return and_(t.c.run_id == self.run_id, t.c.frame_no > self.frame_no)
+        return _frames(t, self.run_id, self.frame_no)
 
     def run(self, t: TableClause) -> ColumnElement[bool]:
-        return t.c.run_id == self.run_id
+        return _run(t, self.run_id)
 
     def outputs(self, out: OutputTable, names: Sequence[str]) -> ColumnElement[bool]:
         """Rows of an output table that go with the deleted attempts, all keys at once.
         ``names`` are the ``_smithers_nodes.output_table`` values naming this table (the
         table's own name, or on engine 0.32 the schema key it was resolved from)."""
-        keys = (
-            select(ATTEMPTS.c.node_id, ATTEMPTS.c.iteration)
-            .select_from(ATTEMPT_NODES)
-            .where(
-                ATTEMPTS.c.run_id == self.run_id,
-                ATTEMPTS.c.started_at_ms > self.cutoff_ms,
-                NODES.c.output_table.in_(list(names)),
-            )
-        )
-        t = out.table
-        if out.iteration_col is None:  # keyed by run and node only, as upstream deleteOutputRow
-            node_ids = select(keys.subquery().c.node_id)
-            return and_(t.c[out.run_col] == self.run_id, t.c[out.node_col].in_(node_ids))
-        return and_(
-            t.c[out.run_col] == self.run_id,
-            tuple_(t.c[out.node_col], t.c[out.iteration_col]).in_(keys),
-        )
+        return _outputs(out, names, self.run_id, self.cutoff_ms)
+
+
+_RUN = bindparam("c_run", type_=Text)
+_FRAME = bindparam("c_frame", type_=Integer)
+_CUTOFF = bindparam("c_cutoff", type_=BigInteger)
+_KEPT = bindparam("c_kept", type_=BigInteger)
+
+
+class Bound:
+    """:class:`Cut`'s predicates over the bound parameters :attr:`Cut.params` fills in:
+    statements built from them once are executed for every rewind (SQLAlchemy then reuses
+    their compiled form without rebuilding the expression or its cache key). Plain functions,
+    so each is one long-lived object (a stable memo key)."""
+
+    #: The parameters themselves, for statements that need one outside a predicate.
+    run_id, frame_no, cutoff_ms, newest_kept_ms = _RUN, _FRAME, _CUTOFF, _KEPT
+
+    @staticmethod
+    def diffs(t: TableClause) -> ColumnElement[bool]:
+        return _diffs(t, _RUN, _KEPT)
+
+    @staticmethod
+    def nodes(t: TableClause) -> ColumnElement[bool]:
+        return _nodes(t, _RUN, _CUTOFF)
+
+    @staticmethod
+    def attempts(t: TableClause) -> ColumnElement[bool]:
+        return _attempts(t, _RUN, _CUTOFF)
+
+    @staticmethod
+    def frames(t: TableClause) -> ColumnElement[bool]:
+        return _frames(t, _RUN, _FRAME)
+
+    @staticmethod
+    def run(t: TableClause) -> ColumnElement[bool]:
+        return _run(t, _RUN)
+
+    @staticmethod
+    def outputs(out: OutputTable, names: Sequence[str]) -> ColumnElement[bool]:
+        return _outputs(out, names, _RUN, _CUTOFF)
+
+
+#: The newest creation time among the frames kept (``frame_no <= target``), bound.
+NEWEST_KEPT = (
+    select(FRAMES.c.created_at_ms)
+    .where(FRAMES.c.run_id == _RUN, FRAMES.c.frame_no <= _FRAME)
+    .order_by(FRAMES.c.created_at_ms.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+#: The run's latest frame number, bound.
+LATEST_FRAME = select(func.max(FRAMES.c.frame_no)).where(FRAMES.c.run_id == _RUN).scalar_subquery()
+_TARGET = (FRAMES.c.run_id == _RUN, FRAMES.c.frame_no == _FRAME)
+_CUT = select(FRAMES.c.created_at_ms, NEWEST_KEPT).where(*_TARGET)
+_CUT_AND_LATEST = select(FRAMES.c.created_at_ms, NEWEST_KEPT, LATEST_FRAME).where(*_TARGET)
 
 
 def cut_of(conn: Connection, run_id: str, frame_no: int) -> Cut:
     """The predicates of a rewind of ``run_id`` to ``frame_no`` (the frame must exist); the
     target frame's creation time and the newest kept one in one round trip."""
-    newest_kept = (
-        select(FRAMES.c.created_at_ms)
-        .where(FRAMES.c.run_id == run_id, FRAMES.c.frame_no <= frame_no)
-        .order_by(FRAMES.c.created_at_ms.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    return cut_and_latest(conn, run_id, frame_no, latest=False)[0]
+
+
+def cut_and_latest(
+    conn: Connection, run_id: str, frame_no: int, *, latest: bool = True
+) -> tuple[Cut, int | None]:
+    """:func:`cut_of`, and in the same statement the run's latest frame number (None unless
+    ``latest``)."""
     row = conn.execute(
-        select(FRAMES.c.created_at_ms, newest_kept).where(
-            FRAMES.c.run_id == run_id, FRAMES.c.frame_no == frame_no
-        )
+        _CUT_AND_LATEST if latest else _CUT, {"c_run": run_id, "c_frame": frame_no}
     ).first()
     if row is None or row[0] is None:
         raise rewind.frame_missing(run_id, frame_no)
-    return Cut(run_id, frame_no, int(row[0]), row[1])
+    return Cut(run_id, frame_no, int(row[0]), row[1]), (row[2] if latest else None)

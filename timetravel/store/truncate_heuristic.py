@@ -6,11 +6,13 @@ when the target frame has no snapshot (output tables resolved from schema keys, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    bindparam,
     column,
     delete,
     func,
@@ -26,8 +28,8 @@ from timetravel.enginedb.features import OUTPUT_PROVENANCE
 from timetravel.errors import RewindFailed
 from timetravel.models import RewindCounts
 from timetravel.store import Database, OutputTable
-from timetravel.store.backups import Backups
-from timetravel.store.truncate_cut import ATTEMPT_NODES, Cut
+from timetravel.store.backups import STATEMENTS, Backups, count_of
+from timetravel.store.truncate_cut import ATTEMPT_NODES, Bound, Cut
 
 __all__ = ["HeuristicTruncate"]
 
@@ -48,17 +50,7 @@ class HeuristicTruncate:
         """The output tables of the nodes whose attempts go, each checked for a safe name,
         with the node ``output_table`` values that name it (engine 0.32 stores the schema key,
         resolved to its snake_case table); a missing table is skipped, as upstream does."""
-        rows = conn.execute(
-            select(NODES.c.output_table, NODES.c.node_id)
-            .distinct()
-            .select_from(ATTEMPT_NODES)
-            .where(
-                ATTEMPTS.c.run_id == cut.run_id,
-                ATTEMPTS.c.started_at_ms > cut.cutoff_ms,
-                NODES.c.output_table != "",
-            )
-            .order_by(NODES.c.output_table, NODES.c.node_id)
-        ).all()
+        rows = conn.execute(_OUTPUT_NAMES, cut.params).all()
         names: dict[str, list[str]] = {}
         for name, node in rows:
             if schema.check_output_table_name(name) is None:
@@ -89,64 +81,127 @@ class HeuristicTruncate:
         Every node row of the run is copied (one ``INSERT … SELECT``, as the snapshot path
         does) and the step record says ``nodes_replaced``: a restore, or an undo discarding
         newer work, replaces the run's whole node set, so a node row first created after the
-        rewind does not survive it."""
-        bk = self.backups
-        # Order matters: diffs, outputs and nodes are found through the attempts that go.
-        bk.copy_rows(conn, DIFFS.name, cut.diffs, audit_id)
-        diffs = conn.execute(delete(DIFFS).where(cut.diffs(DIFFS))).rowcount
-        outputs = self._truncate_outputs(conn, audit_id, cut)
-        bk.copy_rows(conn, NODES.name, cut.run, audit_id)
+        rewind does not survive it.
+
+        Every statement is built once (over :class:`~timetravel.store.truncate_cut.Bound`'s
+        parameters) and executed with this rewind's values."""
+        bk, params = self.backups, cut.params
         record["nodes_replaced"] = True
-        newest_remaining = (
-            select(func.max(ATTEMPTS.c.attempt))
-            .where(
-                ATTEMPTS.c.run_id == NODES.c.run_id,
-                ATTEMPTS.c.node_id == NODES.c.node_id,
-                ATTEMPTS.c.iteration == NODES.c.iteration,
-                ATTEMPTS.c.started_at_ms <= cut.cutoff_ms,
-            )
-            .scalar_subquery()
-        )
-        reset = conn.execute(
-            update(NODES)
-            .where(cut.nodes(NODES))
-            .values(state="pending", updated_at_ms=now, last_attempt=newest_remaining)
-        ).rowcount
-        bk.copy_rows(conn, ATTEMPTS.name, cut.attempts, audit_id)
-        attempts = conn.execute(delete(ATTEMPTS).where(cut.attempts(ATTEMPTS))).rowcount
-        bk.copy_rows(conn, FRAMES.name, cut.frames, audit_id)
-        frames = conn.execute(delete(FRAMES).where(cut.frames(FRAMES))).rowcount
+        outputs = self._outputs(conn, cut)
+        if conn.dialect.name == "postgresql" and not engine_features(conn).output_provenance:
+            stmt = _pg_truncate(conn, bk, outputs)
+            if stmt is not None:
+                n = conn.execute(stmt, {**params, "b_aid": audit_id, "h_now": now}).one()
+                return RewindCounts(
+                    invalidated_diffs=n[0],
+                    reset_nodes=n[1],
+                    deleted_attempts=n[2],
+                    deleted_frames=n[3],
+                    deleted_outputs=sum(n[4:]),
+                )
+        # Order matters: diffs, outputs and nodes are found through the attempts that go.
+        diffs = bk.move_rows(conn, DIFFS.name, Bound.diffs, audit_id, params)
+        deleted_outputs = self._truncate_outputs(conn, audit_id, cut, outputs)
+        bk.copy_rows(conn, NODES.name, Bound.run, audit_id, params)
+        reset = conn.execute(_RESET_NODES, {**params, "h_now": now}).rowcount
+        attempts = bk.move_rows(conn, ATTEMPTS.name, Bound.attempts, audit_id, params)
+        frames = bk.move_rows(conn, FRAMES.name, Bound.frames, audit_id, params)
         return RewindCounts(
             deleted_frames=frames,
             deleted_attempts=attempts,
-            deleted_outputs=outputs,
+            deleted_outputs=deleted_outputs,
             invalidated_diffs=diffs,
             reset_nodes=reset,
         )
 
-    def _truncate_outputs(self, conn: Connection, audit_id: int, cut: Cut) -> int:
+    def _truncate_outputs(
+        self,
+        conn: Connection,
+        audit_id: int,
+        cut: Cut,
+        outputs: list[tuple[OutputTable, list[str]]],
+    ) -> int:
         """Back up (as JSON rows: output tables are not in our metadata) and delete the outputs
         of the nodes whose attempts go, one statement of each kind per table."""
         deleted = 0
         provenance = engine_features(conn).output_provenance
-        for out, names in self._outputs(conn, cut):
-            where = cut.outputs(out, names)
-            if not self.backups.copy_output_rows_where(conn, audit_id, out, where):
-                continue
+        params = cut.params
+        for out, names in outputs:
+            stmts = _output_statements(conn, out, names)
             if provenance:
                 # Provenance names the physical table (copied whole by truncate()); its rows
                 # are found through the output rows, so before they go.
-                self._delete_provenance(conn, cut.run_id, out, where)
-            deleted += conn.execute(delete(out.table).where(where)).rowcount
+                conn.execute(stmts.delete_provenance, params)
+            moved = self.backups.move_output_rows(conn, audit_id, out, stmts.where, params)
+            if moved is not None:
+                deleted += moved
+            elif self.backups.copy_output_rows_where(conn, audit_id, out, stmts.where, params):
+                deleted += conn.execute(stmts.delete, params).rowcount
         return deleted
 
-    @staticmethod
-    def _delete_provenance(
-        conn: Connection, run_id: str, out: OutputTable, where: ColumnElement[bool]
-    ) -> None:
-        """Delete the provenance rows of the output rows matching ``where`` (by node and
-        iteration, by node alone for a table without iteration), in one statement."""
+
+def _pg_truncate(
+    conn: Connection, bk: Backups, outputs: list[tuple[OutputTable, list[str]]]
+) -> Any:
+    """The whole heuristic truncate as one PostgreSQL statement (no provenance): every move
+    and copy a common table expression (:meth:`Backups.pg_move`), all of them reading the
+    tables as they were before the statement, which is what the sequential path's order
+    ensures (diffs, outputs and nodes found through the attempts that go, the nodes copied
+    before their update). Selects the counts: diffs, nodes reset, attempts, frames, then
+    each output table's rows. Built once per shape; None when an output table's rows cannot
+    all be encoded by the database."""
+
+    def build() -> Any:
+        diffs = bk.pg_move(conn, DIFFS.name, Bound.diffs, "diffs")
+        nodes = bk.pg_copy(conn, NODES.name, Bound.run, "nodes")
+        reset = _RESET_NODES.returning(NODES.c.node_id).cte("nodes_reset")
+        attempts = bk.pg_move(conn, ATTEMPTS.name, Bound.attempts, "attempts")
+        frames = bk.pg_move(conn, FRAMES.name, Bound.frames, "frames")
+        moved_outputs = []
+        for i, (out, names) in enumerate(outputs):
+            moved = bk.pg_move_outputs(conn, out, Bound.outputs(out, names), f"out{i}")
+            if moved is None:
+                return None
+            moved_outputs.append(moved)
+        moves = [diffs, attempts, frames, *moved_outputs]
+        return select(
+            count_of(diffs.deleted),
+            count_of(reset),
+            count_of(attempts.deleted),
+            count_of(frames.deleted),
+            *(count_of(m.deleted) for m in moved_outputs),
+        ).add_cte(nodes, *(m.copied for m in moves))
+
+    shape = tuple(tuple(bk.db.columns(conn, t)) for t in _MOVED_TABLES)
+    key = (
+        "pg_heuristic",
+        shape,
+        tuple((id(out.table), tuple(names)) for out, names in outputs),
+    )
+    return STATEMENTS.get(key, build, tuple(out.table for out, _ in outputs))
+
+
+_MOVED_TABLES = (DIFFS.name, NODES.name, ATTEMPTS.name, FRAMES.name)
+
+
+@dataclass(frozen=True)
+class _OutputStatements:
+    """One output table's part of the truncate, over :class:`Bound`'s parameters: the rows
+    that go (``where``), their delete, and the delete of their provenance rows (by node and
+    iteration, by node alone for a table without iteration)."""
+
+    where: ColumnElement[bool]
+    delete: Any
+    delete_provenance: Any
+
+
+def _output_statements(conn: Connection, out: OutputTable, names: list[str]) -> _OutputStatements:
+    """:class:`_OutputStatements` of a reflected output table and the node ``output_table``
+    values naming it, built once per table object."""
+
+    def build() -> _OutputStatements:
         t = out.table
+        where = Bound.outputs(out, names)
         keys: list[Any] = [t.c[out.node_col]]
         prov = ["node_id"]
         if out.iteration_col is not None:
@@ -155,6 +210,34 @@ class HeuristicTruncate:
         sub = select(*keys).where(where)
         p = table(OUTPUT_PROVENANCE, column("run_id"), column("output_table"), *map(column, prov))
         target = p.c.node_id if len(prov) == 1 else tuple_(*(p.c[k] for k in prov))
-        conn.execute(
-            delete(p).where(p.c.run_id == run_id, p.c.output_table == t.name, target.in_(sub))
-        )
+        provenance = delete(p).where(Bound.run(p), p.c.output_table == t.name, target.in_(sub))
+        return _OutputStatements(where, delete(t).where(where), provenance)
+
+    key = ("heuristic_outputs", id(out.table), tuple(names), conn.dialect.name)
+    return STATEMENTS.get(key, build, out.table)
+
+
+# Built once (:class:`Bound`'s parameters, plus ``h_now``).
+_OUTPUT_NAMES = (
+    select(NODES.c.output_table, NODES.c.node_id)
+    .distinct()
+    .select_from(ATTEMPT_NODES)
+    .where(Bound.attempts(ATTEMPTS), NODES.c.output_table != "")
+    .order_by(NODES.c.output_table, NODES.c.node_id)
+)
+#: A reset node's ``last_attempt``: its newest remaining attempt.
+_NEWEST_REMAINING = (
+    select(func.max(ATTEMPTS.c.attempt))
+    .where(
+        ATTEMPTS.c.run_id == NODES.c.run_id,
+        ATTEMPTS.c.node_id == NODES.c.node_id,
+        ATTEMPTS.c.iteration == NODES.c.iteration,
+        ATTEMPTS.c.started_at_ms <= Bound.cutoff_ms,
+    )
+    .scalar_subquery()
+)
+_RESET_NODES = (
+    update(NODES)
+    .where(Bound.nodes(NODES))
+    .values(state="pending", updated_at_ms=bindparam("h_now"), last_attempt=_NEWEST_REMAINING)
+)
