@@ -2,6 +2,11 @@
 and commits, for tail and half-run rewinds of a seeded run (a diagnostic for issue #13).
 
     python bench/profile_rewind.py [--size 10000] [--reps 5] [--database-url URL] [--sql]
+
+``--store N`` measures instead, in process and without Temporal, what the store's part of the
+small-run activities costs (issue #10): per call over ``N`` runs seeded by ``seed_upstream_run``,
+the thread CPU (``time.thread_time``), Python calls (cProfile), SQL statements and commits of
+``snapshot_pre_jump``'s work (``check_held`` + ``plan``), ``truncate`` and ``restore_truncated``.
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import scratch_database
 from bench.engine032 import create_tables, seed_engine_run
 from tests.conftest import DEV_SERVER_ARGS, temporal_binary
-from timetravel.demo.seed import seed_large_run
+from timetravel.demo.seed import seed_large_run, seed_upstream_run
 from timetravel.models import RewindInput
+from timetravel.rewind import RateLimit
 from timetravel.settings import Settings
 from timetravel.store import Database
+from timetravel.store.fence import check_held
+from timetravel.store.rewind import RewindStore
 from worker import build_worker
 from workflows.rewind_run import RewindRun
 
@@ -193,6 +201,65 @@ async def main_async(size: int, reps: int, url: str | None, show_sql: bool, engi
                 report(f"half-run rewinds, {size} frames", reps, e2e, show_sql)
 
 
+def store_calls(n: int, url: str | None) -> None:
+    """Per call: thread CPU, Python calls, statements and commits of the store's part of
+    ``snapshot_pre_jump``, ``truncate`` and ``restore_truncated`` on ``n`` small runs."""
+    import cProfile
+    import pstats
+
+    with scratch_database(url) as db:
+        instrument(db)
+        store = RewindStore(db)
+        runs = [f"small-{i}" for i in range(2 * n + 3)]
+        for r in runs:
+            seed_upstream_run(db, r, cwd=None)
+        audits = [
+            store.begin(
+                run_id=r, frame_no=1, confirm=True, caller="bench", limit=RateLimit(),
+                workflow_id=None, workflow_run_id=None,
+            )[0]
+            for r in runs
+        ]  # fmt: skip
+
+        def plan(i: int) -> None:
+            check_held(db, audits[i])
+            store.plan(runs[i], 1, refuse_side_effects=True)
+
+        def truncate(i: int) -> None:
+            store.truncate(
+                audit_id=audits[i], run_id=runs[i], frame_no=1, caller="bench", keep_hijack=False
+            )
+
+        def restore(i: int) -> None:
+            assert store.restore_truncated(audits[i])
+
+        steps = [("plan", plan), ("truncate", truncate), ("restore_truncated", restore)]
+        warm = range(2 * n, 2 * n + 3)
+        for _, fn in steps:  # caches, SQLAlchemy's compiled cache
+            for i in warm:
+                fn(i)
+        print(f"== store calls, {db.dialect}, {n} runs (per call)")
+        for name, fn in steps:
+            STATS.reset()
+            cpu = []
+            for i in range(n):
+                t0 = time.thread_time()
+                fn(i)
+                cpu.append((time.thread_time() - t0) * 1000)
+            stmts, commits = STATS.stmts["(outside)"], STATS.commits["(outside)"]
+            prof = cProfile.Profile()
+            prof.enable()
+            for i in range(n, 2 * n):
+                fn(i)
+            prof.disable()
+            calls = pstats.Stats(prof).total_calls  # type: ignore[attr-defined]
+            print(
+                f"  {name:18} cpu median {statistics.median(cpu):6.2f} ms  "
+                f"mean {statistics.mean(cpu):6.2f}  stmts {stmts / n:5.1f}  "
+                f"commits {commits / n:4.1f}  py calls {calls / n:7.0f}"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=10_000)
@@ -200,7 +267,11 @@ def main() -> None:
     ap.add_argument("--database-url", default=None)
     ap.add_argument("--sql", action="store_true", help="the costliest statements per activity")
     ap.add_argument("--engine", action="store_true", help="an engine-0.32-shaped run")
+    ap.add_argument("--store", type=int, default=0, metavar="N", help="store calls, N runs")
     args = ap.parse_args()
+    if args.store:
+        store_calls(args.store, args.database_url)
+        return
     asyncio.run(main_async(args.size, args.reps, args.database_url, args.sql, args.engine))
 
 
