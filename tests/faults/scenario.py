@@ -136,31 +136,27 @@ def marker(db: Database) -> tuple[Any, Any]:
 @contextmanager
 def sibling_database(db_url: str, tmp: Path) -> Iterator[tuple[str, Database]]:
     """Another empty, migrated database of the same kind as ``db_url``."""
+    admin, name = None, ""
     if db_url.startswith("sqlite"):
         url = f"sqlite:///{tmp / f'ref-{uuid.uuid4().hex[:8]}.db'}"
-        database = Database(url)
-        database.migrate()
-        try:
-            yield url, database
-        finally:
-            database.dispose()
-        return
-    from tests.conftest import PG_ADMIN_URL
+    else:
+        from tests.conftest import PG_ADMIN_URL
 
-    name = f"tt_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    url = f"{PG_ADMIN_URL}?options=-csearch_path%3D{name}"
+        name = f"tt_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{name}"'))
+        url = f"{PG_ADMIN_URL}?options=-csearch_path%3D{name}"
     database = Database(url)
     database.migrate()
     try:
         yield url, database
     finally:
         database.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
+            admin.dispose()
 
 
 # -- worker processes ----------------------------------------------------------------------------
