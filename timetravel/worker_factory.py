@@ -72,11 +72,12 @@ MAX_CONCURRENT_ACTIVITIES = 16
 #: them inside ``workflow.unsafe.imports_passed_through()`` already; naming them here keeps them
 #: from being re-imported per workflow run if an import outside that block (or a lazy one at
 #: run time) ever reaches them. Measured (issue #10): a RewindRun sandbox instance loads only
-#: ``workflows`` and ``workflows.rewind_run`` and costs about 12 ms of CPU more than a no-op
-#: workflow's (mostly re-applying ``@workflow.defn`` to the class and compiling the module),
-#: out of the ~80 ms a rewind costs the worker more than a no-op. The workflow modules
-#: themselves stay sandboxed, so the restrictions still apply to them (the saga helpers
-#: ``workflows._*`` are passed through at their import sites, as before).
+#: ``workflows`` and ``workflows.rewind_run`` and costs a few ms of CPU more than a no-op
+#: workflow's (compiling the module, ~3 ms without a ``.pyc``, and re-applying
+#: ``@workflow.defn``). The workflow modules themselves stay sandboxed, so the restrictions
+#: still apply to them (the saga helpers ``workflows._*`` are passed through at their import
+#: sites, as before). Most of what the event loop spent on a rewind beyond a no-op was the
+#: sandbox entered once per payload visit; :class:`LeanSandboxedWorkflowRunner` removes that.
 SANDBOX_PASSTHROUGH = (
     "rich",
     "pygments",
@@ -120,7 +121,8 @@ class _LeanInstance(_SandboxInstance):
     The worker visits every payload of every activation and completion three or four times
     (codec, external storage, references), and each visit asks the instance for the payload's
     serialization context: the SDK's sandboxed instance compiles and executes a snippet inside
-    the sandbox for each (about 80 per rewind, ~8 ms of the event loop's CPU). The context only
+    the sandbox for each (about 80 per rewind: replayed, its event loop CPU goes from ~40 to
+    ~23 ms, a no-op workflow's on the SDK's runner being ~27 ms). The context only
     selects the codec or external storage of a payload, and this runner is used only when the
     data converter has neither (:func:`needs_payload_contexts`), so no context is the same
     answer. The snippets the SDK does execute in the sandbox (import the workflow, activate
