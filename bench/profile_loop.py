@@ -5,8 +5,9 @@ The SDK runs a worker's Python in three places: the event loop's thread (polling
 sandbox instance of a workflow run, the activity side's payload conversion and interceptors,
 the client of this process), the workflow task threads (``temporal_workflow_*``: every
 activation of a workflow, in its sandbox, with the workflow's payload conversion) and the
-activity threads. This runs ``--batches`` interleaved pairs of ``--runs`` no-op workflows and
-``--runs`` rewinds (PostgreSQL by default) on one worker process and prints, per workflow, the
+activity threads. This runs ``--batches`` interleaved rounds of ``--runs`` no-op workflows and
+``--runs`` rewinds (PostgreSQL by default), the rewinds once with the worker's runner and
+once with the SDK's sandboxed runner, on one worker process and prints, per workflow, the
 CPU milliseconds of each part; ``--profile`` adds the cProfile of the event loop and of the
 workflow threads for both kinds (top functions by own time and by cumulative time).
 
@@ -40,7 +41,7 @@ from timetravel.demo.seed import seed_upstream_run
 from timetravel.models import RewindInput
 from timetravel.settings import Settings
 from timetravel.store import Database
-from timetravel.worker_factory import build_worker
+from timetravel.worker_factory import build_worker, workflow_runner
 from workflows.rewind_run import RewindRun
 
 STEPS = 7
@@ -123,7 +124,8 @@ async def _batch(starts: list[Callable[[], Awaitable[object]]]) -> dict[str, flo
 async def run(client: Client, db: Database, args: argparse.Namespace) -> None:
     url = db.url.render_as_string(hide_password=False)
     settings = Settings(database_url=url, engine_control="database")  # type: ignore[arg-type]
-    total = args.runs * args.batches
+    kinds = ("noop", "rewind", "rewind-sdk-runner")
+    total = args.runs * args.batches * 2
     for i in range(total):
         seed_upstream_run(db, f"prof-{i}", cwd=None)
     seed_upstream_run(db, "prof-warm", cwd=None)
@@ -132,6 +134,11 @@ async def run(client: Client, db: Database, args: argparse.Namespace) -> None:
     noop = noop_worker(client, tq + "-noop", worker.config()["activity_executor"])
     wexec, nexec = ProfilingExecutor("wf-rewind"), ProfilingExecutor("wf-noop")
     worker._workflow_worker._workflow_task_executor = wexec  # type: ignore[union-attr]
+    # The same worker with the SDK's sandboxed runner, for the rewind-sdk-runner batches.
+    runners = {
+        "rewind": worker._workflow_worker._workflow_runner,  # type: ignore[union-attr]
+        "rewind-sdk-runner": workflow_runner(),
+    }
     noop._workflow_worker._workflow_task_executor = nexec  # type: ignore[union-attr]
 
     def rewind(run_id: str) -> Callable[[], Awaitable[object]]:
@@ -146,19 +153,20 @@ async def run(client: Client, db: Database, args: argparse.Namespace) -> None:
             BenchNoop.run, STEPS, id=f"noop-{uuid.uuid4()}", task_queue=tq + "-noop"
         )
 
-    figures: dict[str, list[dict[str, float]]] = {"noop": [], "rewind": []}
-    loop_prof: dict[str, list[cProfile.Profile]] = {"noop": [], "rewind": []}
-    wf_prof: dict[str, list[cProfile.Profile]] = {"noop": [], "rewind": []}
+    figures: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+    loop_prof: dict[str, list[cProfile.Profile]] = {k: [] for k in kinds}
+    wf_prof: dict[str, list[cProfile.Profile]] = {k: [] for k in kinds}
+    seeded = iter(range(total))
     async with worker, noop:
         await asyncio.gather(*(noop_wf() for _ in range(10)))
         await rewind("prof-warm")()
-        for b in range(args.batches):
-            for kind in ("noop", "rewind"):
-                starts = (
-                    [noop_wf] * args.runs
-                    if kind == "noop"
-                    else [rewind(f"prof-{b * args.runs + i}") for i in range(args.runs)]
-                )
+        for _ in range(args.batches):
+            for kind in kinds:
+                if kind == "noop":
+                    starts = [noop_wf] * args.runs
+                else:
+                    worker._workflow_worker._workflow_runner = runners[kind]  # type: ignore[union-attr]
+                    starts = [rewind(f"prof-{next(seeded)}") for _ in range(args.runs)]
                 prof = cProfile.Profile() if args.profile else None
                 wexec.on = nexec.on = args.profile
                 if prof:
@@ -167,16 +175,16 @@ async def run(client: Client, db: Database, args: argparse.Namespace) -> None:
                 if prof:
                     prof.disable()
                     loop_prof[kind].append(prof)
-                wf_prof[kind] += (wexec if kind == "rewind" else nexec).take()
+                wf_prof[kind] += (nexec if kind == "noop" else wexec).take()
                 figures[kind].append(fig)
                 print(kind, " ".join(f"{k} {v:6.1f}" for k, v in fig.items()), flush=True)
     print("\nper workflow, CPU ms (mean of batches):")
     for kind, figs in figures.items():
         mean = {k: sum(f[k] for f in figs) / len(figs) for k in figs[0]}
-        print(f"  {kind:7s}", " ".join(f"{k} {v:6.1f}" for k, v in mean.items()))
+        print(f"  {kind:17s}", " ".join(f"{k} {v:6.1f}" for k, v in mean.items()))
     if args.profile:
         n = args.runs * args.batches
-        for kind in ("noop", "rewind"):
+        for kind in kinds:
             print_profile(f"{kind}: event loop", merged(loop_prof[kind]), n, args.top)
             print_profile(f"{kind}: workflow threads", merged(wf_prof[kind]), n, args.top)
 
