@@ -88,6 +88,17 @@ class CachedReference:
             self._refs[kind] = await reference(client, db_url, tmp)
         return self._refs[kind]
 
+    async def seeded(
+        self, client: Client, db_url: str, db: Database, tmp: Path
+    ) -> tuple[Reference, Path, list[Any]]:
+        """The reference, and the scenario seeded in ``db`` under ``tmp/case`` (checked to be
+        the reference's ``pre``); returns the reference, the root and the sandboxes."""
+        ref = await self(client, db_url, tmp)
+        root = tmp / "case"
+        boxes = scenario.seed(db, root)
+        assert scenario.normalized(db, root, boxes) == ref.pre
+        return ref, root, boxes
+
 
 def seed_task_sandbox(db: Database, run_id: str, repo: Path) -> tuple[Any, Any]:
     """A git sandbox of three commits (one uncommitted edit, one untracked file) and the

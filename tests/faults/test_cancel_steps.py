@@ -140,10 +140,7 @@ async def running_step(handle: WorkflowHandle) -> tuple[str | None, list[str]]:
 async def test_cancel_during_step(
     client, db: Database, db_url: str, settings, new_worker, tmp_path: Path, step, side
 ) -> None:
-    ref = await reference(client, db_url, tmp_path)
-    root = tmp_path / "case"
-    boxes = scenario.seed(db, root)
-    assert scenario.normalized(db, root, boxes) == ref.pre
+    ref, root, boxes = await reference.seeded(client, db_url, db, tmp_path)
     method, _, suffix = step.partition(":")
     gate = (HeartbeatingGate if side == "heartbeating" else Gate)(method, side, suffix or None)
     subs, recorder = substitutes(gate)

@@ -54,10 +54,7 @@ FENCED = {"snapshot_pre_jump", "pause_event_loop", "revert_sandbox", "truncate",
 async def test_terminate_during_step_then_recover(
     client, db: Database, db_url: str, settings, new_worker, tmp_path: Path, step, side
 ) -> None:
-    ref = await reference(client, db_url, tmp_path)
-    root = tmp_path / "case"
-    boxes = scenario.seed(db, root)
-    assert scenario.normalized(db, root, boxes) == ref.pre
+    ref, root, boxes = await reference.seeded(client, db_url, db, tmp_path)
     method, _, suffix = step.partition(":")
     gate = Gate(method, side, suffix or None)
     attrs = frozenset(k.name for k in SEARCH_ATTRIBUTES)
