@@ -116,6 +116,22 @@ def seed_task_sandbox(db: Database, run_id: str, repo: Path) -> tuple[Any, Any]:
     return db.dump(), sandbox_state(repo)
 
 
+async def rewind_then_start_undo(
+    client: Client, queue: str, db: Database, run_id: str, repo: Path
+) -> tuple[Any, Any, WorkflowHandle]:
+    """Rewind ``run_id`` to frame 1, then start its ``UndoRewind`` (confirmed); returns the
+    database dump and the sandbox state the rewind left, and the undo's handle."""
+    from workflows.undo_rewind import UndoRewind
+
+    res = await rewind(client, queue, rewind_input(run_id, 1))
+    rewound, box_rewound = db.dump(), sandbox_state(repo)
+    handle = await client.start_workflow(
+        UndoRewind.run, {"audit_id": res.audit_id, "confirm": True},
+        id=f"undo-{uuid.uuid4()}", task_queue=queue,
+    )  # fmt: skip
+    return rewound, box_rewound, handle
+
+
 def outcome(db: Database, root: Path, boxes: list, ref: Reference, *, rows: int = 1) -> str:
     """``"pre"`` or ``"post"``; raises AssertionError naming what is neither (or mixed), or
     what is left behind (audit rows, a lock, a marker). ``rows`` > 1 allows earlier settled

@@ -32,7 +32,7 @@ from activities.maintenance import UndoActivities
 from activities.rewind import EngineActivities, VcsActivities
 from tests.faults import common, scenario
 from tests.faults.gates import Gate
-from tests.rewind.helpers import audit_rows, git_repo, rewind, rewind_input, sandbox_state, start
+from tests.rewind.helpers import audit_rows, git_repo, rewind_input, sandbox_state, start
 from timetravel.demo.seed import seed_upstream_run
 from timetravel.models import RecoverInput, RecoverResult
 from timetravel.store import Database
@@ -41,7 +41,6 @@ from timetravel.store.sandboxes import SandboxStore
 from timetravel.vcs import GitBackend
 from timetravel.vcs._lock import sandbox_lock
 from workflows.recover_rewind_audits import RecoverRewindAudits
-from workflows.undo_rewind import UndoRewind
 
 
 class Pause:
@@ -164,12 +163,9 @@ async def test_orphaned_undo_sandbox_after_recovery_puts_the_sandbox_back(
     acts = build_activities(db, settings, client=client,
                             substitutes=[undo_steps(pause, errors)])  # fmt: skip
     async with new_worker(activities=acts) as w:
-        res = await rewind(client, w.task_queue, rewind_input(run_id, 1))
-        rewound, box_rewound = db.dump(), sandbox_state(repo)
-        handle = await client.start_workflow(
-            UndoRewind.run, {"audit_id": res.audit_id, "confirm": True},
-            id=f"undo-{uuid.uuid4()}", task_queue=w.task_queue,
-        )  # fmt: skip
+        rewound, box_rewound, handle = await common.rewind_then_start_undo(
+            client, w.task_queue, db, run_id, repo
+        )
         assert await asyncio.to_thread(pause.recorded.wait, 30), "the undo never recorded"
         await handle.terminate("operator terminates between the record and the restore")
         undo_id = audit_rows(db, run_id)[-1].id

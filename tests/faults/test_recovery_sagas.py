@@ -29,7 +29,6 @@ from tests.faults.gates import Gate
 from tests.rewind.helpers import (
     audit_rows,
     git_repo,
-    rewind,
     rewind_input,
     sandbox_state,
     start,
@@ -49,7 +48,6 @@ from timetravel.store.recovery import StepRow, decide
 from timetravel.store.sandboxes import SandboxStore
 from timetravel.store.tasks import TaskStore
 from workflows.recover_rewind_audits import RecoverRewindAudits
-from workflows.undo_rewind import UndoRewind
 
 
 async def recover(client: Client, queue: str) -> RecoverResult:
@@ -154,12 +152,9 @@ async def test_undo_terminated_mid_step_is_settled_exactly(
     acts = build_activities(db, settings, client=client,
                             substitutes=[gate.subclass(UndoActivities)])  # fmt: skip
     async with new_worker(activities=acts) as w:
-        res = await rewind(client, w.task_queue, rewind_input(run_id, 1))
-        rewound, box_rewound = db.dump(), sandbox_state(repo)
-        handle = await client.start_workflow(
-            UndoRewind.run, {"audit_id": res.audit_id, "confirm": True},
-            id=f"undo-{uuid.uuid4()}", task_queue=w.task_queue,
-        )  # fmt: skip
+        rewound, box_rewound, handle = await common.rewind_then_start_undo(
+            client, w.task_queue, db, run_id, repo
+        )
         at_gate, box_at_gate, first, second = await terminate_held(
             client, w.task_queue, handle, gate, db, repo
         )
