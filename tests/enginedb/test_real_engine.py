@@ -237,8 +237,13 @@ def test_target_state_of_frame_2_on_the_real_run(engine_db: Database) -> None:
         assert plan.signals_after == -1
         second = next(n for n in plan.nodes_upsert if n["node_id"] == "second")
         assert (second["state"], second["last_attempt"]) == ("pending", None)
+        # The engine writes first's row under both names (physical and schema key); the
+        # second, equal list is gathered once.
+        lists = [rows for rows in snap.outputs().values() if isinstance(rows, list) and rows]
+        same = [rows for rows in lists if rows[0].get("countInt") == 3]
+        assert len(same) == 2 and same[0] == same[1]
         gathered = snapshot_rows_by_table(snap.outputs(), set(current.output_tables))
-        assert len(gathered["first_out"]) == 2  # written under both names
+        assert len(gathered["first_out"]) == 1
         first_before = table_rows(conn, "first_out")
         _apply(conn, "r1", plan)
         assert table_rows(conn, "second_out") == []

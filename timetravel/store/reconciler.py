@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, insert
+from sqlalchemy import ColumnElement, bindparam, delete, insert
+from sqlalchemy.sql.expression import TableClause
 
 from timetravel import rewind, schema
 from timetravel.clock import now_ms
@@ -20,6 +21,12 @@ _DELETE_LOOP = delete(RALPH).where(RALPH.c.run_id == bindparam("r_run"))
 _INSERT_LOOP = insert(RALPH)
 
 
+def _loop_rows_of_run(t: TableClause) -> ColumnElement[bool]:
+    """The run's loop rows, over the bound parameter ``r_run`` (a long-lived predicate, so
+    :meth:`Backups.copy_rows` builds the copy statement once)."""
+    return t.c.run_id == bindparam("r_run")
+
+
 class ReconcilerStore:
     """Loop state over one :class:`~timetravel.store.Database`, backed up per audit id."""
 
@@ -35,7 +42,7 @@ class ReconcilerStore:
         with self.db.write() as conn:
             hold(conn, audit_id)  # fencing: still our lock (and lease), or change nothing
             if bk.record(conn, audit_id, STEP) is None:
-                bk.copy_rows(conn, RALPH.name, lambda t: t.c.run_id == run_id, audit_id)
+                bk.copy_rows(conn, RALPH.name, _loop_rows_of_run, audit_id, {"r_run": run_id})
                 bk.put_record(conn, audit_id, STEP, {"run_id": run_id})
             # Content-addressed on engine 0.32 (inline columns ''), inline on 0.16.
             snap = load_snapshot(conn, run_id, frame_no)
