@@ -26,10 +26,14 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.converter import DataConverter, SerializationContext
-from temporalio.converter._extstore import StorageDriverStoreContext
 from temporalio.worker import Worker, WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
-from temporalio.worker.workflow_sandbox._runner import _Instance as _SandboxInstance
+
+try:  # private: if a release moves or reshapes these, the worker uses the SDK's runner instead
+    from temporalio.converter._extstore import StorageDriverStoreContext
+    from temporalio.worker.workflow_sandbox._runner import _Instance as _SandboxInstance
+except ImportError:  # pragma: no cover - only on an SDK release without them
+    _SandboxInstance = object  # type: ignore[assignment,misc]
 
 from activities import build_activities
 from timetravel.client import connect
@@ -59,7 +63,19 @@ __all__ = [
 
 log = logging.getLogger("timetravel.worker")
 
-MAX_CONCURRENT_ACTIVITIES = 16
+#: Whether the installed SDK has the sandbox instance :class:`_LeanInstance` refines.
+_LEAN_AVAILABLE = all(
+    callable(getattr(_SandboxInstance, name, None))
+    for name in ("get_serialization_context", "get_external_store_context", "_run_code")
+)
+
+#: Activity slots (and executor threads), the SDK's default. While a slot is free, the server
+#: hands a workflow task's new activities back in its reply (eager dispatch) instead of through
+#: matching: under 200 concurrent rewinds, 16 slots were always full and every activity took
+#: the matching path, which cost the dev server ~60 ms and the worker's event loop ~25 ms of CPU
+#: more per rewind than a no-op workflow (bench/load.py, issue #10). A thread without a
+#: database connection waits for one (the pool is 20 + 20); its heartbeat goes on meanwhile.
+MAX_CONCURRENT_ACTIVITIES = 100
 
 #: Modules the workflow sandbox takes from the host instead of re-importing them. Log
 #: handlers run inside the sandbox when a workflow (or the SDK, on a failed activation) logs:
@@ -102,7 +118,7 @@ def workflow_runner(*, payload_contexts: bool = True) -> SandboxedWorkflowRunner
             questions without entering the sandbox (issue #10).
     """
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
-    if payload_contexts:
+    if payload_contexts or not _LEAN_AVAILABLE:
         return SandboxedWorkflowRunner(restrictions=restrictions)
     return LeanSandboxedWorkflowRunner(restrictions=restrictions)
 

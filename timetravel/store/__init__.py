@@ -208,9 +208,10 @@ class Database:
         # No pool_pre_ping: it costs a round trip per transaction. A connection the server has
         # dropped fails its statement, SQLAlchemy then invalidates the whole pool, and Temporal
         # retries the activity on a fresh connection.
-        # The pool keeps as many connections as the worker runs activities at once (16): with
-        # SQLAlchemy's default of 5, every activity past the fifth opened and closed a
-        # connection of its own (bench/load.py).
+        # With SQLAlchemy's default pool of 5, every activity past the fifth opened and closed
+        # a connection of its own (bench/load.py). 20 + 20 serve the worker's 100 activity
+        # threads (most of an activity's time is not in a transaction) and stay well under
+        # PostgreSQL's default 100 connections; a thread past them waits for a free one.
         return create_engine(self.url, echo=echo, pool_size=20, max_overflow=20)
 
     @contextmanager
