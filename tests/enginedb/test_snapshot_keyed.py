@@ -136,7 +136,7 @@ def test_a_table_with_a_row_to_write_is_copied_whole_and_replaced(db: Database) 
 
 def test_keys_in_takes_any_number_of_keys_in_one_statement(db: Database) -> None:
     n = schema.nodes
-    ids = [f"n'\"é\\{i}" for i in range(700)]
+    ids = [f"n'\"é\\|{i}" for i in range(700)] + ["a|1", "a\\", "a"]
     with db.write() as conn:
         conn.execute(
             n.insert(),

@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
     ColumnElement,
     Connection,
     Table,
     Text,
     and_,
+    any_,
     bindparam,
     cast,
     column,
@@ -445,21 +444,42 @@ def keys_in(
     dialect: str, cols: Sequence[ColumnElement[Any]], keys_json: str, kinds: str
 ) -> ColumnElement[bool]:
     """``(cols) IN (keys)`` as one statement however many keys: the keys are bound as one
-    JSON array of arrays (:func:`_json_keys`: strings and integers, ``kinds`` says which,
-    "s" or "i" per column), which the database unpacks (SQLite ``json_each``, PostgreSQL
-    ``json_array_elements``) instead of one bound parameter per value in statements of a few
-    hundred keys each."""
-    doc = bindparam(None, keys_json, type_=Text, unique=True)
+    value (:func:`_json_keys`: strings and integers, ``kinds`` says which, "s" or "i" per
+    column) instead of one bound parameter per value in statements of a few hundred keys each.
+
+    SQLite unpacks a JSON array of arrays (``json_each``; an ``IN`` subquery is built into a
+    temporary index once). On PostgreSQL each row's key is one text (:func:`_key_text`) looked
+    up with ``= ANY`` in a bound text array, which PostgreSQL 14+ hashes: a semi-join on
+    ``json_array_elements`` instead became a nested loop re-parsing the whole array per row
+    when the table's statistics were stale (a deep rewind's output backup of 5,000 rows took
+    2 s instead of 13 ms, bench/profile_rewind.py)."""
     if dialect == "postgresql":
-        each = func.json_array_elements(cast(doc, JSON)).table_valued("value")
+        keys = [_key_text(k, kinds) for k in json.loads(keys_json)]
         parts: list[Any] = []
-        for i, kind in enumerate(kinds):
-            item = each.c.value.op("->>", return_type=Text)(literal_column(str(i)))
-            parts.append(cast(item, BigInteger) if kind == "i" else item)
-    else:
-        each = func.json_each(doc).table_valued("value")
-        parts = [func.json_extract(each.c.value, f"$[{i}]") for i in range(len(kinds))]
-    return tuple_(*cols).in_(select(*parts).select_from(each))
+        for col, kind in zip(cols, kinds, strict=True):
+            if parts:
+                parts.append(literal_column("'|'"))
+            if kind == "i":
+                parts.append(cast(col, Text))
+            else:
+                parts.append(func.replace(func.replace(col, "\\", "\\\\"), "|", "\\|"))
+        text_key = parts[0]
+        for part in parts[1:]:
+            text_key = text_key.op("||", return_type=Text)(part)  # NULL anywhere: no match
+        doc = bindparam(None, keys, type_=postgresql.ARRAY(Text), unique=True)
+        return text_key == any_(doc)  # type: ignore[no-any-return]
+    each = func.json_each(bindparam(None, keys_json, type_=Text, unique=True)).table_valued("value")
+    items = [func.json_extract(each.c.value, f"$[{i}]") for i in range(len(kinds))]
+    return tuple_(*cols).in_(select(*items).select_from(each))
+
+
+def _key_text(key: Sequence[Any], kinds: str) -> str:
+    """A key as :func:`keys_in` spells it on PostgreSQL: integers in decimal, strings with
+    ``\\`` and ``|`` escaped by a backslash, joined by ``|`` (so no two keys share a text)."""
+    return "|".join(
+        str(int(v)) if kind == "i" else str(v).replace("\\", "\\\\").replace("|", "\\|")
+        for v, kind in zip(key, kinds, strict=True)
+    )
 
 
 def changed_nodes(
