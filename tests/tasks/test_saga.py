@@ -20,11 +20,11 @@ from activities.rewind import VcsActivities
 from activities.tasks import TaskActivities
 from tests.enginedb import schema032
 from tests.enginedb.conftest import OUTPUT_TABLES
+from tests.faults.common import seed_task_sandbox
 from tests.rewind.helpers import (
     audit_rows,
     failure,
     faulty_class,
-    git_repo,
     rewind_input,
     sandbox_state,
     start,
@@ -36,18 +36,6 @@ from workflows.rewind_run import RewindRun
 
 def _code(exc: BaseException) -> str:
     return str(failure(exc).type)
-
-
-def _seed_with_sandbox(db: Database, run_id: str, tmp_path: Path) -> Path:
-    repo = tmp_path / f"sb-{run_id}"
-    ids = git_repo(repo, 3)
-    (repo / "file.txt").write_text("uncommitted edit\n")
-    (repo / "notes.untracked").write_text("keep me\n")
-    seed_chain(db, run_id, attempt_kw={
-        name: {"jj_cwd": str(repo), "jj_pointer": ids[i]}
-        for i, name in enumerate(("analyze", "implement", "test"))
-    })  # fmt: skip
-    return repo
 
 
 MATRIX = [
@@ -78,8 +66,8 @@ async def test_failure_at_step_leaves_everything_as_before(
     client, db: Database, settings, new_worker, tmp_path: Path, op, cls, method, side
 ) -> None:
     run_id = f"f-{op}-{method.replace('_', '-')}-{side}"
-    repo = _seed_with_sandbox(db, run_id, tmp_path)
-    db_before, box_before = db.dump(), sandbox_state(repo)
+    repo = tmp_path / f"sb-{run_id}"
+    db_before, box_before = seed_task_sandbox(db, run_id, repo)
     acts = build_activities(db, settings, substitutes=[faulty_class(cls, method, side)])
     async with new_worker(activities=acts) as w:
         with pytest.raises(WorkflowFailureError):
