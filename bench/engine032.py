@@ -47,6 +47,12 @@ def seed_engine_run(db: Database, run_id: str, frames: int, snapshot_at: Iterabl
             ),
             p,
         )
+        if conn.dialect.name == "postgresql":
+            # Statistics of the rows just written (autovacuum would take them later): without,
+            # the snapshot query below joins provenance by a nested loop, ~1-2 s per snapshot
+            # of a 10k-frame run (a 10k bench seeded in 330 s instead of 60 s).
+            conn.execute(text(f"ANALYZE _smithers_nodes, _smithers_attempts, {TABLE}, "
+                              "_smithers_output_provenance"))  # fmt: skip
         for frame_no in sorted(set(snapshot_at)):
             _snapshot(conn, run_id, frame_no)
 
