@@ -1,16 +1,55 @@
-"""Shared by the benchmarks: a scratch database that is removed afterwards."""
+"""Shared by the benchmarks: a scratch database that is removed afterwards, and the thread-CPU
+meter of the in-process activity benches."""
 
 from __future__ import annotations
 
+import collections
+import cProfile
+import pstats
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, create_engine, text
 
 from timetravel.store import Database, normalise_url
+
+
+@dataclass
+class CallMeter:
+    """Thread CPU (ms) of each call of a named activity run in an ``ActivityEnvironment``, and
+    with ``profile`` its Python calls (cProfile; the profiles of one name merged)."""
+
+    profile: bool = False
+    cpu: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
+    calls: collections.Counter[str] = field(default_factory=collections.Counter)
+    profiles: dict[str, pstats.Stats] = field(default_factory=dict)
+
+    def run(self, env: Any, name: str, fn: Callable[..., Any], inp: Any, measure: bool) -> Any:
+        """``env.run(fn, inp)``, measured under ``name`` unless ``measure`` is false."""
+        prof = cProfile.Profile() if (measure and self.profile) else None
+        t0 = time.thread_time()
+        if prof is not None:
+            prof.enable()
+        out = env.run(fn, inp)
+        if prof is not None:
+            prof.disable()
+        dt = time.thread_time() - t0
+        if measure:
+            self.cpu[name].append(dt * 1000)
+            if prof is not None:
+                st = pstats.Stats(prof)
+                self.calls[name] += sum(s[1] for s in st.stats.values())  # type: ignore[attr-defined]
+                if name in self.profiles:
+                    self.profiles[name].add(prof)
+                else:
+                    self.profiles[name] = st
+        return out
 
 
 @contextmanager

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import cProfile
-import pstats
 import statistics
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,7 @@ from temporalio.testing import ActivityEnvironment
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from activities import build_activities
-from bench.common import scratch_database
+from bench.common import CallMeter, scratch_database
 from bench.engine032 import create_tables, seed_engine_run
 from timetravel.demo.seed import seed_large_run
 from timetravel.models import (
@@ -105,10 +102,9 @@ def run(db: Database, args: argparse.Namespace, engine: bool) -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         for depth in args.depth.split(","):
             target = size - 1 - 10 if depth == "tail" else size // 2
-            cpu: dict[str, list[float]] = collections.defaultdict(list)
-            calls: collections.Counter[str] = collections.Counter()
+            meter = CallMeter(profile=args.calls)
+            cpu, calls, profiles = meter.cpu, meter.calls, meter.profiles
             stmts.clear()
-            profiles: dict[str, pstats.Stats] = {}
             for i in range(args.reps + 1):
                 measure = i > 0  # the first is a warm-up
                 rid = f"{shape}-{size}-{depth}-{i}"
@@ -145,25 +141,8 @@ def run(db: Database, args: argparse.Namespace, engine: bool) -> None:
                 }
                 for name in STEPS:
                     current[0] = name if measure else "-"
-                    prof = cProfile.Profile() if (measure and args.calls) else None
-                    t0 = time.thread_time()
-                    if prof is not None:
-                        prof.enable()
-                    env.run(acts[name], inputs[name])
-                    if prof is not None:
-                        prof.disable()
-                    dt = time.thread_time() - t0
+                    meter.run(env, name, acts[name], inputs[name], measure)
                     current[0] = "-"
-                    if not measure:
-                        continue
-                    cpu[name].append(dt * 1000)
-                    if prof is not None:
-                        st = pstats.Stats(prof)
-                        calls[name] += sum(s[1] for s in st.stats.values())  # type: ignore[attr-defined]
-                        if name in profiles:
-                            profiles[name].add(prof)
-                        else:
-                            profiles[name] = st
                 if before is not None:
                     after = dump(db, rid)
                     bad = [t for t in before if before[t] != after.get(t)]

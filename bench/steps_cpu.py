@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import cProfile
-import pstats
 import statistics
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +27,7 @@ from temporalio.testing import ActivityEnvironment
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from activities import build_activities
-from bench.common import scratch_database
+from bench.common import CallMeter, scratch_database
 from timetravel.demo.seed import seed_upstream_run
 from timetravel.models import (
     BeginInput,
@@ -58,11 +55,8 @@ def main() -> None:
         url = db.url.render_as_string(hide_password=False)
         settings = Settings(database_url=url, engine_control="database")  # type: ignore[arg-type]
         acts = {a.__name__: a for a in build_activities(db, settings)}
-        cpu: dict[str, list[float]] = collections.defaultdict(list)
         stmts: collections.Counter[str] = collections.Counter()
         commits: collections.Counter[str] = collections.Counter()
-        calls: collections.Counter[str] = collections.Counter()
-        profiles: dict[str, pstats.Stats] = {}
         current = ["-"]
 
         @event.listens_for(db.engine, "before_cursor_execute")
@@ -75,25 +69,12 @@ def main() -> None:
 
         env = ActivityEnvironment()
 
+        meter = CallMeter(profile=args.calls)
+        cpu, calls, profiles = meter.cpu, meter.calls, meter.profiles
+
         def call(name: str, fn: Callable[..., Any], inp: Any, measure: bool) -> Any:
             current[0] = name if measure else "-"
-            prof = cProfile.Profile() if (measure and args.calls) else None
-            t0 = time.thread_time()
-            if prof is not None:
-                prof.enable()
-            out = env.run(fn, inp)
-            if prof is not None:
-                prof.disable()
-            dt = time.thread_time() - t0
-            if measure:
-                cpu[name].append(dt * 1000)
-                if prof is not None:
-                    st = pstats.Stats(prof)
-                    calls[name] += sum(s[1] for s in st.stats.values())  # type: ignore[attr-defined]
-                    if name in profiles:
-                        profiles[name].add(prof)
-                    else:
-                        profiles[name] = st
+            out = meter.run(env, name, fn, inp, measure)
             current[0] = "-"
             return out
 
