@@ -17,7 +17,10 @@ import pytest
 from sqlalchemy import Connection, text
 
 from tests.enginedb import schema032
+from timetravel.models import RewindCounts
+from timetravel.rewind import RateLimit
 from timetravel.store import Database
+from timetravel.store.rewind import RewindStore
 
 ENGINE_DIR = Path(__file__).resolve().parents[1] / "engine"
 ENGINE_BIN = ENGINE_DIR / "node_modules" / ".bin"
@@ -163,3 +166,24 @@ def engine_db(engine_db_file: Path, tmp_path: Path) -> Iterator[Database]:
         yield database
     finally:
         database.dispose()
+
+
+def begin_rewind(store: RewindStore, run_id: str, frame_no: int) -> int:
+    """``begin`` of a confirmed rewind by caller ``t`` outside any workflow; its audit id."""
+    audit_id, _, _ = store.begin(
+        run_id=run_id,
+        frame_no=frame_no,
+        confirm=True,
+        caller="t",
+        limit=RateLimit(),
+        workflow_id=None,
+        workflow_run_id=None,
+    )
+    return audit_id
+
+
+def truncate_to(store: RewindStore, audit_id: int, run_id: str, frame_no: int) -> RewindCounts:
+    """The truncate step of that rewind (hijack marker cleared)."""
+    return store.truncate(
+        audit_id=audit_id, run_id=run_id, frame_no=frame_no, caller="t", keep_hijack=False
+    )

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.enginedb import schema032
-from tests.enginedb.conftest import put_snapshot
+from tests.enginedb.conftest import begin_rewind, put_snapshot, truncate_to
 from timetravel.enginedb import engine_features, load_snapshot
 from timetravel.errors import TimeTravelError
 from timetravel.history import diff_raw_snapshots
@@ -31,7 +31,6 @@ from timetravel.history.service import (
     replay_from_checkpoint,
 )
 from timetravel.history.service import load_snapshot as history_load_snapshot
-from timetravel.rewind import RateLimit
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore
 
@@ -172,22 +171,11 @@ def db(db_url: str) -> Iterator[Database]:
 
 
 def _begin(store: RewindStore, frame_no: int) -> int:
-    audit_id, _, _ = store.begin(
-        run_id=RUN,
-        frame_no=frame_no,
-        confirm=True,
-        caller="t",
-        limit=RateLimit(),
-        workflow_id=None,
-        workflow_run_id=None,
-    )
-    return audit_id
+    return begin_rewind(store, RUN, frame_no)
 
 
 def _truncate(store: RewindStore, audit_id: int, frame_no: int) -> Any:
-    return store.truncate(
-        audit_id=audit_id, run_id=RUN, frame_no=frame_no, caller="t", keep_hijack=False
-    )
+    return truncate_to(store, audit_id, RUN, frame_no)
 
 
 def _q(db: Database, sql: str) -> list[tuple[Any, ...]]:
@@ -377,18 +365,8 @@ def test_real_engine_run_truncate_and_restore_exactly(engine_db: Database) -> No
         ).scalar()
     plan = store.plan(run_id, target)
     assert plan.sandboxes == []  # jj_cwd on every attempt, never a pointer: skipped
-    audit_id, _, _ = store.begin(
-        run_id=run_id,
-        frame_no=target,
-        confirm=True,
-        caller="t",
-        limit=RateLimit(),
-        workflow_id=None,
-        workflow_run_id=None,
-    )
-    counts = store.truncate(
-        audit_id=audit_id, run_id=run_id, frame_no=target, caller="t", keep_hijack=False
-    )
+    audit_id = begin_rewind(store, run_id, target)
+    counts = truncate_to(store, audit_id, run_id, target)
     assert counts.from_frame_no == latest
     assert counts.deleted_frames == latest - target
     assert counts.deleted_outputs == 1 and counts.deleted_attempts == 1

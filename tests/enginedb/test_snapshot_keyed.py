@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from bench.engine032 import KEY, TABLE, create_tables, seed_engine_run
+from tests.enginedb.conftest import begin_rewind, truncate_to
 from timetravel import schema
 from timetravel.enginedb.target_state import snapshot_rows_by_table
-from timetravel.rewind import RateLimit
 from timetravel.store import Database
 from timetravel.store.backups import Backups
 from timetravel.store.rewind import RewindStore
@@ -40,19 +40,8 @@ def db(db_url: str) -> Iterator[Database]:
 
 def _rewind_to(db: Database, frame_no: int) -> tuple[RewindStore, int, Any]:
     store = RewindStore(db)
-    audit_id, _, _ = store.begin(
-        run_id=RUN,
-        frame_no=frame_no,
-        confirm=True,
-        caller="t",
-        limit=RateLimit(),
-        workflow_id=None,
-        workflow_run_id=None,
-    )
-    counts = store.truncate(
-        audit_id=audit_id, run_id=RUN, frame_no=frame_no, caller="t", keep_hijack=False
-    )
-    return store, audit_id, counts
+    audit_id = begin_rewind(store, RUN, frame_no)
+    return store, audit_id, truncate_to(store, audit_id, RUN, frame_no)
 
 
 def _snapshot_outputs(db: Database, frame_no: int) -> dict[tuple[str, int], float]:
