@@ -218,12 +218,15 @@ def _output_statements(conn: Connection, out: OutputTable, names: list[str]) -> 
 
 
 # Built once (:class:`Bound`'s parameters, plus ``h_now``).
+#: Each output table name of the nodes whose attempts go, with the first node naming it (for
+#: the error on an unsafe name): one row per name, not one per node (a half-run rewind of a
+#: 100k-frame run read 25,000 rows into Python twice, plan and truncate).
 _OUTPUT_NAMES = (
-    select(NODES.c.output_table, NODES.c.node_id)
-    .distinct()
+    select(NODES.c.output_table, func.min(NODES.c.node_id))
     .select_from(ATTEMPT_NODES)
     .where(Bound.attempts(ATTEMPTS), NODES.c.output_table != "")
-    .order_by(NODES.c.output_table, NODES.c.node_id)
+    .group_by(NODES.c.output_table)
+    .order_by(NODES.c.output_table)
 )
 #: A reset node's ``last_attempt``: its newest remaining attempt.
 _NEWEST_REMAINING = (
