@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, bindparam, delete, insert
-from sqlalchemy.sql.expression import TableClause
+from sqlalchemy import bindparam, delete, insert
 
 from timetravel import rewind, schema
 from timetravel.clock import now_ms
@@ -11,6 +10,7 @@ from timetravel.enginedb import load_snapshot
 from timetravel.store import Database, retry_on_lock
 from timetravel.store.backups import Backups
 from timetravel.store.fence import hold
+from timetravel.store.truncate_cut import Bound
 
 __all__ = ["ReconcilerStore"]
 
@@ -19,12 +19,6 @@ STEP = "reconciler"
 #: Built once with bound parameters (issue #10); same SQL as before.
 _DELETE_LOOP = delete(RALPH).where(RALPH.c.run_id == bindparam("r_run"))
 _INSERT_LOOP = insert(RALPH)
-
-
-def _loop_rows_of_run(t: TableClause) -> ColumnElement[bool]:
-    """The run's loop rows, over the bound parameter ``r_run`` (a long-lived predicate, so
-    :meth:`Backups.copy_rows` builds the copy statement once)."""
-    return t.c.run_id == bindparam("r_run")
 
 
 class ReconcilerStore:
@@ -42,7 +36,7 @@ class ReconcilerStore:
         with self.db.write() as conn:
             hold(conn, audit_id)  # fencing: still our lock (and lease), or change nothing
             if bk.record(conn, audit_id, STEP) is None:
-                bk.copy_rows(conn, RALPH.name, _loop_rows_of_run, audit_id, {"r_run": run_id})
+                bk.copy_rows(conn, RALPH.name, Bound.run, audit_id, {"c_run": run_id})
                 bk.put_record(conn, audit_id, STEP, {"run_id": run_id})
             # Content-addressed on engine 0.32 (inline columns ''), inline on 0.16.
             snap = load_snapshot(conn, run_id, frame_no)
