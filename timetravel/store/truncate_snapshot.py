@@ -202,7 +202,7 @@ class SnapshotTruncate:
         # Every keyed statement below is one statement however many keys (:func:`keys_in`).
         dialect = conn.dialect.name
         if state.attempts_delete:
-            gone = _json_keys(state.attempts_delete)
+            gone = state.attempts_delete
             bk.copy_rows(
                 conn,
                 ATTEMPTS.name,
@@ -226,7 +226,7 @@ class SnapshotTruncate:
             conn.execute(
                 delete(NODES).where(
                     NODES.c.run_id == run_id,
-                    keys_in(dialect, node_cols, _json_keys(state.nodes_delete), _SI),
+                    keys_in(dialect, node_cols, state.nodes_delete, _SI),
                 )
             )
         changed = changed_nodes(state, nodes)
@@ -256,7 +256,7 @@ class SnapshotTruncate:
                 # What an undo checks for outputs written again since (small: keys only).
                 deleted_keys[name] = [[str(n), int(i)] for n, i in plan.delete]
             if plan.delete:
-                these = and_(mine, keys_in(dialect, key_cols, _json_keys(plan.delete), _SI))
+                these = and_(mine, keys_in(dialect, key_cols, plan.delete, _SI))
                 if not upserts:
                     self.backups.copy_output_rows_where(conn, audit_id, out, these)
                 deleted_outputs += conn.execute(delete(t).where(these)).rowcount
@@ -413,7 +413,7 @@ def _apply_provenance(
         conn.execute(
             delete(prov).where(
                 prov.c.run_id == run_id,
-                keys_in(conn.dialect.name, cols, _json_keys(sorted(gone)), _SSI),
+                keys_in(conn.dialect.name, cols, sorted(gone), _SSI),
             )
         )
     if changed:
@@ -436,16 +436,15 @@ def _apply_provenance(
 _SI, _SII, _SSI = "si", "sii", "ssi"
 
 
-def _json_keys(keys: Iterable[Sequence[Any]]) -> str:
-    return json.dumps([list(k) for k in keys])
-
-
 def keys_in(
-    dialect: str, cols: Sequence[ColumnElement[Any]], keys_json: str, kinds: str
+    dialect: str,
+    cols: Sequence[ColumnElement[Any]],
+    keys: Sequence[Sequence[Any]],
+    kinds: str,
 ) -> ColumnElement[bool]:
-    """``(cols) IN (keys)`` as one statement however many keys: the keys are bound as one
-    value (:func:`_json_keys`: strings and integers, ``kinds`` says which, "s" or "i" per
-    column) instead of one bound parameter per value in statements of a few hundred keys each.
+    """``(cols) IN (keys)`` as one statement however many keys: the keys (strings and
+    integers, ``kinds`` says which, "s" or "i" per column) are bound as one value instead of
+    one bound parameter per value in statements of a few hundred keys each.
 
     SQLite unpacks a JSON array of arrays (``json_each``; an ``IN`` subquery is built into a
     temporary index once). On PostgreSQL each row's key is one text (:func:`_key_text`) looked
@@ -454,7 +453,6 @@ def keys_in(
     when the table's statistics were stale (a deep rewind's output backup of 5,000 rows took
     2 s instead of 13 ms, bench/profile_rewind.py)."""
     if dialect == "postgresql":
-        keys = [_key_text(k, kinds) for k in json.loads(keys_json)]
         parts: list[Any] = []
         for col, kind in zip(cols, kinds, strict=True):
             if parts:
@@ -466,9 +464,11 @@ def keys_in(
         text_key = parts[0]
         for part in parts[1:]:
             text_key = text_key.op("||", return_type=Text)(part)  # NULL anywhere: no match
-        doc = bindparam(None, keys, type_=postgresql.ARRAY(Text), unique=True)
+        texts = [_key_text(k, kinds) for k in keys]
+        doc = bindparam(None, texts, type_=postgresql.ARRAY(Text), unique=True)
         return text_key == any_(doc)  # type: ignore[no-any-return]
-    each = func.json_each(bindparam(None, keys_json, type_=Text, unique=True)).table_valued("value")
+    doc_json = json.dumps([list(k) for k in keys])
+    each = func.json_each(bindparam(None, doc_json, type_=Text, unique=True)).table_valued("value")
     items = [func.json_extract(each.c.value, f"$[{i}]") for i in range(len(kinds))]
     return tuple_(*cols).in_(select(*items).select_from(each))
 
