@@ -9,7 +9,7 @@ from sqlalchemy import Connection, inspect, text
 
 from tests.enginedb.conftest import table_rows
 from timetravel.enginedb.features import EngineFeatures, detect_features
-from timetravel.enginedb.outputs import resolve_output_table, snapshot_output_rows
+from timetravel.enginedb.outputs import resolve_name, resolve_output_table, snapshot_output_rows
 from timetravel.enginedb.snapshots import (
     delete_snapshots_after,
     load_snapshot,
@@ -237,13 +237,17 @@ def test_target_state_of_frame_2_on_the_real_run(engine_db: Database) -> None:
         assert plan.signals_after == -1
         second = next(n for n in plan.nodes_upsert if n["node_id"] == "second")
         assert (second["state"], second["last_attempt"]) == ("pending", None)
-        # The engine writes first's row under both names (physical and schema key); the
-        # second, equal list is gathered once.
-        lists = [rows for rows in snap.outputs().values() if isinstance(rows, list) and rows]
-        same = [rows for rows in lists if rows[0].get("countInt") == 3]
-        assert len(same) == 2 and same[0] == same[1]
-        gathered = snapshot_rows_by_table(snap.outputs(), set(current.output_tables))
-        assert len(gathered["first_out"]) == 1
+        # The engine writes first's rows under both names (physical and schema key), the
+        # same list twice; it is gathered once.
+        tables = set(current.output_tables)
+        first = [
+            rows
+            for name, rows in snap.outputs().items()
+            if isinstance(rows, list) and resolve_name(name, tables) == "first_out"
+        ]
+        assert len(first) == 2 and first[0] == first[1] and len(first[0]) == 1
+        gathered = snapshot_rows_by_table(snap.outputs(), tables)
+        assert gathered["first_out"] == first[0]
         first_before = table_rows(conn, "first_out")
         _apply(conn, "r1", plan)
         assert table_rows(conn, "second_out") == []
