@@ -58,6 +58,7 @@ from timetravel.demo.seed import seed_upstream_run
 from timetravel.models import RewindInput
 from timetravel.settings import Settings
 from timetravel.store import Database
+from timetravel.worker_factory import tune_gc
 from worker import build_worker
 from workflows.rewind_run import RewindRun
 
@@ -254,6 +255,7 @@ async def bench_database(
 
     tq = f"load-{uuid.uuid4()}"
     worker = build_worker(client, settings, task_queue=tq, db=db)
+    tune_gc()  # as run_worker does
     executor = worker.config()["activity_executor"]
     noop = Worker(
         client,

@@ -45,6 +45,7 @@ from timetravel.settings import Settings
 from timetravel.store import Database
 from timetravel.store.fence import check_held
 from timetravel.store.rewind import RewindStore
+from timetravel.worker_factory import tune_gc
 from worker import build_worker
 from workflows.rewind_run import RewindRun
 
@@ -159,6 +160,7 @@ async def main_async(size: int, reps: int, url: str | None, show_sql: bool, engi
             config = build_worker(client, settings, task_queue=tq + "-unused", db=db).config()
             config["interceptors"] = [TimingInterceptor()]
             config["task_queue"] = tq
+            tune_gc()  # as run_worker does
             async with Worker(**config):  # type: ignore[arg-type]
 
                 async def rewind(run_id: str, frame_no: int) -> float:

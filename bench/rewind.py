@@ -67,6 +67,7 @@ from timetravel.errors import RewindFailed
 from timetravel.models import ReconcilerInput, RewindInput
 from timetravel.settings import Settings
 from timetravel.store import Database
+from timetravel.worker_factory import tune_gc
 from worker import build_worker
 from workflows.rewind_run import RewindRun
 
@@ -294,6 +295,7 @@ async def _bench(
     print(f"database: {db!r}, {shape}-shaped; {reps} reps per size, last {BACK} frames")
     tq = f"bench-{uuid.uuid4()}"
     worker = build_worker(client, settings, task_queue=tq, db=db)
+    tune_gc()  # as run_worker does
     failing = build_worker(
         client,
         settings,

@@ -42,6 +42,7 @@ from timetravel.models import (
 )
 from timetravel.settings import Settings
 from timetravel.store import Database
+from timetravel.worker_factory import tune_gc
 
 STEPS = ("snapshot_pre_jump", "truncate", "restore_truncated")
 
@@ -80,6 +81,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25, help="lines of --dump")
     ap.add_argument("--check", action="store_true", help="dump equal after the restore")
     args = ap.parse_args()
+    tune_gc()  # the activities run as in a worker process (run_worker)
     for shape in args.shapes.split(","):
         engine = shape == "engine"
         with scratch_database(args.database_url, create_tables if engine else None) as db:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import gc
 import logging
 import signal
 from collections.abc import Callable, Iterable, Sequence
@@ -57,6 +58,7 @@ __all__ = [
     "refuse_foreign_database",
     "registered_search_attributes",
     "run_worker",
+    "tune_gc",
     "with_lenient_inputs",
     "workflow_runner",
 ]
@@ -275,6 +277,31 @@ def refuse_foreign_database(db: Database) -> None:
         )
 
 
+#: Young objects allocated before a collection (CPython's default is 700). A rewind of an
+#: engine run parses its target snapshot (tens of thousands of dicts at 10k frames): with the
+#: default, the collector walked them dozens of times for nothing (they are all alive).
+GC_YOUNG_THRESHOLD = 10_000
+
+_gc_tuned = False
+
+
+def tune_gc() -> None:
+    """Tune the collector for a worker process, once: collect, then freeze what exists (the
+    imported modules and the built worker: never garbage, never walked again) and let more
+    young objects accumulate between collections. Measured (bench/snapshot_cpu.py, engine
+    run of 10k frames, tail rewind, thread CPU): plan 112 -> 53 ms, truncate 180 -> 109 ms;
+    the same as with the collector off. Reference counting frees everything else as before;
+    only cycles wait for the (rarer) collections."""
+    global _gc_tuned
+    if _gc_tuned:
+        return
+    _gc_tuned = True
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run the worker until ``stop`` is set or SIGINT/SIGTERM arrives."""
     stop = stop or asyncio.Event()
@@ -294,6 +321,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         client, settings.temporal_namespace, settings.task_queue, database_ref(db)
     )
     worker = build_worker(client, settings, db=db, search_attributes=attrs)
+    tune_gc()
     log.info(
         "worker polling task queue %s on %s for database %s (id %s); serve one database per "
         "task queue",
