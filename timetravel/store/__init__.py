@@ -162,6 +162,7 @@ class Database:
         self._write_engine = self.engine.execution_options(timetravel_write=True)
         self._columns: dict[str, list[str]] = {}
         self._outputs: dict[str, OutputTable] = {}
+        self._reflected: dict[str, Table] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -276,6 +277,7 @@ class Database:
         with self._lock:
             self._columns.clear()
             self._outputs.clear()
+            self._reflected.clear()
         return report
 
     def _add_column(self, conn: Connection, table: str, col: Column[Any]) -> None:
@@ -359,20 +361,16 @@ class Database:
                 self._columns[table_name] = cols
         return cols
 
-    def output_table(self, conn: Connection, name: object) -> OutputTable | None:
-        """Reflect a per-node output table; ``None`` for an unsafe name or a missing table.
-
-        Key columns may be snake_case or camelCase (``run_id``/``runId``, …); a table without an
-        iteration column is keyed by run and node only, as upstream's ``deleteOutputRow``.
-        """
-        safe = schema.check_output_table_name(name)
-        if safe is None:
-            return None
-        cached = self._outputs.get(safe)
+    def reflect(self, conn: Connection, name: str) -> Table | None:
+        """A table outside our metadata (an output table, or an engine table such as
+        ``_smithers_output_provenance``: a constant or checked name), reflected with its
+        values read and written exactly as stored; None when it does not exist. Cached
+        (refreshed by :meth:`migrate`), like :meth:`output_table`."""
+        cached = self._reflected.get(name)
         if cached is not None:
             return cached
         try:
-            table = Table(safe, MetaData(), autoload_with=conn)
+            table = Table(name, MetaData(), autoload_with=conn)
         except NoSuchTableError:
             return None
         if self.dialect == "sqlite":
@@ -385,6 +383,25 @@ class Database:
             from timetravel.store.jsontext import exact_json_columns
 
             exact_json_columns(table)  # json/jsonb read and written as their exact text
+        with self._lock:
+            self._reflected[name] = table
+        return table
+
+    def output_table(self, conn: Connection, name: object) -> OutputTable | None:
+        """Reflect a per-node output table; ``None`` for an unsafe name or a missing table.
+
+        Key columns may be snake_case or camelCase (``run_id``/``runId``, …); a table without an
+        iteration column is keyed by run and node only, as upstream's ``deleteOutputRow``.
+        """
+        safe = schema.check_output_table_name(name)
+        if safe is None:
+            return None
+        cached = self._outputs.get(safe)
+        if cached is not None:
+            return cached
+        table = self.reflect(conn, safe)
+        if table is None:
+            return None
         cols = set(table.c.keys())
 
         def pick(*names: str) -> str | None:

@@ -260,9 +260,7 @@ class TaskStore(TaskResetParts):
                 conn.execute(
                     text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": run_id}
                 )
-                insert_rows(
-                    conn, OUTPUT_PROVENANCE, bk.json_rows(conn, audit_id, OUTPUT_PROVENANCE)
-                )
+                bk.restore_json_rows(conn, audit_id, OUTPUT_PROVENANCE)
             calls = s.get("tool_calls")
             if calls is not None:
                 rows = bk.json_rows(conn, audit_id, TOOL_CALLS)

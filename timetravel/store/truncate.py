@@ -365,8 +365,7 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                     text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :run_id"),
                     {"run_id": run_id},
                 )
-                rows = bk.json_rows(conn, audit_id, OUTPUT_PROVENANCE)
-                insert_rows(conn, OUTPUT_PROVENANCE, rows)
+                bk.restore_json_rows(conn, audit_id, OUTPUT_PROVENANCE)
             if state.get("mode") == "snapshot":
                 insert_rows(conn, SIGNALS, bk.json_rows(conn, audit_id, SIGNALS))
                 insert_rows(conn, VCS_TAGS.name, bk.json_rows(conn, audit_id, VCS_TAGS.name))

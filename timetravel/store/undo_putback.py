@@ -122,7 +122,7 @@ class UndoPutBack(UndoCopy):
             bk.restore_rows(conn, RALPH.name, aid)
         if t.record.get("provenance"):
             conn.execute(text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": rid})
-            insert_rows(conn, OUTPUT_PROVENANCE, bk.json_rows(conn, aid, OUTPUT_PROVENANCE))
+            bk.restore_json_rows(conn, aid, OUTPUT_PROVENANCE)
         after = {"r": rid, "t": t.created_at_ms}
         if feats.signals:
             # Signals received since the rewind (newer work, discarded: in the undo's copies).
@@ -251,7 +251,7 @@ class UndoPutBack(UndoCopy):
         bk.restore_output_rows(conn, source_id)
         if record.get("provenance"):
             conn.execute(text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": run_id})
-            insert_rows(conn, OUTPUT_PROVENANCE, bk.json_rows(conn, source_id, OUTPUT_PROVENANCE))
+            bk.restore_json_rows(conn, source_id, OUTPUT_PROVENANCE)
         names = [SIGNALS] if record.get("signals") else []
         if record.get("tool_calls_whole"):
             names += [TOOL_CALLS, TOOL_CALL_ARCHIVE]
