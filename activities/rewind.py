@@ -143,7 +143,10 @@ class StoreActivities:
         if input.audit_id is not None:
             check_held(self.store.db, input.audit_id)  # a settled rewind (Reset) stops here
         plan = self.store.plan(
-            input.run_id, input.frame_no, refuse_side_effects=input.refuse_side_effects
+            input.run_id,
+            input.frame_no,
+            refuse_side_effects=input.refuse_side_effects,
+            full_counts=input.full_counts,
         )
         for sb in plan.sandboxes:
             backend = backend_for(sb.cwd)

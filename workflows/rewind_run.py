@@ -197,6 +197,9 @@ class RewindRun(MutatingSaga[AuditView]):
                 # Unreverted side effects refuse a rewind before anything changes, unless
                 # forced; a human awaiting confirmation sees them first and forces in `confirm`.
                 refuse_side_effects=not (dry_run or await_confirmation or self._force_effects),
+                # Counts that need the whole target snapshot only when someone reads them
+                # before the truncate (which counts what it does).
+                full_counts=dry_run or await_confirmation,
             ),
         )
         self._view.plan = plan
@@ -235,6 +238,8 @@ class RewindRun(MutatingSaga[AuditView]):
                           from_frame_no=plan.from_frame_no, caller=b.caller,
                           force_side_effects=self._force_effects))  # fmt: skip
         self._from_frame_no = counts.from_frame_no
+        if not plan.counts_complete:  # the view's plan says what was done
+            self._view.plan = plan.model_copy(update={"counts": counts, "counts_complete": True})
         if self._view.audit is not None and counts.from_frame_no is not None:
             self._view.audit.from_frame_no = counts.from_frame_no
 

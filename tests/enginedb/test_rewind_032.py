@@ -238,6 +238,21 @@ def test_snapshot_path_makes_the_run_equal_to_the_target_and_restores_exactly(
     assert _q(db, "SELECT id FROM _smithers_time_travel_audit") == [(audit_id,)]
 
 
+def test_a_confirmed_rewinds_plan_leaves_out_what_only_the_snapshot_tells(db: Database) -> None:
+    """A confirmed rewind's plan (``full_counts=False``) does not read the whole run to count
+    what the target snapshot changes; it says so, and what it counts equals the full plan."""
+    seed(db)
+    store = RewindStore(db)
+    full, lean = store.plan(RUN, 2), store.plan(RUN, 2, full_counts=False)
+    assert full.counts_complete and not lean.counts_complete
+    assert (lean.counts.deleted_frames, lean.counts.deleted_attempts) == (1, 1)
+    assert lean.counts.invalidated_diffs == full.counts.invalidated_diffs == 1
+    assert (lean.counts.deleted_outputs, lean.counts.reset_nodes) == (0, 0)
+    assert lean.model_dump(exclude={"counts", "counts_complete"}) == full.model_dump(
+        exclude={"counts", "counts_complete"}
+    )
+
+
 def test_heuristic_on_a_0_32_database_resolves_schema_keys_and_provenance(db: Database) -> None:
     seed(db, snapshots=False)
     before = db.dump()

@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.rewind.helpers import rewind, rewind_input
+from tests.rewind.helpers import rewind, rewind_input, start
 from tests.undo.helpers032 import RUN, create_032, engine_moves_on, events, q, seed_032
 from tests.undo.test_undo_store import admit, undo, without_events
 from timetravel.errors import TimeTravelError
+from timetravel.models import RewindPlan
 from timetravel.store import Database
 from timetravel.store.undo import UndoStore
+from workflows.rewind_run import RewindRun
 
 
 @pytest.fixture
@@ -208,3 +210,35 @@ async def test_newer_work_in_an_output_table_the_rewind_left_alone_is_discarded(
     assert without_events(db.dump()) == without_events(before)
     undo(db, undo_id)
     assert without_events(db.dump()) == without_events(moved)
+
+
+async def test_a_confirmed_snapshot_rewind_plans_lean_and_shows_what_it_did(
+    client, db: Database, new_worker
+) -> None:
+    """A confirmed rewind plans without the counts only the whole target snapshot tells
+    (``RewindPlan.counts_complete``); once the truncate ran, the ``audit`` query's plan shows
+    its counts. A dry run's plan counts everything, and they agree."""
+    async with new_worker() as w:
+        dry = await rewind(
+            client, w.task_queue, rewind_input(RUN, 2, dry_run=True, force_side_effects=True)
+        )
+        assert dry.plan is not None and dry.plan.counts_complete
+        handle = await start(client, w.task_queue, rewind_input(RUN, 2, force_side_effects=True))
+        res = await handle.result()
+        planned = [
+            e.activity_task_completed_event_attributes.result
+            async for e in handle.fetch_history_events()
+            if e.HasField("activity_task_completed_event_attributes")
+        ]
+        view = await handle.query(RewindRun.audit)
+    # The plan step's result (the second activity: begin, snapshot-pre-jump) as recorded.
+    plan = await client.data_converter.decode(planned[1].payloads, [RewindPlan])
+    assert plan[0].counts_complete is False and plan[0].counts.deleted_outputs == 0
+    assert view.plan is not None and view.plan.counts_complete
+    done = view.plan.counts
+    assert (done.deleted_outputs, done.deleted_attempts) == (
+        res.deleted_outputs,
+        res.deleted_attempts,
+    )
+    assert res.deleted_outputs == dry.deleted_outputs == 1
+    assert (res.deleted_attempts, res.deleted_frames) == (dry.deleted_attempts, dry.deleted_frames)

@@ -564,7 +564,7 @@ class _OutputRestore:
     def run(self, conn: Connection, audit_id: int) -> None:
         params = {"b_aid": audit_id}
         if self.plain is not None:
-            inserted = conn.execute(self.plain, params).rowcount
+            inserted = conn.execute(self.plain, params, execution_options=_ROWCOUNT).rowcount
             if inserted == conn.execute(self.total, params).scalar_one():
                 return  # SQLite re-parses every row's JSON per call: skip a pass for nothing
         rows = [decode_row(j) for (j,) in conn.execute(self.rest, params)]

@@ -97,7 +97,14 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
 
     # -- plan (read-only) -------------------------------------------------------------------
 
-    def plan(self, run_id: str, frame_no: int, *, refuse_side_effects: bool = False) -> RewindPlan:
+    def plan(
+        self,
+        run_id: str,
+        frame_no: int,
+        *,
+        refuse_side_effects: bool = False,
+        full_counts: bool = True,
+    ) -> RewindPlan:
         """Read the run and its frames and compute what a rewind to ``frame_no`` would do,
         the tool calls it would discard included.
 
@@ -105,6 +112,9 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
             refuse_side_effects: raise ``TIME_TRAVEL_SIDE_EFFECT_BLOCKED`` when the rewind would
                 discard an unreverted side effect (a mutating rewind not forced past them), so
                 the refusal comes before anything is paused or reverted.
+            full_counts: also count what the target snapshot changes (engine 0.32), which
+                reads and compares the whole run (at 10k frames, 60 ms of the plan); a
+                confirmed rewind's plan leaves it out (``RewindPlan.counts_complete``).
 
         Raises:
             TimeTravelError: ``RunNotFound``, ``FrameOutOfRange``, ``UnsupportedSandbox`` (a
@@ -154,7 +164,9 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 invalidated_diffs=n[2],
                 from_frame_no=latest,
             )
-            if snap is not None:
+            if snap is not None and not full_counts:
+                plan.counts_complete = False
+            elif snap is not None:
                 state, nodes, _ = self._target_state(conn, cut, snap, now_ms(), keys_only=True)
                 plan.counts.deleted_attempts += len(state.attempts_delete)
                 plan.counts.deleted_outputs = state.deleted_outputs
