@@ -158,10 +158,8 @@ class RewindPlan(_Model):
     run_status: str | None = None
     sandboxes: list[SandboxPlan] = Field(default_factory=list)
     counts: RewindCounts = Field(default_factory=RewindCounts)
-    #: False when ``counts`` leaves out what the target snapshot changes (planned for a
-    #: confirmed rewind, ``PlanInput.full_counts``): deleted frames, attempts started after
-    #: the target and invalidated diffs are counted, outputs, reset nodes and attempts past a
-    #: node's last attempt are not.
+    #: False when nothing was counted (a confirmed rewind's plan, ``PlanInput.full_counts``):
+    #: ``counts`` then holds only ``from_frame_no``; the truncate counts what it does.
     counts_complete: bool = True
     reconciler_snapshot: bool = False
     #: The tool calls the rewind discards (None: the database records none, no such tables).
@@ -305,10 +303,9 @@ class PlanInput(_Model):
     #: Refuse here (read-only, before anything is paused or reverted) when the rewind would
     #: discard an unreverted side effect: true unless a dry run or ``force_side_effects``.
     refuse_side_effects: bool = False
-    #: Count everything the rewind would change (a dry run, or a plan shown for a human to
-    #: confirm). False (a confirmed rewind) leaves out what only the whole target snapshot
-    #: tells (engine 0.32: outputs, nodes and over-limit attempts it changes, a read of the
-    #: whole run): the truncate counts what it does. See ``RewindPlan.counts_complete``.
+    #: Count what the rewind would delete and reset (a dry run, or a plan shown for a human
+    #: to confirm). False (a confirmed rewind): nothing reads those counts before the
+    #: truncate, which counts what it does. See ``RewindPlan.counts_complete``.
     full_counts: bool = True
 
 

@@ -197,8 +197,8 @@ class RewindRun(MutatingSaga[AuditView]):
                 # Unreverted side effects refuse a rewind before anything changes, unless
                 # forced; a human awaiting confirmation sees them first and forces in `confirm`.
                 refuse_side_effects=not (dry_run or await_confirmation or self._force_effects),
-                # Counts that need the whole target snapshot only when someone reads them
-                # before the truncate (which counts what it does).
+                # Counts only when someone reads them before the truncate (which counts what
+                # it does).
                 full_counts=dry_run or await_confirmation,
             ),
         )

@@ -31,6 +31,7 @@ from timetravel.history.service import (
     replay_from_checkpoint,
 )
 from timetravel.history.service import load_snapshot as history_load_snapshot
+from timetravel.models import RewindCounts
 from timetravel.store import Database
 from timetravel.store.rewind import RewindStore
 
@@ -238,19 +239,24 @@ def test_snapshot_path_makes_the_run_equal_to_the_target_and_restores_exactly(
     assert _q(db, "SELECT id FROM _smithers_time_travel_audit") == [(audit_id,)]
 
 
-def test_a_confirmed_rewinds_plan_leaves_out_what_only_the_snapshot_tells(db: Database) -> None:
-    """A confirmed rewind's plan (``full_counts=False``) does not read the whole run to count
-    what the target snapshot changes; it says so, and what it counts equals the full plan."""
+def test_a_confirmed_rewinds_plan_counts_nothing(db: Database) -> None:
+    """A confirmed rewind's plan (``full_counts=False``) counts nothing (on engine 0.32 that
+    would read and compare the whole run): it says so, and everything else is the full
+    plan's. Both paths: the target frame's snapshot, and the heuristic without one."""
     seed(db)
     store = RewindStore(db)
-    full, lean = store.plan(RUN, 2), store.plan(RUN, 2, full_counts=False)
-    assert full.counts_complete and not lean.counts_complete
-    assert (lean.counts.deleted_frames, lean.counts.deleted_attempts) == (1, 1)
-    assert lean.counts.invalidated_diffs == full.counts.invalidated_diffs == 1
-    assert (lean.counts.deleted_outputs, lean.counts.reset_nodes) == (0, 0)
-    assert lean.model_dump(exclude={"counts", "counts_complete"}) == full.model_dump(
-        exclude={"counts", "counts_complete"}
-    )
+    for frame_no in (2, 1):
+        if frame_no == 1:  # no snapshot for frame 1: the 0.16 heuristic
+            with db.write() as conn:
+                conn.execute(text("DELETE FROM _smithers_snapshot_payload_refs WHERE frame_no = 1"))
+                conn.execute(text("DELETE FROM _smithers_snapshots WHERE frame_no = 1"))
+        full, lean = store.plan(RUN, frame_no), store.plan(RUN, frame_no, full_counts=False)
+        assert full.counts_complete and not lean.counts_complete
+        assert full.counts.deleted_frames > 0 and full.counts.reset_nodes > 0
+        assert lean.counts.model_dump() == {**RewindCounts().model_dump(), "from_frame_no": 3}
+        assert lean.model_dump(exclude={"counts", "counts_complete"}) == full.model_dump(
+            exclude={"counts", "counts_complete"}
+        )
 
 
 def test_heuristic_on_a_0_32_database_resolves_schema_keys_and_provenance(db: Database) -> None:

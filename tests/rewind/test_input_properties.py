@@ -177,9 +177,10 @@ def test_plan_refuses_hostile_output_table_names(db: Database, name: str) -> Non
         seed_upstream_run(db, "run-hostile", cwd=None)
         db.__dict__["seeded"] = True
     _set_output_table(db, "run-hostile", name)
-    with pytest.raises(TimeTravelError) as err:
-        RewindStore(db).plan("run-hostile", 1)
-    assert err.value.code == "RewindFailed"
+    for full_counts in (True, False):  # a confirmed rewind's plan counts nothing, still refuses
+        with pytest.raises(TimeTravelError) as err:
+            RewindStore(db).plan("run-hostile", 1, full_counts=full_counts)
+        assert err.value.code == "RewindFailed"
 
 
 async def test_rewind_with_hostile_output_table_changes_nothing(

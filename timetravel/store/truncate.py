@@ -112,9 +112,12 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
             refuse_side_effects: raise ``TIME_TRAVEL_SIDE_EFFECT_BLOCKED`` when the rewind would
                 discard an unreverted side effect (a mutating rewind not forced past them), so
                 the refusal comes before anything is paused or reverted.
-            full_counts: also count what the target snapshot changes (engine 0.32), which
-                reads and compares the whole run (at 10k frames, 60 ms of the plan); a
-                confirmed rewind's plan leaves it out (``RewindPlan.counts_complete``).
+            full_counts: count what the rewind would delete and reset. Nothing reads the
+                counts of a confirmed rewind before its truncate, which counts what it does:
+                its plan leaves them out (``RewindPlan.counts_complete``). On engine 0.32
+                they read and compare the whole run (60 ms of a 10k-frame plan); on
+                PostgreSQL, with a run's statistics stale, the counting semi-joins ran as
+                nested loops (about 300 ms of a half-run plan at 100k frames).
 
         Raises:
             TimeTravelError: ``RunNotFound``, ``FrameOutOfRange``, ``UnsupportedSandbox`` (a
@@ -152,7 +155,12 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                     rewind.check_effect_boundary(run_id, plan.tool_calls, force=False)
             plan.sandboxes = self._plan_sandboxes(conn, run_id, cut.cutoff_ms, frame_no)
             snap = self._target_snapshot(conn, run_id, frame_no)
+            # (The heuristic's output tables: an unsafe name fails here, before any change.)
             outputs = [] if snap is not None else self._outputs(conn, cut)
+            if not full_counts:
+                plan.counts = RewindCounts(from_frame_no=latest)
+                plan.counts_complete = False
+                return plan
             # Every count in one statement (one round trip instead of one per table).
             n = [
                 int(v)
@@ -164,9 +172,7 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 invalidated_diffs=n[2],
                 from_frame_no=latest,
             )
-            if snap is not None and not full_counts:
-                plan.counts_complete = False
-            elif snap is not None:
+            if snap is not None:
                 state, nodes, _ = self._target_state(conn, cut, snap, now_ms(), keys_only=True)
                 plan.counts.deleted_attempts += len(state.attempts_delete)
                 plan.counts.deleted_outputs = state.deleted_outputs
