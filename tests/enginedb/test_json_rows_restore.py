@@ -1,18 +1,19 @@
 """Provenance rows come back from their JSON copies in the database (issue #13): the rows of
-plain values by one ``INSERT … SELECT``, the others (a value that looks like a tag, a row of
-the first encoding) decoded in Python; either way the table is exactly what it was, on SQLite
-and PostgreSQL."""
+plain values by one ``INSERT … SELECT`` (text that reads like a tag included), the others (a row
+of the first encoding) decoded in Python, and the copies are not read again when the INSERT took
+them all; either way the table is exactly what it was, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import event, text
 
 from timetravel import schema
 from timetravel.enginedb.features import OUTPUT_PROVENANCE
-from timetravel.store import Database
+from timetravel.store import Database, backups
 from timetravel.store.backups import Backups
 from timetravel.store.truncate import _copy_provenance
 
@@ -34,12 +35,12 @@ def _rows(db: Database, run_id: str = RUN) -> list[tuple[Any, ...]]:
         )
 
 
-def _seed(db: Database) -> None:
+def _seed(db: Database, *, plain_only: bool = False) -> None:
     rows = [{"r": RUN, "t": "out_a", "n": f"task-{i}", "i": i % 3, "s": i} for i in range(1, 200)]
-    # Values the database does not decode: text holding what looks like a tag, and quotes,
-    # a backslash and non-ASCII text that must come back exactly.
-    rows.append({"r": RUN, "t": "out_a", "n": '{"$b64": "x"}', "i": 0, "s": 500})
+    # Quotes, a backslash and non-ASCII text must come back exactly (the database decodes them).
     rows.append({"r": RUN, "t": "out_b", "n": 'q"uo\\te é', "i": 2, "s": 501})
+    if not plain_only:  # text that reads like a tag (its quotes are escaped in the copy)
+        rows.append({"r": RUN, "t": "out_a", "n": '{"$b64": "x"}', "i": 0, "s": 500})
     rows.append({"r": "other", "t": "out_a", "n": "task-1", "i": 0, "s": 1})
     with db.write() as conn:
         conn.execute(
@@ -51,30 +52,56 @@ def _seed(db: Database) -> None:
         )
 
 
-def test_provenance_copies_come_back_exactly(db032: Database) -> None:
+class _Seen:
+    """How many copies Python decoded, and how many times their JSON was read back."""
+
+    def __init__(self, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.decoded = 0
+        self.reads = 0
+        real = backups.decode_row
+
+        def decode(text_: str) -> dict[str, Any]:
+            self.decoded += 1
+            return real(text_)
+
+        monkeypatch.setattr(backups, "decode_row", decode)
+
+        @event.listens_for(db.engine, "before_cursor_execute")
+        def _stmt(_c: Any, _cur: Any, sql: str, *_: Any) -> None:
+            if sql.lstrip().startswith("SELECT _timetravel_bk_rows.row_json"):
+                self.reads += 1
+
+
+def _copy_and_delete(db: Database, bk: Backups, extra: dict[str, Any] | None = None) -> None:
+    with db.write() as conn:
+        _copy_provenance(conn, bk, AUDIT, RUN)
+        if extra is not None:
+            conn.execute(
+                schema.bk_rows.insert(),
+                {"audit_id": AUDIT, "table_name": OUTPUT_PROVENANCE, "row_json": json.dumps(extra)},
+            )
+        conn.execute(text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": RUN})
+    assert _rows(db) == []
+
+
+def test_provenance_copies_come_back_exactly(
+    db032: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = db032
     db.migrate()
     _seed(db)
     before, other = _rows(db), _rows(db, "other")
     bk = Backups(db)
-    with db.write() as conn:
-        _copy_provenance(conn, bk, AUDIT, RUN)
-        # A row of the first encoding (a JSON object), as an older release copied it.
-        legacy = {"run_id": RUN, "output_table": "out_c", "node_id": "old", "iteration": 1}
-        conn.execute(
-            schema.bk_rows.insert(),
-            {
-                "audit_id": AUDIT,
-                "table_name": OUTPUT_PROVENANCE,
-                "row_json": json.dumps({**legacy, "seq": 900}),
-            },
-        )
-        conn.execute(text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": RUN})
-    assert _rows(db) == []
+    # A row of the first encoding (a JSON object), as an older release copied it.
+    legacy = {"run_id": RUN, "output_table": "out_c", "node_id": "old", "iteration": 1, "seq": 900}
+    _copy_and_delete(db, bk, legacy)
+    seen = _Seen(db, monkeypatch)
     with db.write() as conn:
         bk.restore_json_rows(conn, AUDIT, OUTPUT_PROVENANCE)
     assert _rows(db) == sorted([*before, (RUN, "out_c", "old", 1, 900)])
     assert _rows(db, "other") == other
+    # Only the legacy row went through Python; the 201 others came back in one INSERT.
+    assert (seen.decoded, seen.reads) == (1, 1)
     if db.dialect == "sqlite":  # PostgreSQL's columns have their types
         with db.read() as conn:
             kinds = conn.execute(
@@ -85,3 +112,20 @@ def test_provenance_copies_come_back_exactly(db032: Database) -> None:
                 {"r": RUN},
             ).all()
         assert [tuple(k) for k in kinds] == [("integer", "integer")]
+
+
+def test_plain_copies_are_not_read_back_a_second_time(
+    db032: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the ``INSERT … SELECT`` took every copy, the copies' JSON is not read again."""
+    db = db032
+    db.migrate()
+    _seed(db, plain_only=True)
+    before = _rows(db)
+    bk = Backups(db)
+    _copy_and_delete(db, bk)
+    seen = _Seen(db, monkeypatch)
+    with db.write() as conn:
+        bk.restore_json_rows(conn, AUDIT, OUTPUT_PROVENANCE)
+    assert _rows(db) == before
+    assert (seen.decoded, seen.reads) == (0, 0)
