@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import random
+from typing import Any
+
+import pytest
 from sqlalchemy import text
 
+from timetravel.enginedb import outputs
 from timetravel.enginedb.outputs import (
     encode_output_value,
     invalidate_output_tables,
@@ -10,6 +15,7 @@ from timetravel.enginedb.outputs import (
     signal_horizon,
     snake_case,
     snapshot_output_rows,
+    would_change,
 )
 from timetravel.store import Database
 
@@ -113,3 +119,97 @@ def test_rows_round_trip_through_a_real_table(db032: Database) -> None:
         )
         value = conn.execute(text("SELECT value FROM out_a")).scalar_one()
     assert value == 5.0 and isinstance(value, float)  # REAL / DOUBLE PRECISION
+
+
+# -- rows that would change nothing -----------------------------------------------------------
+
+COLUMNS = ["run_id", "node_id", "iteration", "value", "flag", "doc"]
+# Values as a snapshot holds them (decoded JSON) and as a database gives them back: equal
+# across types (True == 1 == 1.0), int-valued floats, text that reads like JSON, nulls.
+SNAPSHOT_VALUES = [None, 0, 1, 2, 1.0, 2.5, -0.0, True, False, "1", "x", "", {"k": 1}, [1]]
+STORED_VALUES = [None, 0, 1, 2, 1.0, 2.5, -0.0, True, "1", "x", "", '{"k":1}', "[1]", b"x"]
+
+
+def _general(run: str, row: dict[str, object], now: tuple[object, ...]) -> bool:
+    """The comparison without the tuple shortcut: convert, then :func:`would_change`."""
+    values = snapshot_output_rows(run, [row], COLUMNS)[(row["nodeId"], row.get("iteration", 0))]
+    return would_change(now, values.values, {c: i for i, c in enumerate(COLUMNS)})
+
+
+def test_unchanged_rows_are_exactly_those_the_general_comparison_keeps() -> None:
+    """Every snapshot row that leaves the current row as it is comes back ``unchanged`` with
+    no values, every other one with the values the general comparison converts: over every
+    pair of a snapshot value and a stored value of one column (the others equal), rows that
+    leave a column out, and current rows whose key columns differ in type or value."""
+    rng = random.Random(13)
+    checked = unchanged = 0
+    for v_snap in SNAPSHOT_VALUES:
+        for v_now in STORED_VALUES:
+            for column in ("value", "flag", "doc"):
+                row: dict[str, object] = {
+                    "runId": "other",  # forced to the run: never compared as given
+                    "nodeId": "a",
+                    "iteration": 0,
+                    "value": 2.5,
+                    "flag": 1,
+                    "doc": "x",
+                    "__smithersProvenanceSeq": 7,
+                }
+                row[column] = v_snap
+                now = ["r", "a", 0, 2.5, 1, "x"]
+                now[COLUMNS.index(column)] = v_now
+                cases = [tuple(now)]
+                if rng.random() < 0.3:
+                    cases.append(("r", "a", 0.0, *now[3:]))  # a REAL iteration column
+                    cases.append(("r", "b", 0, *now[3:]))  # another node's row
+                    cases.append((None, "a", 0, *now[3:]))
+                rows = [row]
+                if rng.random() < 0.3:
+                    rows.append({k: v for k, v in row.items() if k != column})  # left out
+                for case in cases:
+                    for r in rows:
+                        got = snapshot_output_rows("r", [r], COLUMNS, {("a", 0): case})[("a", 0)]
+                        changes = _general("r", r, case)
+                        assert got.unchanged is not changes, (r, case)
+                        assert got.provenance_seq == 7
+                        expected = snapshot_output_rows("r", [r], COLUMNS)[("a", 0)].values
+                        assert got.values == ({} if got.unchanged else expected)
+                        checked += 1
+                        unchanged += got.unchanged
+    assert checked > 600 and 20 < unchanged < checked // 2  # both outcomes, many times
+
+
+def test_a_table_without_key_columns_takes_the_general_comparison() -> None:
+    cols = ["node_id", "value"]  # no run_id or iteration column
+    row = {"nodeId": "a", "value": 1.0}
+    index = {c: i for i, c in enumerate(cols)}
+    for now, unchanged in ((("a", 1.0), True), (("a", 1), True), (("a", True), False)):
+        got = snapshot_output_rows("r", [row], cols, {("a", 0): now})[("a", 0)]
+        assert got.unchanged is unchanged
+        full = snapshot_output_rows("r", [row], cols)[("a", 0)].values
+        assert would_change(now, full, index) is not unchanged
+
+
+def test_equal_plain_rows_skip_the_general_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows a rewind near the end of a run keeps (equal strings, nulls and numbers, a
+    JSON 5 against a REAL 5.0 among them) are recognised without converting them; a boolean
+    (stored as 1) or a row leaving a column out takes the general comparison."""
+    calls = []
+    general = outputs.would_change
+
+    def counting(*args: Any) -> bool:
+        calls.append(args)
+        return general(*args)
+
+    monkeypatch.setattr(outputs, "would_change", counting)
+    rows = [
+        {"nodeId": f"n{i}", "iteration": 0, "value": v, "flag": 1, "doc": None}
+        for i, v in enumerate([5, 5.0, 2.5, -0.0])
+    ]
+    current = {(f"n{i}", 0): ("r", f"n{i}", 0, v, 1, None) for i, v in enumerate([5.0, 5, 2.5, 0])}
+    got = snapshot_output_rows("r", rows, COLUMNS, current)
+    assert all(r.unchanged for r in got.values()) and calls == []
+    rows[0]["flag"] = True
+    del rows[1]["doc"]
+    got = snapshot_output_rows("r", rows, COLUMNS, current)
+    assert all(r.unchanged for r in got.values()) and len(calls) == 2

@@ -190,3 +190,63 @@ def test_table_without_snapshot_rows_or_columns() -> None:
         "value": 1,
     }
     assert plan.provenance_upsert == []
+
+
+def test_given_the_current_values_the_plan_leaves_out_what_is_equal() -> None:
+    """With the current nodes' values and output rows, ``nodes_upsert`` and each table's
+    ``upsert`` leave out what is already equal (a node leaving a compared column out is kept:
+    whoever writes it compares), and everything else is the plan computed without them: the
+    same deletes, attempts, provenance and, for what stays, the same values."""
+    snapshot_nodes = [
+        node("same", 1),
+        node("state", 1),  # finished in the snapshot, failed now
+        node("new", 2),  # not in the run any more
+        {k: v for k, v in node("partial", 1).items() if k != "label"},
+        node("float", 1),  # lastAttempt 1 now 1.0: equal, as changed_nodes compares
+    ]
+    outputs = {
+        "out_a": [row("same", 2.5, seq=1), row("diff", 3.0, seq=2), row("miss", 1.0, seq=3)],
+        "outA": [row("same", 2.5, seq=1), row("diff", 3.0, seq=2), row("miss", 1.0, seq=3)],
+    }
+    now_rows = {("same", 0): ("r", "same", 0, 2.5), ("diff", 0): ("r", "diff", 0, 4.0)}
+    node_values = {
+        ("same", 0): ("finished", 1, "outA", None),
+        ("state", 0): ("failed", 1, "outA", None),
+        ("partial", 0): ("finished", 1, "outA", None),
+        ("float", 0): ("finished", 1.0, "outA", None),
+        ("gone", 0): ("finished", 1, "outA", None),
+    }
+    nodes = [NodeRow(n, i, v[2]) for (n, i), v in node_values.items()]
+    attempts = [("same", 0, 1), ("state", 0, 2), ("gone", 0, 1)]
+    provenance = [ProvenanceRow("out_a", "same", 0, 1), ProvenanceRow("out_a", "gone", 0, 9)]
+    tables = {"out_a": OutputTableState(COLS, list(now_rows))}
+    full = compute_target_state(
+        "r",
+        snapshot_nodes,
+        outputs,
+        CurrentState(nodes, attempts, tables, provenance),
+        now_ms=NOW,
+    )
+    lean = compute_target_state(
+        "r",
+        snapshot_nodes,
+        outputs,
+        CurrentState(
+            nodes,
+            attempts,
+            {"out_a": OutputTableState(COLS, list(now_rows), rows=now_rows)},
+            provenance,
+            node_values=node_values,
+        ),
+        now_ms=NOW,
+    )
+    assert [n["node_id"] for n in lean.nodes_upsert] == ["state", "new", "partial"]
+    assert all(n in full.nodes_upsert for n in lean.nodes_upsert)
+    assert sorted(lean.outputs["out_a"].upsert) == [("diff", 0), ("miss", 0)]
+    for k, values in lean.outputs["out_a"].upsert.items():
+        assert values == full.outputs["out_a"].upsert[k]
+    assert lean.outputs["out_a"].delete == full.outputs["out_a"].delete
+    assert (lean.nodes_delete, lean.attempts_delete) == (full.nodes_delete, full.attempts_delete)
+    assert lean.provenance_delete == full.provenance_delete
+    assert lean.provenance_upsert == full.provenance_upsert  # equal rows keep their seq
+    assert lean.signals_after == full.signals_after

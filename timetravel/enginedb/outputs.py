@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, inspect
@@ -49,6 +50,7 @@ __all__ = [
     "signal_horizon",
     "snake_case",
     "snapshot_output_rows",
+    "would_change",
 ]
 
 PROVENANCE_SEQ_KEY = "__smithersProvenanceSeq"
@@ -142,14 +144,21 @@ class OutputRow(NamedTuple):
 
     node_id: str
     iteration: int
-    #: column name → stored value (only columns the table has; run/node/iteration included)
+    #: column name → stored value (only columns the table has; run/node/iteration included);
+    #: empty when ``unchanged``
     values: dict[str, Any]
     #: ``__smithersProvenanceSeq`` when present and a finite number
     provenance_seq: int | None
+    #: upserting the row over the current row with its key would change nothing
+    #: (:func:`would_change`; only when the current rows were given)
+    unchanged: bool = False
 
 
 def snapshot_output_rows(
-    run_id: str, rows: Iterable[Mapping[str, Any]], physical_columns: Iterable[str]
+    run_id: str,
+    rows: Iterable[Mapping[str, Any]],
+    physical_columns: Iterable[str],
+    current: Mapping[tuple[str, int], Sequence[Any]] | None = None,
 ) -> dict[tuple[str, int], OutputRow]:
     """Convert a table's snapshot rows (already gathered for one physical table) to column
     values, keyed by ``(node_id, iteration)``; a later row with the same key wins, as upstream.
@@ -157,13 +166,24 @@ def snapshot_output_rows(
     Like upstream's upsert, a key is kept only when it is the camelCase form of a column of
     the table (other keys are dropped) and ``run_id``/``node_id``/``iteration`` are forced to
     the run and the row's key. Values are encoded with :func:`encode_output_value` (strings,
-    integers and nulls are stored as they are: no call for them)."""
+    integers and nulls are stored as they are: no call for them).
+
+    With ``current`` (the run's rows by key, tuples in ``physical_columns`` order), a row that
+    would change nothing over its current row (:func:`would_change`) is marked
+    :attr:`OutputRow.unchanged` and not converted: a rewind near the end of a run keeps almost
+    every row. A row whose every column holds a string, integer, float or null equal to the
+    current one, of the same type, is recognised by comparing tuples (what
+    :func:`would_change` would say of it); any other row takes the general comparison."""
     columns = list(physical_columns)
     by_camel = {camel_case(c): c for c in columns}
     by_camel.pop(PROVENANCE_SEQ_KEY, None)  # never a column value
     run_col = by_camel.get("runId")
     node_col = by_camel.get("nodeId")
     iteration_col = by_camel.get("iteration")
+    same = None if current is None else _Same.of(columns, by_camel)
+    index = {c: i for i, c in enumerate(columns)}
+    # (snapshot types, current types) of rows seen → whether equal values of them are alike
+    plain_kinds: dict[tuple[tuple[type, ...], tuple[type, ...]], bool] = {}
     out: dict[tuple[str, int], OutputRow] = {}
     for row in rows:
         node_id = row.get("nodeId", row.get("node_id"))
@@ -172,9 +192,32 @@ def snapshot_output_rows(
             iteration = js_number(iteration)
         if not isinstance(node_id, str) or iteration is None:
             continue
+        seq = row.get(PROVENANCE_SEQ_KEY, _ABSENT)
+        if seq is _ABSENT:
+            seq = None
+        elif type(seq) is not int:
+            seq = js_number(seq)
+        key = (node_id, iteration)
+        now = None if current is None else current.get(key)
+        if now is not None and same is not None:
+            # The tuple comparison (see _Same): equal values of equal plain types.
+            try:
+                mine = (*same.snapshot(row), run_id, node_id, iteration)
+            except KeyError:
+                mine = None  # the row leaves a column out: the general comparison
+            if mine is not None:
+                theirs = same.now(now)
+                if mine == theirs:
+                    kinds = (tuple(map(type, mine)), tuple(map(type, theirs)))
+                    alike = plain_kinds.get(kinds)
+                    if alike is None:
+                        alike = plain_kinds[kinds] = _alike(*kinds)
+                    if alike:
+                        out[key] = OutputRow(node_id, iteration, {}, seq, True)
+                        continue
         values: dict[str, Any] = {}
-        for key, value in row.items():
-            column = by_camel.get(key)
+        for k, value in row.items():
+            column = by_camel.get(k)
             if column is not None:
                 kind = type(value)
                 values[column] = (
@@ -188,13 +231,93 @@ def snapshot_output_rows(
             values[node_col] = node_id
         if iteration_col is not None:
             values[iteration_col] = iteration
-        seq = row.get(PROVENANCE_SEQ_KEY, _ABSENT)
-        if seq is _ABSENT:
-            seq = None
-        elif type(seq) is not int:
-            seq = js_number(seq)
-        out[(node_id, iteration)] = OutputRow(node_id, iteration, values, seq)
+        if now is not None and not would_change(now, values, index):
+            out[key] = OutputRow(node_id, iteration, {}, seq, True)
+        else:
+            out[key] = OutputRow(node_id, iteration, values, seq)
     return out
+
+
+def would_change(
+    current: Sequence[Any], values: Mapping[str, Any], index: Mapping[str, int]
+) -> bool:
+    """Whether upserting ``values`` over the row ``current`` (a tuple, its columns at
+    ``index``) would change it: unless every column it names holds an equal value of the same
+    kind (numbers: an int-valued snapshot number binds as an integer, stored in a REAL column
+    as the same float)."""
+    for k, v in values.items():
+        i = index.get(k)
+        if i is None:
+            return True
+        c = current[i]
+        if c != v:
+            return True
+        if type(c) is not type(v) and not (_number(c) and _number(v)):
+            return True
+    return False
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+#: Types whose equal values of the same type :func:`encode_output_value` keeps equal.
+_PLAIN = frozenset({str, int, float, type(None)})
+
+
+class _Same:
+    """The tuple comparison of :func:`snapshot_output_rows` for a table with run, node and
+    iteration columns: a snapshot row's values of the other columns followed by the run, node
+    and iteration the upsert forces (``snapshot`` gives the former), against the current
+    row's values of the same columns (``now``). Equal values of plain types (str, int, float,
+    None), the same type or both numbers, are values :func:`would_change` finds unchanged:
+    the encoding keeps them as they are or, for an int-valued float, turns them into the equal
+    int."""
+
+    def __init__(
+        self, snapshot: Callable[[Any], tuple[Any, ...]], now: Callable[[Any], tuple[Any, ...]]
+    ) -> None:
+        self.snapshot, self.now = snapshot, now
+
+    @classmethod
+    def of(cls, columns: list[str], by_camel: Mapping[str, str]) -> _Same | None:
+        """None for a table without the three key columns (every row takes the general
+        comparison)."""
+        index = {c: i for i, c in enumerate(columns)}
+        forced = [by_camel.get(k) for k in _FORCED]
+        if None in forced:
+            return None
+        pairs = [(k, index[c]) for k, c in by_camel.items() if c not in forced]
+        return cls(
+            _getter([k for k, _ in pairs]),
+            _getter([i for _, i in pairs] + [index[c] for c in forced if c is not None]),
+        )
+
+
+def _alike(mine: tuple[type, ...], theirs: tuple[type, ...]) -> bool:
+    """Whether equal values of these types are unchanged for :func:`would_change`: both
+    plain, and the same type or both numbers (JSON gives the engine's 5.0 as 5; a REAL
+    column gives it back as 5.0; an int-valued float is encoded as the equal int)."""
+    return len(mine) == len(theirs) and all(
+        a in _PLAIN and b in _PLAIN and (a is b or (a in _NUMBERS and b in _NUMBERS))
+        for a, b in zip(mine, theirs, strict=True)
+    )
+
+
+_NUMBERS = frozenset({int, float})
+
+
+_FORCED = ("runId", "nodeId", "iteration")
+
+
+def _getter(keys: Sequence[Any]) -> Callable[[Any], tuple[Any, ...]]:
+    """``itemgetter`` that always gives a tuple (also of one key or none)."""
+    if not keys:
+        return lambda _: ()
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda x: (x[key],)
+    return itemgetter(*keys)
 
 
 _ABSENT = object()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from timetravel.enginedb.outputs import (
@@ -45,6 +46,7 @@ from timetravel.enginedb.outputs import (
 
 __all__ = [
     "NODE_COLUMNS",
+    "NODE_COMPARED",
     "CurrentState",
     "NodeRow",
     "OutputTablePlan",
@@ -67,6 +69,10 @@ NODE_COLUMNS = (
     "output_table",
     "label",
 )
+
+#: The node columns a snapshot node is compared on (``updated_at_ms`` is not): a node whose
+#: snapshot values of these equal the current ones is not written again.
+NODE_COMPARED = ("state", "last_attempt", "output_table", "label")
 
 Key = tuple[str, int]  # (node_id, iteration)
 AttemptKey = tuple[str, int, int]  # (node_id, iteration, attempt)
@@ -91,6 +97,9 @@ class OutputTableState:
 
     columns: Sequence[str]
     row_keys: Collection[Key] = ()
+    #: the run's rows by key, tuples in ``columns`` order: when given, the plan's ``upsert``
+    #: leaves out the snapshot rows that would change nothing
+    rows: Mapping[Key, Sequence[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,9 @@ class CurrentState:
     #: physical table → state, for every name :func:`tables_to_restore` returned that exists
     output_tables: Mapping[str, OutputTableState] = field(default_factory=dict)
     provenance: Sequence[ProvenanceRow] = ()
+    #: the current nodes' :data:`NODE_COMPARED` values by key: when given, ``nodes_upsert``
+    #: leaves out the snapshot nodes whose values of those columns are equal
+    node_values: Mapping[Key, Sequence[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +195,8 @@ def _node_key(node: Mapping[str, Any]) -> Key | None:
 
 #: A snapshot node's keys (camelCase or not) → ``_smithers_nodes`` column.
 _NODE_BY_KEY = {camel_case(c): c for c in NODE_COLUMNS}
+#: A snapshot node's values of :data:`NODE_COMPARED`, as a tuple (KeyError: one is missing).
+_NODE_COMPARED_KEYS = itemgetter(*(camel_case(c) for c in NODE_COMPARED))
 
 
 def compute_target_state(
@@ -198,16 +212,32 @@ def compute_target_state(
 
     With ``keys_only`` (what a plan counts), output rows are only keyed: each table's
     ``upsert`` maps the snapshot's keys to empty dicts and the provenance lists are empty;
-    everything else is as without it."""
-    # -- nodes --------------------------------------------------------------------------
+    everything else is as without it.
+
+    Given the current values (:attr:`CurrentState.node_values`, :attr:`OutputTableState.rows`),
+    the upserts leave out what is already equal: upserting it would change nothing, and a
+    rewind near the end of a run keeps almost everything."""
+    # -- nodes and attempts ------------------------------------------------------------
     desired_nodes: dict[Key, Mapping[str, Any]] = {}
     for node in snapshot_nodes:
         key = _node_key(node)
         if key is not None:
             desired_nodes[key] = node
     by_camel = _NODE_BY_KEY
+    compared = current.node_values
     nodes_upsert: list[dict[str, Any]] = []
-    for (node_id, iteration), node in desired_nodes.items():
+    limits: dict[Key, int | None] = {}
+    for key, node in desired_nodes.items():
+        limit = node.get("lastAttempt", node.get("last_attempt"))
+        limits[key] = limit if limit is None or type(limit) is int else js_number(limit)
+        if compared is not None:
+            now = compared.get(key)
+            if now is not None:
+                try:
+                    if _NODE_COMPARED_KEYS(node) == now:
+                        continue  # every compared value equal: nothing to write
+                except KeyError:
+                    pass  # a value the node leaves out: compared by whoever writes it
         values: dict[str, Any] = {}
         for k, v in node.items():
             column = by_camel.get(k)
@@ -220,18 +250,12 @@ def compute_target_state(
             updated = js_number(updated)
         values.update(
             run_id=run_id,
-            node_id=node_id,
-            iteration=iteration,
+            node_id=key[0],
+            iteration=key[1],
             updated_at_ms=updated,
         )
         nodes_upsert.append(values)
     nodes_delete = sorted({(n.node_id, n.iteration) for n in current.nodes} - desired_nodes.keys())
-
-    # -- attempts -----------------------------------------------------------------------
-    limits: dict[Key, int | None] = {}
-    for key, node in desired_nodes.items():
-        limit = node.get("lastAttempt", node.get("last_attempt"))
-        limits[key] = limit if limit is None or type(limit) is int else js_number(limit)
     attempts_delete = sorted(
         a for a in current.attempts if (limit := limits.get((a[0], a[1]))) is None or a[2] > limit
     )
@@ -249,11 +273,11 @@ def compute_target_state(
                 delete=sorted(set(state.row_keys) - keys.keys()), upsert=keys
             )
             continue
-        rows = snapshot_output_rows(run_id, gathered.get(table, []), state.columns)
+        rows = snapshot_output_rows(run_id, gathered.get(table, []), state.columns, state.rows)
         desired_rows[table] = rows
         outputs[table] = OutputTablePlan(
             delete=sorted(set(state.row_keys) - rows.keys()),
-            upsert={k: r.values for k, r in rows.items()},
+            upsert={k: r.values for k, r in rows.items() if not r.unchanged},
         )
     keep = {(t, k[0], k[1]) for t, rows in desired_rows.items() for k in rows}
     provenance_delete = [p for p in current.provenance if p[:3] not in keep]

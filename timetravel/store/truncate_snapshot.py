@@ -51,6 +51,7 @@ from timetravel.enginedb.features import (
 )
 from timetravel.enginedb.outputs import physical_tables
 from timetravel.enginedb.target_state import (
+    NODE_COMPARED,
     CurrentState,
     NodeRow,
     OutputTableState,
@@ -131,10 +132,8 @@ class SnapshotTruncate:
                 by_key: dict[tuple[str, int], Sequence[Any]] = {
                     (str(r[ni]), int(r[ii])): r for r in raw
                 }
-                read.output_rows[name] = by_key
                 read.raw_rows[name] = raw
-                read.columns[name] = {c: i for i, c in enumerate(cols)}
-                keys: list[tuple[str, int]] = list(by_key)
+                tables[name] = OutputTableState(columns=cols, row_keys=by_key, rows=by_key)
             else:
                 keys = [
                     (str(r[0]), int(r[1]))
@@ -142,7 +141,7 @@ class SnapshotTruncate:
                         select(t.c[out.node_col], t.c[out.iteration_col]).where(mine)
                     ).all()
                 ]
-            tables[name] = OutputTableState(columns=list(t.c.keys()), row_keys=keys)
+                tables[name] = OutputTableState(columns=list(t.c.keys()), row_keys=keys)
         provenance = []
         if engine_features(conn).output_provenance and not keys_only:
             provenance = [
@@ -161,6 +160,7 @@ class SnapshotTruncate:
             attempts=attempts,
             output_tables=tables,
             provenance=provenance,
+            node_values=nodes if rows else None,
         )
         state = compute_target_state(
             run_id, snap.nodes(), outputs, current, now_ms=now, keys_only=keys_only
@@ -244,12 +244,10 @@ class SnapshotTruncate:
                 continue
             t = out.table
             mine = t.c[out.run_col] == run_id
-            current = read.output_rows.get(name, {})
-            index = read.columns.get(name, {})
-            upserts = [v for k, v in plan.upsert.items() if not _same(current.get(k), v, index)]
+            upserts = list(plan.upsert.values())  # those that change something
             key_cols = (t.c[out.node_col], t.c[out.iteration_col])
             if upserts:
-                if current:
+                if read.raw_rows.get(name):
                     self._copy_output_table(conn, audit_id, out, mine, read.raw_rows[name])
                 replaced.append(name)
             if plan.delete:
@@ -342,38 +340,7 @@ class Current:
     tables: dict[str, OutputTable] = field(default_factory=dict)
     #: the run's rows of each output table as read (with ``rows``), in column order
     raw_rows: dict[str, Sequence[Any]] = field(default_factory=dict)
-    output_rows: dict[str, dict[tuple[str, int], Sequence[Any]]] = field(default_factory=dict)
-    #: each output table's column name → position in its rows
-    columns: dict[str, dict[str, int]] = field(default_factory=dict)
     provenance: list[ProvenanceRow] = field(default_factory=list)
-
-
-def _same(
-    current: Sequence[Any] | None, values: Mapping[str, Any], index: Mapping[str, int]
-) -> bool:
-    """Whether upserting ``values`` over the row ``current`` (a tuple, its columns at
-    ``index``) would change nothing: every column it names holds an equal value of the same
-    kind (numbers: an int-valued snapshot number binds as an integer, stored in a REAL column
-    as the same float)."""
-    if current is None:
-        return False
-    for k, v in values.items():
-        i = index.get(k)
-        if i is None:
-            return False
-        c = current[i]
-        if c != v:
-            return False
-        if type(c) is not type(v) and not (_number(c) and _number(v)):
-            return False
-    return True
-
-
-_MISSING = object()
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _apply_provenance(
@@ -506,7 +473,7 @@ def changed_nodes(
 
 
 #: The node columns :func:`changed_nodes` compares, in the order they are read.
-NODE_VALUES = ("state", "last_attempt", "output_table", "label")
+NODE_VALUES = NODE_COMPARED
 _NODE_INDEX = tuple((c, i) for i, c in enumerate(NODE_VALUES))
 _OUTPUT_TABLE = NODE_VALUES.index("output_table")
 _SELECT_NODES = select(
