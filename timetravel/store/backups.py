@@ -752,16 +752,44 @@ def _restore_plain(
         kinds = [_pg_kind(c.type) for c in cols]
         if None in kinds:
             return None
-        doc = cast(BO.c.row_json, JSONB)[1]
         wanted = cast(literal(names, ARRAY(Text)), ARRAY(Text))
-        # Exactly the table's keys: all of them, and nothing once they are removed.
-        exact_keys = and_(
-            doc.has_all(wanted), doc.op("-")(wanted) == cast(literal("{}", Text), JSONB)
+
+        def exact_keys(doc: Any) -> ColumnElement[bool]:
+            """Exactly the table's keys: all of them, and nothing once they are removed."""
+            return and_(  # type: ignore[no-any-return]
+                doc.has_all(wanted), doc.op("-")(wanted) == cast(literal("{}", Text), JSONB)
+            )
+
+        ok = func.coalesce(and_(shape, exact_keys(cast(BO.c.row_json, JSONB)[1])), false())
+        # The INSERT parses each row's JSON twice, not once per use (seven times for a
+        # provenance row: 5,000 of them went back in 90-140 ms, 53 ms of it in the WHERE,
+        # bench/snapshot_cpu.py with auto_explain): once as jsonb for the keys, once as json
+        # for the values (the text as written: jsonb's numeric has no -0), each in a LATERAL
+        # subquery that OFFSET 0 keeps from being inlined; the row's values are read by
+        # json_populate_record, which converts each from its text as the casts did.
+        parsed = (
+            select(
+                cast(BO.c.row_json, JSONB)[1].label("jb"),
+                cast(BO.c.row_json, PG_JSON)[1].label("j"),
+            )
+            .correlate(BO)
+            .offset(literal_column("0"))
+            .lateral("parsed")
         )
-        # Values from the text as written (json, not jsonb: jsonb's numeric has no -0).
-        text_doc = cast(BO.c.row_json, PG_JSON)[1]
-        values: list[ColumnElement[Any]] = [cast(text_doc[c.name].astext, c.type) for c in cols]
-        ok = and_(shape, exact_keys)
+        quoted = conn.dialect.identifier_preparer.format_table(t)
+        row = func.json_populate_record(literal_column(f"NULL::{quoted}"), parsed.c.j).table_valued(
+            *names, name="restored"
+        )
+        taken = func.coalesce(and_(shape, exact_keys(parsed.c.jb)), false())
+        stmt = insert(t).from_select(
+            names,
+            select(*(row.c[n] for n in names))
+            .select_from(BO)
+            .join(parsed, true())
+            .join(row, true())
+            .where(mine, taken),
+        )
+        return stmt, ok
     elif dialect == "sqlite":
         if len(cols) > _SQLITE_MAX_COLUMNS:
             return None
@@ -780,9 +808,9 @@ def _restore_plain(
         )
         all_keys = select(func.count()).select_from(each).scalar_subquery()
         values = [func.json_extract(BO.c.row_json, f'$[1]."{c.name}"') for c in cols]
-        ok = and_(shape, plain_values, matching_keys == len(names), all_keys == len(names))
+        plain = and_(shape, plain_values, matching_keys == len(names), all_keys == len(names))
     else:
         return None
-    ok = func.coalesce(ok, false())
-    stmt = insert(t).from_select(names, select(*values).where(mine, ok))
-    return stmt, ok
+    taken_sqlite = func.coalesce(plain, false())
+    stmt = insert(t).from_select(names, select(*values).where(mine, taken_sqlite))
+    return stmt, taken_sqlite
