@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from bench.engine032 import KEY, TABLE, create_tables, seed_engine_run
 from tests.enginedb.conftest import begin_rewind, truncate_to
@@ -173,3 +173,28 @@ def test_the_duplicate_list_of_a_table_gives_the_same_rows() -> None:
     # A different list (or an equal one after a different one) is kept: the later row wins.
     mixed = snapshot_rows_by_table({"out_a": rows, "outA": other}, {"out_a"})
     assert mixed == {"out_a": rows + other}
+
+
+def test_keys_go_into_the_statement_not_a_parameter(db: Database) -> None:
+    """On PostgreSQL the key array is written into the statement: a generic plan (which the
+    server switches to once a statement ran a few times) gets a constant array, which it
+    hashes, instead of a parameter it would search from the start for every row."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite binds the keys as one JSON text")
+    n = schema.nodes
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_c: Any, _cur: Any, sql: str, params: Any, *_: Any) -> None:
+        sent.append((sql, params))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        with db.write() as conn:
+            conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+            pred = keys_in("postgresql", (n.c.node_id, n.c.iteration), [("k'ey|x", 3)], "si")
+            assert conn.execute(select(func.count()).where(pred)).scalar_one() == 0
+    finally:
+        event.remove(db.engine, "before_cursor_execute", capture)
+    sql, params = sent[-1]
+    assert "k''ey\\|x|3" in sql
+    assert not any(isinstance(v, list | tuple) for v in dict(params or {}).values())

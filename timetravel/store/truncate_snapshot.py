@@ -415,10 +415,14 @@ def keys_in(
 
     SQLite unpacks a JSON array of arrays (``json_each``; an ``IN`` subquery is built into a
     temporary index once). On PostgreSQL each row's key is one text (:func:`_key_text`) looked
-    up with ``= ANY`` in a bound text array, which PostgreSQL 14+ hashes: a semi-join on
+    up with ``= ANY`` in a text array, which PostgreSQL 14+ hashes: a semi-join on
     ``json_array_elements`` instead became a nested loop re-parsing the whole array per row
     when the table's statistics were stale (a deep rewind's output backup of 5,000 rows took
-    2 s instead of 13 ms, bench/profile_rewind.py)."""
+    2 s instead of 13 ms, bench/profile_rewind.py). The array is written into the statement
+    (``literal_execute``), not sent as a parameter: PostgreSQL hashes only a constant array,
+    and once the worker had run a keyed statement a few times it switched to a generic plan
+    whose array is a parameter, searched from the start for every row (each keyed statement
+    of a half-run rewind at 10k frames 20 -> 170 ms, auto_explain)."""
     if dialect == "postgresql":
         parts: list[Any] = []
         for col, kind in zip(cols, kinds, strict=True):
@@ -432,7 +436,9 @@ def keys_in(
         for part in parts[1:]:
             text_key = text_key.op("||", return_type=Text)(part)  # NULL anywhere: no match
         texts = [_key_text(k, kinds) for k in keys]
-        doc = bindparam(None, texts, type_=postgresql.ARRAY(Text), unique=True)
+        doc = bindparam(
+            None, texts, type_=postgresql.ARRAY(Text), unique=True, literal_execute=True
+        )
         return text_key == any_(doc)  # type: ignore[no-any-return]
     doc_json = json.dumps([list(k) for k in keys])
     each = func.json_each(bindparam(None, doc_json, type_=Text, unique=True)).table_valued("value")
