@@ -20,6 +20,9 @@ Our own tables start with ``_timetravel_``:
 * ``_timetravel_bk_outputs``: the same for the per-node output tables, as JSON rows.
 * ``_timetravel_bk_rows``: the same for engine tables outside this metadata (0.32 snapshot
   contents and refs, output provenance, signals, VCS tags), as JSON rows.
+* ``_timetravel_bk_output_provenance``: typed copies of engine 0.32's output provenance (a
+  JSON row in ``_timetravel_bk_rows`` when a row cannot go typed, or in a database migrated
+  before this table existed: :data:`OPTIONAL_TABLES`).
 * ``_timetravel_meta``: facts about the database itself, as key/value rows; ``database_id`` is
   the database's identity (a uuid), which workers compare so that a saga's steps never run
   against another database than the one it began on (:mod:`timetravel.identity`). Created by
@@ -328,6 +331,19 @@ bk_rows = Table(
     Column("row_json", Text, nullable=False),
 )
 
+#: Typed row copies of engine 0.32's output provenance (its five columns; see
+#: :mod:`timetravel.store.provenance`). Optional: without it the copies are JSON rows.
+bk_provenance = Table(
+    "_timetravel_bk_output_provenance",
+    metadata,
+    Column("audit_id", BigInteger, nullable=False, index=True),
+    Column("run_id", Text),
+    Column("output_table", Text),
+    Column("node_id", Text),
+    Column("iteration", BigInteger),
+    Column("seq", BigInteger),
+)
+
 #: Facts about the database itself (key ``database_id``: its identity, a uuid).
 meta = Table(
     "_timetravel_meta",
@@ -338,7 +354,7 @@ meta = Table(
 
 #: Our tables that are created on first use when missing, so a database migrated before they
 #: existed is not reported as lacking tables (``timetravel migrate`` creates them too).
-OPTIONAL_TABLES = frozenset({meta.name})
+OPTIONAL_TABLES = frozenset({meta.name, bk_provenance.name})
 
 
 def _backup_table(source: Table) -> Table:
@@ -364,6 +380,7 @@ OUR_TABLES = (
     backups,
     bk_outputs,
     bk_rows,
+    bk_provenance,
     *BACKED_UP_TABLES.values(),
 )
 

@@ -9,13 +9,13 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, func, select, text
 
 from timetravel import schema
 from timetravel.enginedb.features import OUTPUT_PROVENANCE
 from timetravel.store import Database, backups
 from timetravel.store.backups import Backups
-from timetravel.store.truncate import _copy_provenance
+from timetravel.store.provenance import _copy_json, copy_provenance, restore_provenance
 
 RUN = "prov"
 AUDIT = 7
@@ -74,7 +74,7 @@ class _Seen:
 
 def _copy_and_delete(db: Database, bk: Backups, extra: dict[str, Any] | None = None) -> None:
     with db.write() as conn:
-        _copy_provenance(conn, bk, AUDIT, RUN)
+        _copy_json(conn, bk, AUDIT, RUN)
         if extra is not None:
             conn.execute(
                 schema.bk_rows.insert(),
@@ -180,3 +180,86 @@ def test_output_rows_of_plain_values_come_back_bit_for_bit(
     assert rows() == before
     # SQLite prints reals with 15 digits: its rows with a real travel through Python.
     assert seen.decoded == (0 if db.dialect == "postgresql" else len(values) - 1)
+
+
+def _count(db: Database, table: Any) -> int:
+    with db.read() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(table).where(table.c.audit_id == AUDIT)
+            ).scalar_one()
+        )
+
+
+def test_provenance_goes_typed_and_comes_back_exactly(
+    db032: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's provenance is copied typed (one ``INSERT … SELECT`` each way, nothing through
+    Python) and put back exactly, other runs untouched; copies an earlier release made as JSON
+    rows come back by the same restore. On SQLite a value of another type than its column's
+    (an iteration of text) goes as a JSON row and keeps its type."""
+    db = db032
+    db.migrate()
+    _seed(db)
+    odd = db.dialect == "sqlite"
+    if odd:
+        with db.write() as conn:
+            conn.execute(
+                text(
+                    f"INSERT INTO {OUTPUT_PROVENANCE} (run_id, output_table, node_id, iteration, "
+                    "seq) VALUES (:r, 'out_a', 'texty', 'i0', 700)"
+                ),
+                {"r": RUN},
+            )
+    before, other = _rows(db), _rows(db, "other")
+    bk = Backups(db)
+    seen = _Seen(db, monkeypatch)
+    with db.write() as conn:
+        copy_provenance(conn, bk, AUDIT, RUN)
+        # And one JSON copy as an earlier release wrote it.
+        conn.execute(
+            schema.bk_rows.insert(),
+            {
+                "audit_id": AUDIT,
+                "table_name": OUTPUT_PROVENANCE,
+                "row_json": json.dumps(
+                    [2, {"run_id": RUN, "output_table": "out_c", "node_id": "old",
+                         "iteration": 1, "seq": 900}]
+                ),
+            },
+        )  # fmt: skip
+        conn.execute(text(f"UPDATE {OUTPUT_PROVENANCE} SET seq = seq + 10000 WHERE run_id = :r"),
+                     {"r": RUN})  # fmt: skip
+    assert _count(db, schema.bk_provenance) == len(before) - odd
+    assert _count(db, schema.bk_rows) == 1 + odd
+    with db.write() as conn:
+        restore_provenance(conn, bk, AUDIT, RUN)
+    assert _rows(db) == sorted([*before, (RUN, "out_c", "old", 1, 900)])
+    assert _rows(db, "other") == other
+    assert seen.decoded == 0  # every copy, typed or JSON, came back in the database
+    if odd:
+        with db.read() as conn:
+            kind = conn.execute(
+                text(f"SELECT typeof(iteration) FROM {OUTPUT_PROVENANCE} WHERE seq = 700")
+            ).scalar_one()
+        assert kind == "text"
+
+
+def test_without_the_typed_table_provenance_goes_as_json(db032: Database) -> None:
+    """A database migrated before the typed copy table existed keeps working: the copies are
+    JSON rows, and they come back the same way."""
+    db = db032
+    db.migrate()
+    _seed(db)
+    before = _rows(db)
+    with db.write() as conn:
+        conn.execute(text(f"DROP TABLE {schema.bk_provenance.name}"))
+    assert schema.bk_provenance.name not in db.missing_tables()  # optional: not reported
+    bk = Backups(db)
+    with db.write() as conn:
+        copy_provenance(conn, bk, AUDIT, RUN)
+        conn.execute(text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": RUN})
+    assert _count(db, schema.bk_rows) == len(before)
+    with db.write() as conn:
+        restore_provenance(conn, bk, AUDIT, RUN)
+    assert _rows(db) == before

@@ -34,6 +34,7 @@ BACKUP_TABLES = [
     *schema.BACKED_UP_TABLES.values(),
     schema.bk_outputs,
     schema.bk_rows,
+    schema.bk_provenance,
 ]
 FAR_FUTURE = 2**50
 
@@ -88,9 +89,15 @@ async def test_prune_frees_settled_backups_and_keeps_in_progress_and_partial(
     async with new_worker() as w:
         res = await rewind(client, w.task_queue, rewind_input("run-ok", 0))
     ok = res.audit_id
+    # (Engine 0.32's provenance copies are pruned with the rest: one, as a 0.32 rewind copies.)
+    insert_rows(db, schema.bk_provenance.name, [
+        {"audit_id": ok, "run_id": "run-ok", "output_table": "out", "node_id": "n",
+         "iteration": 0, "seq": 1},
+    ])  # fmt: skip
     freed = backup_counts(db, ok)
     # The rewind backed up frames, attempts, outputs (JSON), nodes, the run, loop state.
     assert freed["_timetravel_bk_frames"] == 2 and freed["_timetravel_bk_outputs"] == 2
+    assert freed[schema.bk_provenance.name] == 1
     in_progress = seed_unsettled(db, "run-busy", "in_progress")
     partial = seed_unsettled(db, "run-partial", "partial")
     store = RetentionStore(db)

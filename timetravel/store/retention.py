@@ -90,7 +90,12 @@ def parse_duration_ms(value: object) -> int:
 
 def _copy_tables() -> list[Table]:
     """Every table keyed by audit id that holds row copies (the step records aside)."""
-    return [*schema.BACKED_UP_TABLES.values(), schema.bk_outputs, schema.bk_rows]
+    return [
+        *schema.BACKED_UP_TABLES.values(),
+        schema.bk_outputs,
+        schema.bk_rows,
+        schema.bk_provenance,
+    ]
 
 
 class PruneInput(BaseModel):

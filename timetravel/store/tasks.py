@@ -39,6 +39,7 @@ from timetravel.enginedb.tool_calls import restore_tool_calls
 from timetravel.errors import Busy
 from timetravel.store import retry_on_lock
 from timetravel.store.fence import taken_over
+from timetravel.store.provenance import copy_provenance, restore_provenance
 from timetravel.store.tasks_decide import (
     ATTEMPTS,
     EVENTS,
@@ -155,14 +156,7 @@ class TaskStore(TaskResetParts):
             # Outputs (and 0.32 provenance) of the reset nodes.
             provenance = engine_features(conn).output_provenance
             if provenance and d.reset:
-                rows = [
-                    dict(r._mapping)
-                    for r in conn.execute(
-                        text(f"SELECT * FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"),
-                        {"r": v.run_id},
-                    )
-                ]
-                bk.copy_json_rows(conn, audit_id, OUTPUT_PROVENANCE, rows)
+                copy_provenance(conn, bk, audit_id, v.run_id)
                 record["provenance"] = True
             for n in d.reset:
                 if not n["output_table"]:
@@ -257,10 +251,7 @@ class TaskStore(TaskResetParts):
                     bk.restore_rows(conn, name, audit_id)
             bk.restore_output_rows(conn, audit_id)
             if s.get("provenance"):
-                conn.execute(
-                    text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": run_id}
-                )
-                bk.restore_json_rows(conn, audit_id, OUTPUT_PROVENANCE)
+                restore_provenance(conn, bk, audit_id, run_id)
             calls = s.get("tool_calls")
             if calls is not None:
                 rows = bk.json_rows(conn, audit_id, TOOL_CALLS)

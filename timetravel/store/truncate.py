@@ -22,7 +22,6 @@ The frame-range decision and the sandbox rule are pure functions of what is read
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlalchemy import (
@@ -36,7 +35,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    text,
 )
 
 from timetravel import rewind, schema
@@ -44,7 +42,6 @@ from timetravel.clock import now_ms
 from timetravel.enginedb import SnapshotRows, engine_features, restore_snapshot_rows
 from timetravel.enginedb._sql import insert_rows
 from timetravel.enginedb.features import (
-    OUTPUT_PROVENANCE,
     SIGNALS,
     SNAPSHOT_CONTENTS,
     SNAPSHOT_REFS,
@@ -63,6 +60,7 @@ from timetravel.store import Database, OutputTable, retry_on_lock
 from timetravel.store.backups import STATEMENTS, Backups
 from timetravel.store.engine_rows import set_run_after_truncate
 from timetravel.store.fence import hold
+from timetravel.store.provenance import copy_provenance, restore_provenance
 from timetravel.store.truncate_cut import (
     LATEST_FRAME,
     NEWEST_KEPT,
@@ -72,7 +70,7 @@ from timetravel.store.truncate_cut import (
     frame_cutoff,
 )
 from timetravel.store.truncate_heuristic import HeuristicTruncate
-from timetravel.store.truncate_snapshot import SnapshotTruncate, changed_nodes, dict_rows
+from timetravel.store.truncate_snapshot import SnapshotTruncate, changed_nodes
 
 __all__ = ["TruncateStore", "frame_cutoff"]
 
@@ -264,7 +262,7 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
             record: dict[str, Any] = {"run_id": run_id}
             if engine_features(conn).output_provenance:
                 # Every provenance row of the run, restored by replacement (both paths).
-                _copy_provenance(conn, bk, audit_id, run_id)
+                copy_provenance(conn, bk, audit_id, run_id)
                 record["provenance"] = True
             self._discard_tool_calls(
                 conn, audit_id, cut, caller, now, record, force=force_side_effects
@@ -379,11 +377,7 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 conn.execute(delete(out.table).where(out.table.c[out.run_col] == run_id))
             bk.restore_output_rows(conn, audit_id)
             if state.get("provenance"):
-                conn.execute(
-                    text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :run_id"),
-                    {"run_id": run_id},
-                )
-                bk.restore_json_rows(conn, audit_id, OUTPUT_PROVENANCE)
+                restore_provenance(conn, bk, audit_id, run_id)
             if state.get("mode") == "snapshot":
                 insert_rows(conn, SIGNALS, bk.json_rows(conn, audit_id, SIGNALS))
                 insert_rows(conn, VCS_TAGS.name, bk.json_rows(conn, audit_id, VCS_TAGS.name))
@@ -397,58 +391,6 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 )
             bk.mark_restored(conn, audit_id, STEP)
             return True
-
-
-#: Column types whose values :func:`~timetravel.store.encode_row` keeps as they are (JSON
-#: strings, integers, booleans, null), so the database can write the same JSON document.
-_PLAIN_PG_TYPES = {"text", "character varying", "integer", "bigint", "smallint", "boolean"}
-_SAFE_COLUMN = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-
-def _copy_provenance(conn: Connection, bk: Backups, audit_id: int, run_id: str) -> None:
-    """Back up every provenance row of the run as JSON rows (:meth:`Backups.copy_json_rows`):
-    the rows whose values are all plain (text, integers, null; booleans on PostgreSQL) are
-    encoded by the database with one ``INSERT … SELECT`` into the same document ``[2, {column:
-    value}]`` :func:`~timetravel.store.encode_row` writes; any other row (or a table with a
-    column of another type on PostgreSQL) travels through Python as before."""
-    cols = list(conn.execute(text(f"SELECT * FROM {OUTPUT_PROVENANCE} WHERE 1 = 0")).keys())
-    params = {"aid": audit_id, "t": OUTPUT_PROVENANCE, "r": run_id}
-    if not cols or not all(_SAFE_COLUMN.match(c) for c in cols):
-        bk.copy_json_rows(
-            conn, audit_id, OUTPUT_PROVENANCE, dict_rows(conn, OUTPUT_PROVENANCE, run_id)
-        )
-        return
-    pairs = ", ".join(f"'{c}', {c}" for c in cols)
-    if conn.dialect.name == "postgresql":
-        types: dict[str, str] = dict(
-            conn.execute(
-                text(
-                    "SELECT column_name, data_type FROM information_schema.columns "
-                    "WHERE table_schema = current_schema() AND table_name = :t"
-                ),
-                {"t": OUTPUT_PROVENANCE},
-            ).all()
-        )
-        if any(types.get(c) not in _PLAIN_PG_TYPES for c in cols):
-            rows = dict_rows(conn, OUTPUT_PROVENANCE, run_id)
-            bk.copy_json_rows(conn, audit_id, OUTPUT_PROVENANCE, rows)
-            return
-        doc, ok = f"json_build_array(2, json_build_object({pairs}))::text", "TRUE"
-    else:
-        doc = f"json_array(2, json_object({pairs}))"
-        ok = " AND ".join(f"typeof({c}) IN ('text', 'integer', 'null')" for c in cols)
-    conn.execute(
-        text(
-            f"INSERT INTO {schema.bk_rows.name} (audit_id, table_name, row_json) "
-            f"SELECT :aid, :t, {doc} FROM {OUTPUT_PROVENANCE} WHERE run_id = :r AND ({ok})"
-        ),
-        params,
-    )
-    if ok != "TRUE":
-        rest = conn.execute(
-            text(f"SELECT * FROM {OUTPUT_PROVENANCE} WHERE run_id = :r AND NOT ({ok})"), params
-        )
-        bk.copy_json_rows(conn, audit_id, OUTPUT_PROVENANCE, [dict(r._mapping) for r in rest])
 
 
 def _append_event(conn: Connection, run_id: str, now: int, type_: str, payload: str) -> int:

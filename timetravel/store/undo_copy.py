@@ -18,7 +18,6 @@ from timetravel import schema
 from timetravel.enginedb import engine_features
 from timetravel.enginedb import snapshot_rows_after as snapshot_rows_after_frame
 from timetravel.enginedb.features import (
-    OUTPUT_PROVENANCE,
     SIGNALS,
     SNAPSHOT_CONTENTS,
     SNAPSHOT_REFS,
@@ -26,6 +25,7 @@ from timetravel.enginedb.features import (
     TOOL_CALLS,
 )
 from timetravel.enginedb.outputs import resolve_output_table
+from timetravel.store.provenance import copy_provenance
 from timetravel.store.undo_checks import (
     BO,
     NODES,
@@ -62,9 +62,7 @@ class UndoCopy(UndoChecks):
                 bk.copy_output_rows(conn, undo_audit_id, out, rows_list)
         provenance = engine_features(conn).output_provenance
         if provenance:
-            bk.copy_json_rows(
-                conn, undo_audit_id, OUTPUT_PROVENANCE, _run_rows(conn, OUTPUT_PROVENANCE, rid)
-            )
+            copy_provenance(conn, bk, undo_audit_id, rid)
         engine_state = self._copy_engine_state(conn, undo_audit_id, t)
         return tables, provenance, engine_state
 

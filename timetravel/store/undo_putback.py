@@ -23,7 +23,6 @@ from timetravel.enginedb import (
 )
 from timetravel.enginedb._sql import insert_rows
 from timetravel.enginedb.features import (
-    OUTPUT_PROVENANCE,
     SIGNALS,
     SNAPSHOT_CONTENTS,
     SNAPSHOT_REFS,
@@ -35,6 +34,7 @@ from timetravel.errors import TimeTravelError
 from timetravel.store.engine_rows import HOLD_KEY as ENGINE_HOLD_KEY
 from timetravel.store.engine_rows import PAUSE_FIELDS
 from timetravel.store.engine_rows import STEP as ENGINE_STEP
+from timetravel.store.provenance import restore_provenance
 from timetravel.store.undo_checks import (
     ATTEMPTS,
     DIFFS,
@@ -121,8 +121,7 @@ class UndoPutBack(UndoCopy):
             conn.execute(delete(RALPH).where(RALPH.c.run_id == rid))
             bk.restore_rows(conn, RALPH.name, aid)
         if t.record.get("provenance"):
-            conn.execute(text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": rid})
-            bk.restore_json_rows(conn, aid, OUTPUT_PROVENANCE)
+            restore_provenance(conn, bk, aid, rid)
         after = {"r": rid, "t": t.created_at_ms}
         if feats.signals:
             # Signals received since the rewind (newer work, discarded: in the undo's copies).
@@ -250,8 +249,7 @@ class UndoPutBack(UndoCopy):
             conn.execute(delete(out.table).where(out.table.c[out.run_col] == run_id))
         bk.restore_output_rows(conn, source_id)
         if record.get("provenance"):
-            conn.execute(text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": run_id})
-            bk.restore_json_rows(conn, source_id, OUTPUT_PROVENANCE)
+            restore_provenance(conn, bk, source_id, run_id)
         names = [SIGNALS] if record.get("signals") else []
         if record.get("tool_calls_whole"):
             names += [TOOL_CALLS, TOOL_CALL_ARCHIVE]
