@@ -172,7 +172,7 @@ def snapshot_output_rows(
     would change nothing over its current row (:func:`would_change`) is marked
     :attr:`OutputRow.unchanged` and not converted: a rewind near the end of a run keeps almost
     every row. A row whose every column holds a string, integer, float or null equal to the
-    current one, of the same type, is recognised by comparing tuples (what
+    current one, of the same type or both numbers, is recognised by comparing tuples (what
     :func:`would_change` would say of it); any other row takes the general comparison."""
     columns = list(physical_columns)
     by_camel = {camel_case(c): c for c in columns}
