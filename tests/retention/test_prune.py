@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from temporalio.client import WorkflowFailureError
 
 from tests.rewind.helpers import failure, rewind, rewind_input
@@ -249,3 +249,25 @@ def test_retention_setting_and_durations(monkeypatch) -> None:
 
     with pytest.raises(SettingsError, match="TIMETRAVEL_BACKUP_RETENTION"):
         load_settings()
+
+
+def test_prune_works_without_the_optional_provenance_table(db: Database) -> None:
+    """A database migrated before the typed provenance copies existed has no such table: a
+    prune counts and frees the other copies without failing on it."""
+    aid = seed_unsettled(db, "run-old-schema", "success")
+    with db.write() as conn:
+        conn.execute(text(f"DROP TABLE {schema.bk_provenance.name}"))
+    store = RetentionStore(db)
+    plan = store.prune(0, now=FAR_FUTURE, dry_run=True)
+    assert plan.audit_ids == [aid] and plan.audits[0].rows == {
+        "_timetravel_backups": 1,
+        "_timetravel_bk_frames": 1,
+    }
+    report = store.prune(0, now=FAR_FUTURE)
+    assert report.audit_ids == [aid]
+    with db.read() as conn:
+        bk_frames = schema.BACKED_UP_TABLES["_smithers_frames"]
+        left = conn.execute(
+            select(func.count()).select_from(bk_frames).where(bk_frames.c.audit_id == aid)
+        ).scalar_one()
+    assert left == 0

@@ -88,14 +88,12 @@ def parse_duration_ms(value: object) -> int:
     return ms
 
 
-def _copy_tables() -> list[Table]:
-    """Every table keyed by audit id that holds row copies (the step records aside)."""
-    return [
-        *schema.BACKED_UP_TABLES.values(),
-        schema.bk_outputs,
-        schema.bk_rows,
-        schema.bk_provenance,
-    ]
+def _copy_tables(db: Database, conn: Connection) -> list[Table]:
+    """Every table keyed by audit id that holds row copies (the step records aside); an
+    optional one only when it exists (a database migrated before it has none of its rows)."""
+    tables = [*schema.BACKED_UP_TABLES.values(), schema.bk_outputs, schema.bk_rows]
+    optional = [schema.bk_provenance]
+    return tables + [t for t in optional if db.reflect(conn, t.name) is not None]
 
 
 class PruneInput(BaseModel):
@@ -228,7 +226,7 @@ class RetentionStore:
     def _count(self, conn: Connection, audits: list[PrunedAudit]) -> None:
         by_id = {a.audit_id: a for a in audits}
         for ids in _chunks(list(by_id)):
-            for t in [B, *_copy_tables()]:
+            for t in [B, *_copy_tables(self.db, conn)]:
                 q = (
                     select(t.c.audit_id, func.count())
                     .where(t.c.audit_id.in_(ids))
@@ -270,7 +268,7 @@ class RetentionStore:
             self._count(conn, audits)
             by_id = {a.audit_id: a for a in audits}
             for ids in _chunks(list(by_id)):
-                for t in _copy_tables():
+                for t in _copy_tables(self.db, conn):
                     conn.execute(delete(t).where(t.c.audit_id.in_(ids)))
                 conn.execute(delete(B).where(and_(B.c.audit_id.in_(ids), B.c.step != PRUNED_STEP)))
                 # A saga pruned twice (its backups grew after a first prune) keeps one record.
