@@ -2,7 +2,8 @@
 
 Every mutating saga keeps what it changed in the backups (:mod:`timetravel.store.backups`),
 keyed by its audit id: step records in ``_timetravel_backups`` and row copies in
-``_timetravel_bk_*``, ``_timetravel_bk_outputs`` and ``_timetravel_bk_rows``. They are what a
+``_timetravel_bk_*`` (``_timetravel_bk_outputs``, ``_timetravel_bk_rows`` and the optional
+``_timetravel_bk_output_provenance`` among them). They are what a
 compensation puts back, and what an undo of a successful rewind puts back, so they are kept
 for ``TIMETRAVEL_BACKUP_RETENTION`` (a week by default) and then freed by
 :meth:`RetentionStore.prune` (``timetravel prune``, the ``PruneBackups`` workflow and its
