@@ -263,3 +263,41 @@ def test_without_the_typed_table_provenance_goes_as_json(db032: Database) -> Non
     with db.write() as conn:
         restore_provenance(conn, bk, AUDIT, RUN)
     assert _rows(db) == before
+
+
+def test_copy_json_query_keeps_the_order_and_goes_through_python_only_when_it_must(
+    db032: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows selected by a query are copied in its order: by the database when it can encode
+    every one of them, else every one through Python (a SQLite real, printed with 15 digits by
+    its JSON functions); either way they read back as they were."""
+    db = db032
+    db.migrate()
+    with db.write() as conn:
+        kind = "REAL" if db.dialect == "sqlite" else "BIGINT"  # (a PostgreSQL real: Python)
+        conn.execute(text(f"CREATE TABLE _smithers_x (run_id TEXT, k INTEGER, v TEXT, r {kind})"))
+        conn.execute(
+            text("INSERT INTO _smithers_x VALUES (:r, :k, :v, NULL)"),
+            [{"r": RUN, "k": k, "v": f'"é{k}\\'} for k in (3, 1, 2)],
+        )
+    encoded: list[int] = []
+    real = backups.encode_row
+    monkeypatch.setattr(backups, "encode_row", lambda row: encoded.append(1) or real(row))
+    bk = Backups(db)
+    source = "FROM _smithers_x t WHERE t.run_id = :r"
+    with db.write() as conn:
+        n = bk.copy_json_query(conn, AUDIT, "_smithers_x", source, "ORDER BY t.k DESC", {"r": RUN})
+        rows = bk.json_rows(conn, AUDIT, "_smithers_x")
+    assert n == 3 and encoded == []
+    assert [(r["k"], r["v"], r["r"]) for r in rows] == [(3, '"é3\\', None), (2, '"é2\\', None),
+                                                        (1, '"é1\\', None)]  # fmt: skip
+    with db.write() as conn:
+        if db.dialect == "postgresql":  # a column of another type: every row through Python
+            conn.execute(text("ALTER TABLE _smithers_x ALTER COLUMN r TYPE DOUBLE PRECISION"))
+        conn.execute(text("UPDATE _smithers_x SET r = 0.1 WHERE k = 2"))
+    db.migrate()  # (forgets what it reflected)
+    with db.write() as conn:
+        n = bk.copy_json_query(conn, AUDIT + 1, "_smithers_x", source, "ORDER BY t.k", {"r": RUN})
+        rows = bk.json_rows(conn, AUDIT + 1, "_smithers_x")
+    assert n == 3 and len(encoded) == 3
+    assert [(r["k"], r["r"]) for r in rows] == [(1, None), (2, 0.1), (3, None)]

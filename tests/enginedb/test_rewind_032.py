@@ -33,6 +33,7 @@ from timetravel.history.service import (
 from timetravel.history.service import load_snapshot as history_load_snapshot
 from timetravel.models import RewindCounts
 from timetravel.store import Database
+from timetravel.store.backups import Backups
 from timetravel.store.rewind import RewindStore
 
 RUN = "r32"
@@ -424,3 +425,42 @@ def test_real_engine_history_reads(engine_db: Database) -> None:
         child = load_snapshot(conn, "fork-1", 0)
     assert child is not None and child.outputs_json == last.outputs_json
     assert fork.snapshot.nodes_json == last.nodes_json
+
+
+def test_snapshot_rows_are_copied_by_the_database(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshots a rewind deletes (their rows, refs and payloads) are copied by one
+    ``INSERT … SELECT`` each, not read into Python to be encoded, and come back exactly."""
+    seed(db)
+    before = db.dump()
+    through_python: list[str] = []
+    real = Backups.copy_json_rows
+
+    def spy(conn: Any, audit_id: int, table_name: str, rows: Any) -> int:
+        rows = list(rows)
+        if rows:
+            through_python.append(table_name)
+        return real(conn, audit_id, table_name, rows)
+
+    monkeypatch.setattr(Backups, "copy_json_rows", staticmethod(spy))
+    store = RewindStore(db)
+    audit_id = _begin(store, 2)
+    _truncate(store, audit_id, 2)
+    snapshot_tables = {
+        "_smithers_snapshots",
+        "_smithers_snapshot_payload_refs",
+        "_smithers_snapshot_contents",
+    }
+    with db.read() as conn:
+        copied = {
+            r[0]
+            for r in conn.execute(
+                text("SELECT table_name FROM _timetravel_bk_rows WHERE audit_id = :a"),
+                {"a": audit_id},
+            )
+        }
+    assert snapshot_tables <= copied  # frame 3's snapshot, its ref and its payload
+    assert not snapshot_tables & set(through_python)
+    assert store.restore_truncated(audit_id) is True
+    assert db.dump() == before

@@ -23,6 +23,7 @@ from timetravel.enginedb.snapshots import (
     load_snapshots,
     restore_snapshot_rows,
     snapshot_rows_after,
+    snapshot_sources_after,
 )
 from timetravel.enginedb.target_state import TargetState, compute_target_state
 
@@ -44,4 +45,5 @@ __all__ = [
     "snake_case",
     "snapshot_output_rows",
     "snapshot_rows_after",
+    "snapshot_sources_after",
 ]

@@ -50,6 +50,7 @@ __all__ = [
     "load_snapshots",
     "restore_snapshot_rows",
     "snapshot_rows_after",
+    "snapshot_sources_after",
 ]
 
 SNAPSHOTS = "_smithers_snapshots"
@@ -207,6 +208,33 @@ def _dicts(conn: Connection, sql: str, params: dict[str, Any]) -> list[dict[str,
     return [dict(r._mapping) for r in conn.execute(text(sql), params)]
 
 
+def snapshot_sources_after(conn: Connection) -> list[tuple[str, str, str]]:
+    """What :func:`delete_snapshots_after` deletes, as ``(table, source, order)`` per table in
+    copy order (contents, snapshots, refs; the latter two only with content-addressed
+    snapshots): ``SELECT t.* {source} {order}`` selects the rows over the parameters
+    ``run_id`` and ``frame_no`` (``source`` a FROM … WHERE over the table aliased ``t``)."""
+    after = "t.run_id = :run_id AND t.frame_no > :frame_no"
+    out = []
+    if engine_features(conn).content_addressed_snapshots:
+        # Contents whose every reference is among the refs being deleted: the delete trigger
+        # removes them when their count reaches 0.
+        out.append(
+            (
+                SNAPSHOT_CONTENTS,
+                f"""FROM {SNAPSHOT_CONTENTS} t
+            JOIN (SELECT content_hash, COUNT(*) AS n FROM {SNAPSHOT_REFS}
+                  WHERE run_id = :run_id AND frame_no > :frame_no
+                  GROUP BY content_hash) d ON d.content_hash = t.content_hash
+            WHERE t.ref_count <= d.n""",
+                "ORDER BY t.content_hash",
+            )
+        )
+    out.append((SNAPSHOTS, f"FROM {SNAPSHOTS} t WHERE {after}", "ORDER BY t.frame_no"))
+    if engine_features(conn).content_addressed_snapshots:
+        out.append((SNAPSHOT_REFS, f"FROM {SNAPSHOT_REFS} t WHERE {after}", "ORDER BY t.frame_no"))
+    return out
+
+
 def snapshot_rows_after(conn: Connection, run_id: str, frame_no: int) -> SnapshotRows:
     """Copy what :func:`delete_snapshots_after` (same arguments) will delete.
 
@@ -214,34 +242,11 @@ def snapshot_rows_after(conn: Connection, run_id: str, frame_no: int) -> Snapsho
     ``ref_count`` arithmetic sees the same rows.
     """
     params = {"run_id": run_id, "frame_no": frame_no}
-    out = SnapshotRows(
-        snapshots=_dicts(
-            conn,
-            f"SELECT * FROM {SNAPSHOTS} WHERE run_id = :run_id AND frame_no > :frame_no "
-            "ORDER BY frame_no",
-            params,
-        )
-    )
-    if not engine_features(conn).content_addressed_snapshots:
-        return out
-    out.refs = _dicts(
-        conn,
-        f"SELECT * FROM {SNAPSHOT_REFS} WHERE run_id = :run_id AND frame_no > :frame_no "
-        "ORDER BY frame_no",
-        params,
-    )
-    # Contents whose every reference is among the refs being deleted: the delete trigger
-    # removes them when their count reaches 0.
-    out.contents = _dicts(
-        conn,
-        f"""SELECT c.* FROM {SNAPSHOT_CONTENTS} c
-            JOIN (SELECT content_hash, COUNT(*) AS n FROM {SNAPSHOT_REFS}
-                  WHERE run_id = :run_id AND frame_no > :frame_no
-                  GROUP BY content_hash) d ON d.content_hash = c.content_hash
-            WHERE c.ref_count <= d.n
-            ORDER BY c.content_hash""",
-        params,
-    )
+    out = SnapshotRows()
+    field_of = {SNAPSHOTS: "snapshots", SNAPSHOT_REFS: "refs", SNAPSHOT_CONTENTS: "contents"}
+    for table, source, order in snapshot_sources_after(conn):
+        rows = _dicts(conn, f"SELECT t.* {source} {order}", params)
+        setattr(out, field_of[table], rows)
     return out
 
 

@@ -51,6 +51,7 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    text,
     true,
     tuple_,
     update,
@@ -446,6 +447,49 @@ class Backups:
             conn.execute(insert(schema.bk_rows), params)
         return len(params)
 
+    def copy_json_query(
+        self,
+        conn: Connection,
+        audit_id: int,
+        table_name: str,
+        source: str,
+        order: str = "",
+        params: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Copy the rows ``SELECT t.* {source} {order}`` selects of the engine table
+        ``table_name`` as JSON rows, in that order; returns how many. ``source`` is a constant
+        ``FROM … WHERE …`` over the table aliased ``t`` (more tables may be joined), ``params``
+        its parameters.
+
+        The database writes the documents (one ``INSERT … SELECT``; the same ``[2, {column:
+        value}]`` :func:`~timetravel.store.encode_row` writes) when it can encode every row
+        selected: on PostgreSQL when every column is text, an integer or a boolean; on SQLite
+        when every value is text, an integer or null (its JSON prints reals with 15 digits).
+        Otherwise the rows travel through Python (:meth:`copy_json_rows`), in the same order:
+        a snapshot's payload (hundreds of kilobytes on a long run) is not read into Python to
+        be encoded and sent back."""
+        values = dict(params or {})
+        json_doc = _json_doc_memo(conn, self.db, table_name)
+        if json_doc is not None:
+            doc, ok = json_doc
+            mixed = (
+                ok is not None
+                and conn.execute(
+                    text(f"SELECT EXISTS (SELECT 1 {source} AND NOT ({ok}))"), values
+                ).scalar()
+            )
+            if not mixed:
+                done = conn.execute(
+                    text(
+                        f"INSERT INTO {schema.bk_rows.name} (audit_id, table_name, row_json) "
+                        f"SELECT :bk_aid, :bk_table, {doc} {source} {order}"
+                    ),
+                    {**values, "bk_aid": audit_id, "bk_table": table_name},
+                )
+                return int(done.rowcount)
+        rows = conn.execute(text(f"SELECT t.* {source} {order}"), values)
+        return self.copy_json_rows(conn, audit_id, table_name, [dict(r._mapping) for r in rows])
+
     @staticmethod
     def json_rows(conn: Connection, audit_id: int, table_name: str) -> list[dict[str, Any]]:
         """The rows :meth:`copy_json_rows` copied for ``table_name``, in copy order."""
@@ -814,3 +858,38 @@ def _restore_plain(
     taken_sqlite = func.coalesce(plain, false())
     stmt = insert(t).from_select(names, select(*values).where(mine, taken_sqlite))
     return stmt, taken_sqlite
+
+
+_SAFE_COLUMN = re.compile(r"^[a-z_][a-z0-9_]*$")
+_JSON_DOCS: dict[tuple[int, str], tuple[Any, tuple[str, str | None] | None]] = {}
+
+
+def _json_doc_memo(conn: Connection, db: Database, name: str) -> tuple[str, str | None] | None:
+    """:func:`_json_doc` of the engine table ``name``, built once per reflected table."""
+    live = db.reflect(conn, name)
+    if live is None:
+        return None
+    key = (id(db), name)
+    hit = _JSON_DOCS.get(key)
+    if hit is not None and hit[0] is live:
+        return hit[1]
+    made = _json_doc(conn.dialect.name, live)
+    _JSON_DOCS[key] = (live, made)
+    return made
+
+
+def _json_doc(dialect: str, live: Table) -> tuple[str, str | None] | None:
+    """The JSON document of a row of ``live`` (aliased ``t``) as SQL, and the condition a row
+    must meet for it to be exact (None: every row); None when the database cannot write it."""
+    cols = list(live.c.keys())
+    if not cols or not all(_SAFE_COLUMN.match(c) for c in cols) or len(cols) > 50:
+        return None
+    pairs = ", ".join(f"'{c}', t.{c}" for c in cols)
+    if dialect == "postgresql":
+        if not all(_pg_kind(c.type) == "plain" for c in live.c):
+            return None  # (a double's JSON needs more care: see _plain_rows)
+        return f"json_build_array({ROW_FORMAT}, json_build_object({pairs}))::text", None
+    if dialect == "sqlite":
+        ok = " AND ".join(f"typeof(t.{c}) IN ('text', 'integer', 'null')" for c in cols)
+        return f"json_array({ROW_FORMAT}, json_object({pairs}))", ok
+    return None

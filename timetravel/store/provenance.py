@@ -19,9 +19,6 @@ takes both kinds, so copies made by an earlier release come back too.
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 from sqlalchemy import Connection, Integer, String, insert, select, text
 
 from timetravel import schema
@@ -42,32 +39,29 @@ PROVENANCE_COLUMNS = {
 _COLS = ", ".join(PROVENANCE_COLUMNS)
 _TYPED = schema.bk_provenance
 
-#: Column types whose values :func:`~timetravel.store.encode_row` keeps as they are (JSON
-#: strings, integers, booleans, null), so the database can write the same JSON document.
-_PLAIN_PG_TYPES = {"text", "character varying", "integer", "bigint", "smallint", "boolean"}
-_SAFE_COLUMN = re.compile(r"^[a-z_][a-z0-9_]*$")
-
 
 def copy_provenance(conn: Connection, bk: Backups, audit_id: int, run_id: str) -> None:
     """Back up every provenance row of ``run_id`` under ``audit_id`` (module doc)."""
-    params = {"aid": audit_id, "t": OUTPUT_PROVENANCE, "r": run_id}
+    params = {"aid": audit_id, "r": run_id}
     typed = _typed_rows(conn, bk.db)
-    if typed is not None:
-        conn.execute(
-            text(
-                f"INSERT INTO {_TYPED.name} (audit_id, {_COLS}) "
-                f"SELECT :aid, {_COLS} FROM {OUTPUT_PROVENANCE} WHERE run_id = :r AND {typed}"
-            ),
-            params,
-        )
-        if typed == "TRUE":
-            return
-        rest = conn.execute(
-            text(f"SELECT * FROM {OUTPUT_PROVENANCE} WHERE run_id = :r AND NOT ({typed})"), params
-        )
-        bk.copy_json_rows(conn, audit_id, OUTPUT_PROVENANCE, [dict(r._mapping) for r in rest])
+    if typed is None:
+        _copy_json(conn, bk, audit_id, run_id)
         return
-    _copy_json(conn, bk, audit_id, run_id)
+    rest = f"FROM {OUTPUT_PROVENANCE} t WHERE t.run_id = :r AND NOT ({typed})"
+    if (
+        typed != "TRUE"
+        and not conn.execute(text(f"SELECT EXISTS (SELECT 1 {rest})"), params).scalar()
+    ):
+        typed = "TRUE"  # every row goes typed: one scan to know, not a copy of none
+    conn.execute(
+        text(
+            f"INSERT INTO {_TYPED.name} (audit_id, {_COLS}) "
+            f"SELECT :aid, {_COLS} FROM {OUTPUT_PROVENANCE} WHERE run_id = :r AND {typed}"
+        ),
+        params,
+    )
+    if typed != "TRUE":
+        bk.copy_json_query(conn, audit_id, OUTPUT_PROVENANCE, rest, params={"r": run_id})
 
 
 def restore_provenance(conn: Connection, bk: Backups, audit_id: int, run_id: str) -> None:
@@ -102,46 +96,6 @@ def _typed_rows(conn: Connection, db: Database) -> str | None:
 
 
 def _copy_json(conn: Connection, bk: Backups, audit_id: int, run_id: str) -> None:
-    """Every provenance row of the run as JSON rows (:meth:`Backups.copy_json_rows`): the rows
-    whose values are all plain (text, integers, null; booleans on PostgreSQL) are encoded by
-    the database with one ``INSERT … SELECT`` into the same document ``[2, {column: value}]``
-    :func:`~timetravel.store.encode_row` writes; any other row (or a table with a column of
-    another type on PostgreSQL) travels through Python."""
-    live = bk.db.reflect(conn, OUTPUT_PROVENANCE)
-    cols = [] if live is None else list(live.c.keys())
-    params: dict[str, Any] = {"aid": audit_id, "t": OUTPUT_PROVENANCE, "r": run_id}
-    if not cols or not all(_SAFE_COLUMN.match(c) for c in cols):
-        bk.copy_json_rows(conn, audit_id, OUTPUT_PROVENANCE, _rows(conn, run_id, "TRUE"))
-        return
-    pairs = ", ".join(f"'{c}', {c}" for c in cols)
-    if conn.dialect.name == "postgresql":
-        types: dict[str, str] = dict(
-            conn.execute(
-                text(
-                    "SELECT column_name, data_type FROM information_schema.columns "
-                    "WHERE table_schema = current_schema() AND table_name = :t"
-                ),
-                {"t": OUTPUT_PROVENANCE},
-            ).all()
-        )
-        if any(types.get(c) not in _PLAIN_PG_TYPES for c in cols):
-            bk.copy_json_rows(conn, audit_id, OUTPUT_PROVENANCE, _rows(conn, run_id, "TRUE"))
-            return
-        doc, ok = f"json_build_array(2, json_build_object({pairs}))::text", "TRUE"
-    else:
-        doc = f"json_array(2, json_object({pairs}))"
-        ok = " AND ".join(f"typeof({c}) IN ('text', 'integer', 'null')" for c in cols)
-    conn.execute(
-        text(
-            f"INSERT INTO {schema.bk_rows.name} (audit_id, table_name, row_json) "
-            f"SELECT :aid, :t, {doc} FROM {OUTPUT_PROVENANCE} WHERE run_id = :r AND ({ok})"
-        ),
-        params,
-    )
-    if ok != "TRUE":
-        bk.copy_json_rows(conn, audit_id, OUTPUT_PROVENANCE, _rows(conn, run_id, f"NOT ({ok})"))
-
-
-def _rows(conn: Connection, run_id: str, where: str) -> list[dict[str, Any]]:
-    sql = f"SELECT * FROM {OUTPUT_PROVENANCE} WHERE run_id = :r AND {where}"
-    return [dict(r._mapping) for r in conn.execute(text(sql), {"r": run_id})]
+    """Every provenance row of the run as JSON rows (:meth:`Backups.copy_json_query`)."""
+    source = f"FROM {OUTPUT_PROVENANCE} t WHERE t.run_id = :r"
+    bk.copy_json_query(conn, audit_id, OUTPUT_PROVENANCE, source, params={"r": run_id})

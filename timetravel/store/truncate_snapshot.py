@@ -41,13 +41,11 @@ from timetravel.enginedb import (
     delete_snapshots_after,
     engine_features,
     load_snapshot,
-    snapshot_rows_after,
+    snapshot_sources_after,
 )
 from timetravel.enginedb.features import (
     OUTPUT_PROVENANCE,
     SIGNALS,
-    SNAPSHOT_CONTENTS,
-    SNAPSHOT_REFS,
 )
 from timetravel.enginedb.outputs import physical_tables
 from timetravel.enginedb.target_state import (
@@ -185,10 +183,9 @@ class SnapshotTruncate:
         bk.copy_rows(conn, FRAMES.name, cut.frames, audit_id)
         frames = conn.execute(delete(FRAMES).where(cut.frames(FRAMES))).rowcount
         # Snapshots after the target (refs and unreferenced contents with them), VCS tags.
-        later = snapshot_rows_after(conn, run_id, cut.frame_no)
-        bk.copy_json_rows(conn, audit_id, SNAPSHOT_CONTENTS, later.contents)
-        bk.copy_json_rows(conn, audit_id, SNAPSHOTS_TABLE, later.snapshots)
-        bk.copy_json_rows(conn, audit_id, SNAPSHOT_REFS, later.refs)
+        after = {"run_id": run_id, "frame_no": cut.frame_no}
+        for name, source, order in snapshot_sources_after(conn):  # contents, snapshots, refs
+            bk.copy_json_query(conn, audit_id, name, source, order, after)
         delete_snapshots_after(conn, run_id, cut.frame_no)
         tags = VCS_TAGS.c.run_id == run_id, VCS_TAGS.c.frame_no > cut.frame_no
         bk.copy_json_rows(
