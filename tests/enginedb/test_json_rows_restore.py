@@ -275,7 +275,9 @@ def test_copy_json_query_keeps_the_order_and_goes_through_python_only_when_it_mu
     db.migrate()
     with db.write() as conn:
         kind = "REAL" if db.dialect == "sqlite" else "BIGINT"  # (a PostgreSQL real: Python)
-        conn.execute(text(f"CREATE TABLE _smithers_x (run_id TEXT, k INTEGER, v TEXT, r {kind})"))
+        conn.execute(  # (a keyword for a column name)
+            text(f'CREATE TABLE _smithers_x (run_id TEXT, k INTEGER, "order" TEXT, r {kind})')
+        )
         conn.execute(
             text("INSERT INTO _smithers_x VALUES (:r, :k, :v, NULL)"),
             [{"r": RUN, "k": k, "v": f'"é{k}\\'} for k in (3, 1, 2)],
@@ -289,7 +291,7 @@ def test_copy_json_query_keeps_the_order_and_goes_through_python_only_when_it_mu
         n = bk.copy_json_query(conn, AUDIT, "_smithers_x", source, "ORDER BY t.k DESC", {"r": RUN})
         rows = bk.json_rows(conn, AUDIT, "_smithers_x")
     assert n == 3 and encoded == []
-    assert [(r["k"], r["v"], r["r"]) for r in rows] == [(3, '"é3\\', None), (2, '"é2\\', None),
+    assert [(r["k"], r["order"], r["r"]) for r in rows] == [(3, '"é3\\', None), (2, '"é2\\', None),
                                                         (1, '"é1\\', None)]  # fmt: skip
     with db.write() as conn:
         if db.dialect == "postgresql":  # a column of another type: every row through Python

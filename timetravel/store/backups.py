@@ -884,12 +884,12 @@ def _json_doc(dialect: str, live: Table) -> tuple[str, str | None] | None:
     cols = list(live.c.keys())
     if not cols or not all(_SAFE_COLUMN.match(c) for c in cols) or len(cols) > 50:
         return None
-    pairs = ", ".join(f"'{c}', t.{c}" for c in cols)
+    pairs = ", ".join(f"'{c}', t.\"{c}\"" for c in cols)  # (quoted: a keyword is a name)
     if dialect == "postgresql":
         if not all(_pg_kind(c.type) == "plain" for c in live.c):
             return None  # (a double's JSON needs more care: see _plain_rows)
         return f"json_build_array({ROW_FORMAT}, json_build_object({pairs}))::text", None
     if dialect == "sqlite":
-        ok = " AND ".join(f"typeof(t.{c}) IN ('text', 'integer', 'null')" for c in cols)
+        ok = " AND ".join(f"typeof(t.\"{c}\") IN ('text', 'integer', 'null')" for c in cols)
         return f"json_array({ROW_FORMAT}, json_object({pairs}))", ok
     return None

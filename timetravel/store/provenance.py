@@ -67,11 +67,14 @@ def copy_provenance(conn: Connection, bk: Backups, audit_id: int, run_id: str) -
 def restore_provenance(conn: Connection, bk: Backups, audit_id: int, run_id: str) -> None:
     """Make the run's provenance rows exactly those :func:`copy_provenance` copied under
     ``audit_id`` (typed and JSON copies both; an earlier release made JSON copies only)."""
+    live = bk.db.reflect(conn, OUTPUT_PROVENANCE)
+    if live is None:
+        raise RuntimeError(f"table {OUTPUT_PROVENANCE} vanished; cannot restore")
     conn.execute(text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": run_id})
     if bk.db.reflect(conn, _TYPED.name) is not None:
         cols = list(PROVENANCE_COLUMNS)
         conn.execute(
-            insert(bk.db.reflect(conn, OUTPUT_PROVENANCE)).from_select(  # type: ignore[arg-type]
+            insert(live).from_select(
                 cols, select(*(_TYPED.c[c] for c in cols)).where(_TYPED.c.audit_id == audit_id)
             )
         )
