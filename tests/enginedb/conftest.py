@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Table, func, select, text
 
 from tests.enginedb import schema032
 from timetravel.models import RewindCounts
@@ -103,6 +103,13 @@ def table_rows(conn: Connection, table: str) -> list[tuple[Any, ...]]:
 
 
 # -- the real engine ------------------------------------------------------------------------
+
+
+def copies(db: Database, table: Table, audit_id: int) -> int:
+    """How many rows a backup table holds for one audit id."""
+    with db.read() as conn:
+        q = select(func.count()).select_from(table).where(table.c.audit_id == audit_id)
+        return int(conn.execute(q).scalar_one())
 
 
 def run_engine(tmp: Path, run_id: str, input_json: str = '{"x": 2}') -> Path:

@@ -6,11 +6,13 @@ them all; either way the table is exactly what it was, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, text
 
+from tests.enginedb.conftest import copies
 from timetravel import schema
 from timetravel.enginedb.features import OUTPUT_PROVENANCE
 from timetravel.store import Database, backups
@@ -53,18 +55,25 @@ def _seed(db: Database, *, plain_only: bool = False) -> None:
 
 
 class _Seen:
-    """How many copies Python decoded, and how many times their JSON was read back."""
+    """How many copies Python encoded and decoded, and how many times their JSON was read
+    back."""
 
     def __init__(self, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.encoded = 0
         self.decoded = 0
         self.reads = 0
-        real = backups.decode_row
+        real_decode, real_encode = backups.decode_row, backups.encode_row
 
         def decode(text_: str) -> dict[str, Any]:
             self.decoded += 1
-            return real(text_)
+            return real_decode(text_)
+
+        def encode(row: Any) -> str:
+            self.encoded += 1
+            return real_encode(row)
 
         monkeypatch.setattr(backups, "decode_row", decode)
+        monkeypatch.setattr(backups, "encode_row", encode)
 
         @event.listens_for(db.engine, "before_cursor_execute")
         def _stmt(_c: Any, _cur: Any, sql: str, *_: Any) -> None:
@@ -182,15 +191,6 @@ def test_output_rows_of_plain_values_come_back_bit_for_bit(
     assert seen.decoded == (0 if db.dialect == "postgresql" else len(values) - 1)
 
 
-def _count(db: Database, table: Any) -> int:
-    with db.read() as conn:
-        return int(
-            conn.execute(
-                select(func.count()).select_from(table).where(table.c.audit_id == AUDIT)
-            ).scalar_one()
-        )
-
-
 def test_provenance_goes_typed_and_comes_back_exactly(
     db032: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,13 +230,13 @@ def test_provenance_goes_typed_and_comes_back_exactly(
         )  # fmt: skip
         conn.execute(text(f"UPDATE {OUTPUT_PROVENANCE} SET seq = seq + 10000 WHERE run_id = :r"),
                      {"r": RUN})  # fmt: skip
-    assert _count(db, schema.bk_provenance) == len(before) - odd
-    assert _count(db, schema.bk_rows) == 1 + odd
+    assert copies(db, schema.bk_provenance, AUDIT) == len(before) - odd
+    assert copies(db, schema.bk_rows, AUDIT) == 1 + odd
     with db.write() as conn:
         restore_provenance(conn, bk, AUDIT, RUN)
     assert _rows(db) == sorted([*before, (RUN, "out_c", "old", 1, 900)])
     assert _rows(db, "other") == other
-    assert seen.decoded == 0  # every copy, typed or JSON, came back in the database
+    assert (seen.encoded, seen.decoded) == (0, 0)  # typed or JSON, all in the database
     if odd:
         with db.read() as conn:
             kind = conn.execute(
@@ -259,7 +259,7 @@ def test_without_the_typed_table_provenance_goes_as_json(db032: Database) -> Non
     with db.write() as conn:
         copy_provenance(conn, bk, AUDIT, RUN)
         conn.execute(text(f"DELETE FROM {OUTPUT_PROVENANCE} WHERE run_id = :r"), {"r": RUN})
-    assert _count(db, schema.bk_rows) == len(before)
+    assert copies(db, schema.bk_rows, AUDIT) == len(before)
     with db.write() as conn:
         restore_provenance(conn, bk, AUDIT, RUN)
     assert _rows(db) == before
@@ -269,12 +269,13 @@ def test_copy_json_query_keeps_the_order_and_goes_through_python_only_when_it_mu
     db032: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows selected by a query are copied in its order: by the database when it can encode
-    every one of them, else every one through Python (a SQLite real, printed with 15 digits by
-    its JSON functions); either way they read back as they were."""
+    every one of them (a PostgreSQL double too, as output copies are), else every one through
+    Python (a SQLite real, printed with 15 digits by its JSON functions; a PostgreSQL numeric);
+    either way they read back as they were."""
     db = db032
     db.migrate()
     with db.write() as conn:
-        kind = "REAL" if db.dialect == "sqlite" else "BIGINT"  # (a PostgreSQL real: Python)
+        kind = "REAL" if db.dialect == "sqlite" else "DOUBLE PRECISION"
         conn.execute(  # (a keyword for a column name)
             text(f'CREATE TABLE _smithers_x (run_id TEXT, k INTEGER, "order" TEXT, r {kind})')
         )
@@ -282,24 +283,23 @@ def test_copy_json_query_keeps_the_order_and_goes_through_python_only_when_it_mu
             text("INSERT INTO _smithers_x VALUES (:r, :k, :v, NULL)"),
             [{"r": RUN, "k": k, "v": f'"é{k}\\'} for k in (3, 1, 2)],
         )
-    encoded: list[int] = []
-    real = backups.encode_row
-    monkeypatch.setattr(backups, "encode_row", lambda row: encoded.append(1) or real(row))
+    seen = _Seen(db, monkeypatch)
     bk = Backups(db)
     source = "FROM _smithers_x t WHERE t.run_id = :r"
     with db.write() as conn:
         n = bk.copy_json_query(conn, AUDIT, "_smithers_x", source, "ORDER BY t.k DESC", {"r": RUN})
         rows = bk.json_rows(conn, AUDIT, "_smithers_x")
-    assert n == 3 and encoded == []
+    assert n == 3 and seen.encoded == 0
     assert [(r["k"], r["order"], r["r"]) for r in rows] == [(3, '"é3\\', None), (2, '"é2\\', None),
                                                         (1, '"é1\\', None)]  # fmt: skip
     with db.write() as conn:
         if db.dialect == "postgresql":  # a column of another type: every row through Python
-            conn.execute(text("ALTER TABLE _smithers_x ALTER COLUMN r TYPE DOUBLE PRECISION"))
+            conn.execute(text("ALTER TABLE _smithers_x ALTER COLUMN r TYPE NUMERIC"))
         conn.execute(text("UPDATE _smithers_x SET r = 0.1 WHERE k = 2"))
     db.migrate()  # (forgets what it reflected)
     with db.write() as conn:
         n = bk.copy_json_query(conn, AUDIT + 1, "_smithers_x", source, "ORDER BY t.k", {"r": RUN})
         rows = bk.json_rows(conn, AUDIT + 1, "_smithers_x")
-    assert n == 3 and len(encoded) == 3
-    assert [(r["k"], r["r"]) for r in rows] == [(1, None), (2, 0.1), (3, None)]
+    assert n == 3 and seen.encoded == 3
+    tenth = Decimal("0.1") if db.dialect == "postgresql" else 0.1  # (numeric: a Decimal)
+    assert [(r["k"], r["r"]) for r in rows] == [(1, None), (2, tenth), (3, None)]

@@ -63,6 +63,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 
 from timetravel import schema
 from timetravel.clock import now_ms
+from timetravel.enginedb.snapshots import snapshot_sources_after
 from timetravel.store import ROW_FORMAT, Database, OutputTable, decode_row, encode_row
 from timetravel.store.jsontext import ExactJson
 
@@ -461,15 +462,15 @@ class Backups:
         ``FROM … WHERE …`` over the table aliased ``t`` (more tables may be joined), ``params``
         its parameters.
 
-        The database writes the documents (one ``INSERT … SELECT``; the same ``[2, {column:
-        value}]`` :func:`~timetravel.store.encode_row` writes) when it can encode every row
-        selected: on PostgreSQL when every column is text, an integer or a boolean; on SQLite
-        when every value is text, an integer or null (its JSON prints reals with 15 digits).
-        Otherwise the rows travel through Python (:meth:`copy_json_rows`), in the same order:
-        a snapshot's payload (hundreds of kilobytes on a long run) is not read into Python to
-        be encoded and sent back."""
+        The database writes the documents (one ``INSERT … SELECT``; the document an output
+        copy's ``INSERT … SELECT`` writes, :func:`_plain_rows`) when it can encode every row
+        selected, as :meth:`copy_output_rows_where` decides it. Otherwise the rows travel
+        through Python (:meth:`copy_json_rows`), all of them and in the same order: a
+        snapshot's payload (hundreds of kilobytes on a long run) is not read into Python to be
+        encoded and sent back."""
         values = dict(params or {})
-        json_doc = _json_doc_memo(conn, self.db, table_name)
+        live = self.db.reflect(conn, table_name)
+        json_doc = None if live is None else _plain_rows_sql(conn, live)
         if json_doc is not None:
             doc, ok = json_doc
             mixed = (
@@ -489,6 +490,18 @@ class Backups:
                 return int(done.rowcount)
         rows = conn.execute(text(f"SELECT t.* {source} {order}"), values)
         return self.copy_json_rows(conn, audit_id, table_name, [dict(r._mapping) for r in rows])
+
+    def copy_snapshots_after(
+        self, conn: Connection, audit_id: int, run_id: str, frame_no: int
+    ) -> None:
+        """Copy what :func:`~timetravel.enginedb.delete_snapshots_after` (same run and frame)
+        will delete, as JSON rows (:meth:`copy_json_query`): the contents only those snapshots
+        reference, the snapshot rows, their refs. The same transaction must delete them (the
+        contents are chosen by their reference counts); ``restore_snapshot_rows`` of their
+        :meth:`json_rows` puts them back."""
+        after = {"run_id": run_id, "frame_no": frame_no}
+        for name, source, order in snapshot_sources_after(conn):
+            self.copy_json_query(conn, audit_id, name, source, order, after)
 
     @staticmethod
     def json_rows(conn: Connection, audit_id: int, table_name: str) -> list[dict[str, Any]]:
@@ -860,36 +873,24 @@ def _restore_plain(
     return stmt, taken_sqlite
 
 
-_SAFE_COLUMN = re.compile(r"^[a-z_][a-z0-9_]*$")
-_JSON_DOCS: dict[tuple[int, str], tuple[Any, tuple[str, str | None] | None]] = {}
+def _plain_rows_sql(conn: Connection, live: Table) -> tuple[str, str | None] | None:
+    """:func:`_plain_rows` of ``live`` as SQL text over the alias ``t`` (for a query given as
+    text), literals written in: the document, and the condition a row must meet (None: every
+    row). Rendered once per reflected table."""
 
+    def build() -> tuple[str, str | None] | None:
+        plain = _plain_rows_memo(conn, live)
+        if plain is None:
+            return None
+        adapter = ClauseAdapter(live.alias("t"))
 
-def _json_doc_memo(conn: Connection, db: Database, name: str) -> tuple[str, str | None] | None:
-    """:func:`_json_doc` of the engine table ``name``, built once per reflected table."""
-    live = db.reflect(conn, name)
-    if live is None:
-        return None
-    key = (id(db), name)
-    hit = _JSON_DOCS.get(key)
-    if hit is not None and hit[0] is live:
-        return hit[1]
-    made = _json_doc(conn.dialect.name, live)
-    _JSON_DOCS[key] = (live, made)
-    return made
+        def sql(e: ColumnElement[Any]) -> str:
+            rendered = adapter.traverse(e).compile(
+                dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+            )
+            return str(rendered)
 
+        doc, ok = plain
+        return sql(doc), None if ok is _ALL_ROWS else sql(ok)
 
-def _json_doc(dialect: str, live: Table) -> tuple[str, str | None] | None:
-    """The JSON document of a row of ``live`` (aliased ``t``) as SQL, and the condition a row
-    must meet for it to be exact (None: every row); None when the database cannot write it."""
-    cols = list(live.c.keys())
-    if not cols or not all(_SAFE_COLUMN.match(c) for c in cols) or len(cols) > 50:
-        return None
-    pairs = ", ".join(f"'{c}', t.\"{c}\"" for c in cols)  # (quoted: a keyword is a name)
-    if dialect == "postgresql":
-        if not all(_pg_kind(c.type) == "plain" for c in live.c):
-            return None  # (a double's JSON needs more care: see _plain_rows)
-        return f"json_build_array({ROW_FORMAT}, json_build_object({pairs}))::text", None
-    if dialect == "sqlite":
-        ok = " AND ".join(f"typeof(t.\"{c}\") IN ('text', 'integer', 'null')" for c in cols)
-        return f"json_array({ROW_FORMAT}, json_object({pairs}))", ok
-    return None
+    return STATEMENTS.get(("plain_rows_sql", id(live), conn.dialect.name), build, live)

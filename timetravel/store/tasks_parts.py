@@ -12,13 +12,12 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, select
 
 from timetravel import rewind, tasks
-from timetravel.enginedb import delete_snapshots_after, engine_features, snapshot_rows_after
-from timetravel.enginedb.features import SNAPSHOT_CONTENTS, SNAPSHOT_REFS, TOOL_CALLS
+from timetravel.enginedb import delete_snapshots_after, engine_features
+from timetravel.enginedb.features import TOOL_CALLS
 from timetravel.enginedb.tool_calls import archive_attempt_tool_calls, stamp_forced_past
 from timetravel.store.tasks_decide import (
     EVENTS,
     FRAMES,
-    SNAPSHOTS,
     VCS_TAGS,
     TaskDecisions,
     _Decision,
@@ -108,10 +107,7 @@ class TaskResetParts(TaskDecisions):
         conn.execute(delete(FRAMES).where(later(FRAMES)))
         if not engine_features(conn).is_v032:
             return
-        gone = snapshot_rows_after(conn, run_id, cut)
-        bk.copy_json_rows(conn, audit_id, SNAPSHOT_CONTENTS, gone.contents)
-        bk.copy_json_rows(conn, audit_id, SNAPSHOTS.name, gone.snapshots)
-        bk.copy_json_rows(conn, audit_id, SNAPSHOT_REFS, gone.refs)
+        bk.copy_snapshots_after(conn, audit_id, run_id, cut)
         delete_snapshots_after(conn, run_id, cut)
         tags = [dict(r._mapping) for r in conn.execute(select(VCS_TAGS).where(later(VCS_TAGS)))]
         bk.copy_json_rows(conn, audit_id, VCS_TAGS.name, tags)

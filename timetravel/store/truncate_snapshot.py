@@ -41,7 +41,6 @@ from timetravel.enginedb import (
     delete_snapshots_after,
     engine_features,
     load_snapshot,
-    snapshot_sources_after,
 )
 from timetravel.enginedb.features import (
     OUTPUT_PROVENANCE,
@@ -183,9 +182,7 @@ class SnapshotTruncate:
         bk.copy_rows(conn, FRAMES.name, cut.frames, audit_id)
         frames = conn.execute(delete(FRAMES).where(cut.frames(FRAMES))).rowcount
         # Snapshots after the target (refs and unreferenced contents with them), VCS tags.
-        after = {"run_id": run_id, "frame_no": cut.frame_no}
-        for name, source, order in snapshot_sources_after(conn):  # contents, snapshots, refs
-            bk.copy_json_query(conn, audit_id, name, source, order, after)
+        bk.copy_snapshots_after(conn, audit_id, run_id, cut.frame_no)
         delete_snapshots_after(conn, run_id, cut.frame_no)
         tags = VCS_TAGS.c.run_id == run_id, VCS_TAGS.c.frame_no > cut.frame_no
         bk.copy_json_rows(

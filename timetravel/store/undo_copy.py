@@ -16,11 +16,8 @@ from sqlalchemy import Connection, select, text
 
 from timetravel import schema
 from timetravel.enginedb import engine_features
-from timetravel.enginedb import snapshot_rows_after as snapshot_rows_after_frame
 from timetravel.enginedb.features import (
     SIGNALS,
-    SNAPSHOT_CONTENTS,
-    SNAPSHOT_REFS,
     TOOL_CALL_ARCHIVE,
     TOOL_CALLS,
 )
@@ -30,7 +27,6 @@ from timetravel.store.undo_checks import (
     BO,
     NODES,
     RUNS,
-    SNAPSHOTS,
     VCS_TAGS,
     WHOLE,
     UndoChecks,
@@ -85,10 +81,7 @@ class UndoCopy(UndoChecks):
             out["tool_calls_whole"] = True
         after = _snapshots_after(t)
         if after is not None:
-            rows = snapshot_rows_after_frame(conn, rid, after)
-            bk.copy_json_rows(conn, undo_audit_id, SNAPSHOT_CONTENTS, rows.contents)
-            bk.copy_json_rows(conn, undo_audit_id, SNAPSHOTS, rows.snapshots)
-            bk.copy_json_rows(conn, undo_audit_id, SNAPSHOT_REFS, rows.refs)
+            bk.copy_snapshots_after(conn, undo_audit_id, rid, after)
             tags = VCS_TAGS.c.run_id == rid, VCS_TAGS.c.frame_no > after
             bk.copy_json_rows(
                 conn,
