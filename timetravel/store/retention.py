@@ -226,8 +226,9 @@ class RetentionStore:
 
     def _count(self, conn: Connection, audits: list[PrunedAudit]) -> None:
         by_id = {a.audit_id: a for a in audits}
+        tables = [B, *_copy_tables(self.db, conn)]
         for ids in _chunks(list(by_id)):
-            for t in [B, *_copy_tables(self.db, conn)]:
+            for t in tables:
                 q = (
                     select(t.c.audit_id, func.count())
                     .where(t.c.audit_id.in_(ids))
@@ -268,8 +269,9 @@ class RetentionStore:
             audits, kept = self._candidates(conn, cutoff)
             self._count(conn, audits)
             by_id = {a.audit_id: a for a in audits}
+            tables = _copy_tables(self.db, conn)
             for ids in _chunks(list(by_id)):
-                for t in _copy_tables(self.db, conn):
+                for t in tables:
                     conn.execute(delete(t).where(t.c.audit_id.in_(ids)))
                 conn.execute(delete(B).where(and_(B.c.audit_id.in_(ids), B.c.step != PRUNED_STEP)))
                 # A saga pruned twice (its backups grew after a first prune) keeps one record.
