@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, func, select, text
 
 from bench.engine032 import KEY, TABLE, create_tables, seed_engine_run
-from tests.enginedb.conftest import begin_rewind, truncate_to
+from tests.enginedb.conftest import begin_rewind, copies, truncate_to
 from timetravel import schema
 from timetravel.enginedb.target_state import snapshot_rows_by_table
 from timetravel.store import Database
@@ -65,16 +65,6 @@ def _outputs(db: Database) -> dict[tuple[str, int], float]:
         return {(str(n), int(i)): v for n, i, v in rows}
 
 
-def _copied_outputs(db: Database, audit_id: int) -> int:
-    bo = schema.bk_outputs
-    with db.read() as conn:
-        return int(
-            conn.execute(
-                select(func.count()).select_from(bo).where(bo.c.audit_id == audit_id)
-            ).scalar_one()
-        )
-
-
 def test_a_table_that_only_loses_rows_is_backed_up_by_key_and_restored_exactly(
     db: Database,
 ) -> None:
@@ -96,7 +86,7 @@ def test_a_table_that_only_loses_rows_is_backed_up_by_key_and_restored_exactly(
     assert record.state["replaced_outputs"] == []
     assert len(record.state["deleted_output_keys"][TABLE]) == gone
     # Only the deleted rows were copied, not the table.
-    assert _copied_outputs(db, audit_id) == gone
+    assert copies(db, schema.bk_outputs, audit_id) == gone
     assert store.restore_truncated(audit_id) is True
     assert db.dump() == before
 
@@ -118,7 +108,7 @@ def test_a_table_with_a_row_to_write_is_copied_whole_and_replaced(db: Database) 
     with db.read() as conn:
         record = Backups(db).record(conn, audit_id, "truncate")
     assert record is not None and record.state["replaced_outputs"] == [TABLE]
-    assert _copied_outputs(db, audit_id) == len(before[TABLE])
+    assert copies(db, schema.bk_outputs, audit_id) == len(before[TABLE])
     assert store.restore_truncated(audit_id) is True
     assert db.dump() == before
 
