@@ -23,6 +23,8 @@ Our own tables start with ``_timetravel_``:
 * ``_timetravel_bk_output_provenance``: typed copies of engine 0.32's output provenance (a
   JSON row in ``_timetravel_bk_rows`` when a row cannot go typed, or in a database migrated
   before this table existed: :data:`OPTIONAL_TABLES`).
+* ``_timetravel_bk_snapshot_contents``: typed copies of engine 0.32's snapshot contents (the
+  payloads of the snapshots a step deletes; JSON rows in the same cases as provenance).
 * ``_timetravel_meta``: facts about the database itself, as key/value rows; ``database_id`` is
   the database's identity (a uuid), which workers compare so that a saga's steps never run
   against another database than the one it began on (:mod:`timetravel.identity`). Created by
@@ -344,6 +346,20 @@ bk_provenance = Table(
     Column("seq", BigInteger),
 )
 
+#: Typed row copies of engine 0.32's snapshot contents (its six columns; see
+#: :mod:`timetravel.store.snapshot_copies`). Optional: without it the copies are JSON rows.
+bk_snapshot_contents = Table(
+    "_timetravel_bk_snapshot_contents",
+    metadata,
+    Column("audit_id", BigInteger, nullable=False, index=True),
+    Column("content_hash", Text),
+    Column("nodes_json", Text),
+    Column("outputs_json", Text),
+    Column("ralph_json", Text),
+    Column("input_json", Text),
+    Column("ref_count", BigInteger),
+)
+
 #: Facts about the database itself (key ``database_id``: its identity, a uuid).
 meta = Table(
     "_timetravel_meta",
@@ -354,7 +370,7 @@ meta = Table(
 
 #: Our tables that are created on first use when missing, so a database migrated before they
 #: existed is not reported as lacking tables (``timetravel migrate`` creates them too).
-OPTIONAL_TABLES = frozenset({meta.name, bk_provenance.name})
+OPTIONAL_TABLES = frozenset({meta.name, bk_provenance.name, bk_snapshot_contents.name})
 
 
 def _backup_table(source: Table) -> Table:
@@ -381,6 +397,7 @@ OUR_TABLES = (
     bk_outputs,
     bk_rows,
     bk_provenance,
+    bk_snapshot_contents,
     *BACKED_UP_TABLES.values(),
 )
 

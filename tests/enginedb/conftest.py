@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Table, func, select, text
+from sqlalchemy import Connection, Table, event, func, select, text
 
 from tests.enginedb import schema032
 from timetravel.models import RewindCounts
 from timetravel.rewind import RateLimit
-from timetravel.store import Database
+from timetravel.store import Database, backups
 from timetravel.store.rewind import RewindStore
 
 ENGINE_DIR = Path(__file__).resolve().parents[1] / "engine"
@@ -100,6 +100,33 @@ def put_snapshot(
 def table_rows(conn: Connection, table: str) -> list[tuple[Any, ...]]:
     rows = conn.execute(text(f'SELECT * FROM "{table}"')).all()
     return sorted((tuple(r) for r in rows), key=repr)
+
+
+class JsonSeen:
+    """How many copies Python encoded and decoded, and how many times their JSON was read
+    back."""
+
+    def __init__(self, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.encoded = 0
+        self.decoded = 0
+        self.reads = 0
+        real_decode, real_encode = backups.decode_row, backups.encode_row
+
+        def decode(text_: str) -> dict[str, Any]:
+            self.decoded += 1
+            return real_decode(text_)
+
+        def encode(row: Any) -> str:
+            self.encoded += 1
+            return real_encode(row)
+
+        monkeypatch.setattr(backups, "decode_row", decode)
+        monkeypatch.setattr(backups, "encode_row", encode)
+
+        @event.listens_for(db.engine, "before_cursor_execute")
+        def _stmt(_c: Any, _cur: Any, sql: str, *_: Any) -> None:
+            if sql.lstrip().startswith("SELECT _timetravel_bk_rows.row_json"):
+                self.reads += 1
 
 
 # -- the real engine ------------------------------------------------------------------------

@@ -10,12 +10,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
-from tests.enginedb.conftest import copies
+from tests.enginedb.conftest import JsonSeen, copies
 from timetravel import schema
 from timetravel.enginedb.features import OUTPUT_PROVENANCE
-from timetravel.store import Database, backups
+from timetravel.store import Database
 from timetravel.store.backups import Backups
 from timetravel.store.provenance import _copy_json, copy_provenance, restore_provenance
 
@@ -54,33 +54,6 @@ def _seed(db: Database, *, plain_only: bool = False) -> None:
         )
 
 
-class _Seen:
-    """How many copies Python encoded and decoded, and how many times their JSON was read
-    back."""
-
-    def __init__(self, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.encoded = 0
-        self.decoded = 0
-        self.reads = 0
-        real_decode, real_encode = backups.decode_row, backups.encode_row
-
-        def decode(text_: str) -> dict[str, Any]:
-            self.decoded += 1
-            return real_decode(text_)
-
-        def encode(row: Any) -> str:
-            self.encoded += 1
-            return real_encode(row)
-
-        monkeypatch.setattr(backups, "decode_row", decode)
-        monkeypatch.setattr(backups, "encode_row", encode)
-
-        @event.listens_for(db.engine, "before_cursor_execute")
-        def _stmt(_c: Any, _cur: Any, sql: str, *_: Any) -> None:
-            if sql.lstrip().startswith("SELECT _timetravel_bk_rows.row_json"):
-                self.reads += 1
-
-
 def _copy_and_delete(db: Database, bk: Backups, extra: dict[str, Any] | None = None) -> None:
     with db.write() as conn:
         _copy_json(conn, bk, AUDIT, RUN)
@@ -104,7 +77,7 @@ def test_provenance_copies_come_back_exactly(
     # A row of the first encoding (a JSON object), as an older release copied it.
     legacy = {"run_id": RUN, "output_table": "out_c", "node_id": "old", "iteration": 1, "seq": 900}
     _copy_and_delete(db, bk, legacy)
-    seen = _Seen(db, monkeypatch)
+    seen = JsonSeen(db, monkeypatch)
     with db.write() as conn:
         bk.restore_json_rows(conn, AUDIT, OUTPUT_PROVENANCE)
     assert _rows(db) == sorted([*before, (RUN, "out_c", "old", 1, 900)])
@@ -133,7 +106,7 @@ def test_plain_copies_are_not_read_back_a_second_time(
     before = _rows(db)
     bk = Backups(db)
     _copy_and_delete(db, bk)
-    seen = _Seen(db, monkeypatch)
+    seen = JsonSeen(db, monkeypatch)
     with db.write() as conn:
         bk.restore_json_rows(conn, AUDIT, OUTPUT_PROVENANCE)
     assert _rows(db) == before
@@ -183,7 +156,7 @@ def test_output_rows_of_plain_values_come_back_bit_for_bit(
         assert out is not None
         bk.copy_output_rows_where(conn, AUDIT, out, out.table.c.run_id == RUN)
         conn.execute(text("DELETE FROM out_bits"))
-    seen = _Seen(db, monkeypatch)
+    seen = JsonSeen(db, monkeypatch)
     with db.write() as conn:
         bk.restore_output_rows(conn, AUDIT)
     assert rows() == before
@@ -213,7 +186,7 @@ def test_provenance_goes_typed_and_comes_back_exactly(
             )
     before, other = _rows(db), _rows(db, "other")
     bk = Backups(db)
-    seen = _Seen(db, monkeypatch)
+    seen = JsonSeen(db, monkeypatch)
     with db.write() as conn:
         copy_provenance(conn, bk, AUDIT, RUN)
         # And one JSON copy as an earlier release wrote it.
@@ -283,7 +256,7 @@ def test_copy_json_query_keeps_the_order_and_goes_through_python_only_when_it_mu
             text("INSERT INTO _smithers_x VALUES (:r, :k, :v, NULL)"),
             [{"r": RUN, "k": k, "v": f'"é{k}\\'} for k in (3, 1, 2)],
         )
-    seen = _Seen(db, monkeypatch)
+    seen = JsonSeen(db, monkeypatch)
     bk = Backups(db)
     source = "FROM _smithers_x t WHERE t.run_id = :r"
     with db.write() as conn:

@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import text
 
 from tests.enginedb import schema032
-from tests.enginedb.conftest import begin_rewind, put_snapshot, truncate_to
+from tests.enginedb.conftest import begin_rewind, copies, put_snapshot, truncate_to
+from timetravel import schema
 from timetravel.enginedb import engine_features, load_snapshot
 from timetravel.errors import TimeTravelError
 from timetravel.history import diff_raw_snapshots
@@ -431,7 +432,8 @@ def test_snapshot_rows_are_copied_by_the_database(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The snapshots a rewind deletes (their rows, refs and payloads) are copied by one
-    ``INSERT … SELECT`` each, not read into Python to be encoded, and come back exactly."""
+    ``INSERT … SELECT`` each, not read into Python to be encoded, and come back exactly: the
+    payloads typed, the rows and refs as JSON rows."""
     seed(db)
     before = db.dump()
     through_python: list[str] = []
@@ -447,11 +449,7 @@ def test_snapshot_rows_are_copied_by_the_database(
     store = RewindStore(db)
     audit_id = _begin(store, 2)
     _truncate(store, audit_id, 2)
-    snapshot_tables = {
-        "_smithers_snapshots",
-        "_smithers_snapshot_payload_refs",
-        "_smithers_snapshot_contents",
-    }
+    snapshot_tables = {"_smithers_snapshots", "_smithers_snapshot_payload_refs"}
     with db.read() as conn:
         copied = {
             r[0]
@@ -460,7 +458,9 @@ def test_snapshot_rows_are_copied_by_the_database(
                 {"a": audit_id},
             )
         }
-    assert snapshot_tables <= copied  # frame 3's snapshot, its ref and its payload
+    assert snapshot_tables <= copied  # frame 3's snapshot and its ref
+    assert "_smithers_snapshot_contents" not in copied | set(through_python)
+    assert copies(db, schema.bk_snapshot_contents, audit_id) == 1  # its payload, typed
     assert not snapshot_tables & set(through_python)
     assert store.restore_truncated(audit_id) is True
     assert db.dump() == before

@@ -35,6 +35,7 @@ BACKUP_TABLES = [
     schema.bk_outputs,
     schema.bk_rows,
     schema.bk_provenance,
+    schema.bk_snapshot_contents,
 ]
 FAR_FUTURE = 2**50
 
@@ -94,10 +95,16 @@ async def test_prune_frees_settled_backups_and_keeps_in_progress_and_partial(
         {"audit_id": ok, "run_id": "run-ok", "output_table": "out", "node_id": "n",
          "iteration": 0, "seq": 1},
     ])  # fmt: skip
+    # (And its typed snapshot payload copies.)
+    insert_rows(db, schema.bk_snapshot_contents.name, [
+        {"audit_id": ok, "content_hash": "h", "nodes_json": "[]", "outputs_json": "{}",
+         "ralph_json": "[]", "input_json": "{}", "ref_count": 1},
+    ])  # fmt: skip
     freed = backup_counts(db, ok)
     # The rewind backed up frames, attempts, outputs (JSON), nodes, the run, loop state.
     assert freed["_timetravel_bk_frames"] == 2 and freed["_timetravel_bk_outputs"] == 2
     assert freed[schema.bk_provenance.name] == 1
+    assert freed[schema.bk_snapshot_contents.name] == 1
     in_progress = seed_unsettled(db, "run-busy", "in_progress")
     partial = seed_unsettled(db, "run-partial", "partial")
     store = RetentionStore(db)
@@ -251,12 +258,13 @@ def test_retention_setting_and_durations(monkeypatch) -> None:
         load_settings()
 
 
-def test_prune_works_without_the_optional_provenance_table(db: Database) -> None:
-    """A database migrated before the typed provenance copies existed has no such table: a
-    prune counts and frees the other copies without failing on it."""
+def test_prune_works_without_the_optional_typed_copy_tables(db: Database) -> None:
+    """A database migrated before the typed provenance and snapshot payload copies existed has
+    no such tables: a prune counts and frees the other copies without failing on them."""
     aid = seed_unsettled(db, "run-old-schema", "success")
     with db.write() as conn:
         conn.execute(text(f"DROP TABLE {schema.bk_provenance.name}"))
+        conn.execute(text(f"DROP TABLE {schema.bk_snapshot_contents.name}"))
     store = RetentionStore(db)
     plan = store.prune(0, now=FAR_FUTURE, dry_run=True)
     assert plan.audit_ids == [aid] and plan.audits[0].rows == {

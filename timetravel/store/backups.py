@@ -63,7 +63,6 @@ from sqlalchemy.sql.util import ClauseAdapter
 
 from timetravel import schema
 from timetravel.clock import now_ms
-from timetravel.enginedb.snapshots import snapshot_sources_after
 from timetravel.store import ROW_FORMAT, Database, OutputTable, decode_row, encode_row
 from timetravel.store.jsontext import ExactJson
 
@@ -490,18 +489,6 @@ class Backups:
                 return int(done.rowcount)
         rows = conn.execute(text(f"SELECT t.* {source} {order}"), values)
         return self.copy_json_rows(conn, audit_id, table_name, [dict(r._mapping) for r in rows])
-
-    def copy_snapshots_after(
-        self, conn: Connection, audit_id: int, run_id: str, frame_no: int
-    ) -> None:
-        """Copy what :func:`~timetravel.enginedb.delete_snapshots_after` (same run and frame)
-        will delete, as JSON rows (:meth:`copy_json_query`): the contents only those snapshots
-        reference, the snapshot rows, their refs. The same transaction must delete them (the
-        contents are chosen by their reference counts); ``restore_snapshot_rows`` of their
-        :meth:`json_rows` puts them back."""
-        after = {"run_id": run_id, "frame_no": frame_no}
-        for name, source, order in snapshot_sources_after(conn):
-            self.copy_json_query(conn, audit_id, name, source, order, after)
 
     @staticmethod
     def json_rows(conn: Connection, audit_id: int, table_name: str) -> list[dict[str, Any]]:

@@ -19,12 +19,12 @@ takes both kinds, so copies made by an earlier release come back too.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Integer, String, insert, select, text
+from sqlalchemy import Connection, insert, select, text
 
 from timetravel import schema
 from timetravel.enginedb.features import OUTPUT_PROVENANCE
-from timetravel.store import Database
 from timetravel.store.backups import Backups
+from timetravel.store.typed_copies import typed_rows
 
 __all__ = ["PROVENANCE_COLUMNS", "copy_provenance", "restore_provenance"]
 
@@ -43,7 +43,7 @@ _TYPED = schema.bk_provenance
 def copy_provenance(conn: Connection, bk: Backups, audit_id: int, run_id: str) -> None:
     """Back up every provenance row of ``run_id`` under ``audit_id`` (module doc)."""
     params = {"aid": audit_id, "r": run_id}
-    typed = _typed_rows(conn, bk.db)
+    typed = typed_rows(conn, bk.db, OUTPUT_PROVENANCE, _TYPED.name, PROVENANCE_COLUMNS)
     if typed is None:
         _copy_json(conn, bk, audit_id, run_id)
         return
@@ -79,23 +79,6 @@ def restore_provenance(conn: Connection, bk: Backups, audit_id: int, run_id: str
             )
         )
     bk.restore_json_rows(conn, audit_id, OUTPUT_PROVENANCE)
-
-
-def _typed_rows(conn: Connection, db: Database) -> str | None:
-    """Which provenance rows can go typed, as SQL over the live table ("TRUE": all of them);
-    None when none can (other columns or types, or no typed copy table)."""
-    live = db.reflect(conn, OUTPUT_PROVENANCE)
-    if live is None or db.reflect(conn, _TYPED.name) is None:
-        return None
-    if set(live.c.keys()) != set(PROVENANCE_COLUMNS):
-        return None
-    if conn.dialect.name == "sqlite":
-        return " AND ".join(f"typeof({c}) = '{kind}'" for c, kind in PROVENANCE_COLUMNS.items())
-    for name, kind in PROVENANCE_COLUMNS.items():
-        want = String if kind == "text" else Integer
-        if not isinstance(live.c[name].type, want):
-            return None
-    return "TRUE"
 
 
 def _copy_json(conn: Connection, bk: Backups, audit_id: int, run_id: str) -> None:

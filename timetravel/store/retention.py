@@ -3,7 +3,8 @@
 Every mutating saga keeps what it changed in the backups (:mod:`timetravel.store.backups`),
 keyed by its audit id: step records in ``_timetravel_backups`` and row copies in
 ``_timetravel_bk_*`` (``_timetravel_bk_outputs``, ``_timetravel_bk_rows`` and the optional
-``_timetravel_bk_output_provenance`` among them). They are what a
+``_timetravel_bk_output_provenance`` and ``_timetravel_bk_snapshot_contents`` among them). They
+are what a
 compensation puts back, and what an undo of a successful rewind puts back, so they are kept
 for ``TIMETRAVEL_BACKUP_RETENTION`` (a week by default) and then freed by
 :meth:`RetentionStore.prune` (``timetravel prune``, the ``PruneBackups`` workflow and its
@@ -93,7 +94,7 @@ def _copy_tables(db: Database, conn: Connection) -> list[Table]:
     """Every table keyed by audit id that holds row copies (the step records aside); an
     optional one only when it exists (a database migrated before it has none of its rows)."""
     tables = [*schema.BACKED_UP_TABLES.values(), schema.bk_outputs, schema.bk_rows]
-    optional = [schema.bk_provenance]
+    optional = [schema.bk_provenance, schema.bk_snapshot_contents]
     return tables + [t for t in optional if db.reflect(conn, t.name) is not None]
 
 

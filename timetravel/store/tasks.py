@@ -27,12 +27,10 @@ from sqlalchemy import and_, delete, select, text, tuple_, update
 
 from timetravel import rewind, tasks
 from timetravel.clock import now_ms
-from timetravel.enginedb import SnapshotRows, engine_features, lease, restore_snapshot_rows
+from timetravel.enginedb import engine_features, lease
 from timetravel.enginedb._sql import insert_rows
 from timetravel.enginedb.features import (
     OUTPUT_PROVENANCE,
-    SNAPSHOT_CONTENTS,
-    SNAPSHOT_REFS,
     TOOL_CALLS,
 )
 from timetravel.enginedb.tool_calls import restore_tool_calls
@@ -40,6 +38,7 @@ from timetravel.errors import Busy
 from timetravel.store import retry_on_lock
 from timetravel.store.fence import taken_over
 from timetravel.store.provenance import copy_provenance, restore_provenance
+from timetravel.store.snapshot_copies import restore_snapshots
 from timetravel.store.tasks_decide import (
     ATTEMPTS,
     EVENTS,
@@ -49,7 +48,6 @@ from timetravel.store.tasks_decide import (
     NODES,
     RESET_STEP,
     RUNS,
-    SNAPSHOTS,
     VCS_TAGS,
     _node_key,
     _Read,
@@ -237,14 +235,7 @@ class TaskStore(TaskResetParts):
             bk.restore_rows(conn, FRAMES.name, audit_id)
             if s.get("snapshots"):
                 insert_rows(conn, VCS_TAGS.name, bk.json_rows(conn, audit_id, VCS_TAGS.name))
-                restore_snapshot_rows(
-                    conn,
-                    SnapshotRows(
-                        snapshots=bk.json_rows(conn, audit_id, SNAPSHOTS.name),
-                        refs=bk.json_rows(conn, audit_id, SNAPSHOT_REFS),
-                        contents=bk.json_rows(conn, audit_id, SNAPSHOT_CONTENTS),
-                    ),
-                )
+                restore_snapshots(conn, bk, audit_id)
             for name, flag in ((NODES.name, "nodes"), (ATTEMPTS.name, "attempts")):
                 if s.get(flag):
                     bk.delete_copied(conn, name, audit_id)

@@ -15,6 +15,7 @@ from timetravel import rewind, tasks
 from timetravel.enginedb import delete_snapshots_after, engine_features
 from timetravel.enginedb.features import TOOL_CALLS
 from timetravel.enginedb.tool_calls import archive_attempt_tool_calls, stamp_forced_past
+from timetravel.store.snapshot_copies import copy_snapshots_after
 from timetravel.store.tasks_decide import (
     EVENTS,
     FRAMES,
@@ -107,7 +108,7 @@ class TaskResetParts(TaskDecisions):
         conn.execute(delete(FRAMES).where(later(FRAMES)))
         if not engine_features(conn).is_v032:
             return
-        bk.copy_snapshots_after(conn, audit_id, run_id, cut)
+        copy_snapshots_after(conn, bk, audit_id, run_id, cut)
         delete_snapshots_after(conn, run_id, cut)
         tags = [dict(r._mapping) for r in conn.execute(select(VCS_TAGS).where(later(VCS_TAGS)))]
         bk.copy_json_rows(conn, audit_id, VCS_TAGS.name, tags)

@@ -39,12 +39,10 @@ from sqlalchemy import (
 
 from timetravel import rewind, schema
 from timetravel.clock import now_ms
-from timetravel.enginedb import SnapshotRows, engine_features, restore_snapshot_rows
+from timetravel.enginedb import engine_features
 from timetravel.enginedb._sql import insert_rows
 from timetravel.enginedb.features import (
     SIGNALS,
-    SNAPSHOT_CONTENTS,
-    SNAPSHOT_REFS,
     TOOL_CALLS,
 )
 from timetravel.enginedb.tool_calls import (
@@ -61,6 +59,7 @@ from timetravel.store.backups import STATEMENTS, Backups
 from timetravel.store.engine_rows import set_run_after_truncate
 from timetravel.store.fence import hold
 from timetravel.store.provenance import copy_provenance, restore_provenance
+from timetravel.store.snapshot_copies import restore_snapshots
 from timetravel.store.truncate_cut import (
     LATEST_FRAME,
     NEWEST_KEPT,
@@ -381,14 +380,7 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
             if state.get("mode") == "snapshot":
                 insert_rows(conn, SIGNALS, bk.json_rows(conn, audit_id, SIGNALS))
                 insert_rows(conn, VCS_TAGS.name, bk.json_rows(conn, audit_id, VCS_TAGS.name))
-                restore_snapshot_rows(
-                    conn,
-                    SnapshotRows(
-                        snapshots=bk.json_rows(conn, audit_id, SNAPSHOTS_TABLE),
-                        refs=bk.json_rows(conn, audit_id, SNAPSHOT_REFS),
-                        contents=bk.json_rows(conn, audit_id, SNAPSHOT_CONTENTS),
-                    ),
-                )
+                restore_snapshots(conn, bk, audit_id)
             bk.mark_restored(conn, audit_id, STEP)
             return True
 

@@ -58,7 +58,8 @@ from timetravel.enginedb.target_state import (
 from timetravel.models import RewindCounts
 from timetravel.store import Database, OutputTable
 from timetravel.store.backups import Backups
-from timetravel.store.truncate_cut import Cut
+from timetravel.store.snapshot_copies import copy_snapshots_after
+from timetravel.store.truncate_cut import Bound, Cut
 
 __all__ = ["SnapshotTruncate", "changed_nodes", "dict_rows", "mappings"]
 
@@ -174,15 +175,14 @@ class SnapshotTruncate:
         record: dict[str, Any],
     ) -> RewindCounts:
         """Upstream 0.32's path: make the run equal to the target frame's snapshot."""
-        bk, run_id = self.backups, cut.run_id
+        bk, run_id, params = self.backups, cut.run_id, cut.params
         record["mode"] = "snapshot"
-        # Diffs first: they are found through the attempts that go.
-        bk.copy_rows(conn, DIFFS.name, cut.diffs, audit_id)
-        diffs = conn.execute(delete(DIFFS).where(cut.diffs(DIFFS))).rowcount
-        bk.copy_rows(conn, FRAMES.name, cut.frames, audit_id)
-        frames = conn.execute(delete(FRAMES).where(cut.frames(FRAMES))).rowcount
+        # Each move is a copy then a delete (one statement on PostgreSQL), built once over
+        # :class:`Bound`'s parameters. Diffs first: they are found through the attempts that go.
+        diffs = bk.move_rows(conn, DIFFS.name, Bound.diffs, audit_id, params)
+        frames = bk.move_rows(conn, FRAMES.name, Bound.frames, audit_id, params)
         # Snapshots after the target (refs and unreferenced contents with them), VCS tags.
-        bk.copy_snapshots_after(conn, audit_id, run_id, cut.frame_no)
+        copy_snapshots_after(conn, bk, audit_id, run_id, cut.frame_no)
         delete_snapshots_after(conn, run_id, cut.frame_no)
         tags = VCS_TAGS.c.run_id == run_id, VCS_TAGS.c.frame_no > cut.frame_no
         bk.copy_json_rows(
@@ -191,8 +191,7 @@ class SnapshotTruncate:
         conn.execute(delete(VCS_TAGS).where(*tags))
         # Attempts started after the target frame, then those the snapshot does not keep.
         state, nodes, read = self._target_state(conn, cut, snap, now, rows=True)
-        bk.copy_rows(conn, ATTEMPTS.name, cut.attempts, audit_id)
-        attempts = conn.execute(delete(ATTEMPTS).where(cut.attempts(ATTEMPTS))).rowcount
+        attempts = bk.move_rows(conn, ATTEMPTS.name, Bound.attempts, audit_id, params)
         # Every keyed statement below is one statement however many keys (:func:`keys_in`).
         dialect = conn.dialect.name
         if state.attempts_delete:
@@ -213,7 +212,7 @@ class SnapshotTruncate:
                 )
             ).rowcount
         # Nodes: every node of the run is copied; the restore replaces the run's node set.
-        bk.copy_rows(conn, NODES.name, cut.run, audit_id)
+        bk.copy_rows(conn, NODES.name, Bound.run, audit_id, params)
         record["nodes_replaced"] = True
         if state.nodes_delete:
             node_cols = (NODES.c.node_id, NODES.c.iteration)

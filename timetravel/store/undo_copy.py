@@ -23,6 +23,7 @@ from timetravel.enginedb.features import (
 )
 from timetravel.enginedb.outputs import resolve_output_table
 from timetravel.store.provenance import copy_provenance
+from timetravel.store.snapshot_copies import copy_snapshots_after
 from timetravel.store.undo_checks import (
     BO,
     NODES,
@@ -81,7 +82,7 @@ class UndoCopy(UndoChecks):
             out["tool_calls_whole"] = True
         after = _snapshots_after(t)
         if after is not None:
-            bk.copy_snapshots_after(conn, undo_audit_id, rid, after)
+            copy_snapshots_after(conn, bk, undo_audit_id, rid, after)
             tags = VCS_TAGS.c.run_id == rid, VCS_TAGS.c.frame_no > after
             bk.copy_json_rows(
                 conn,

@@ -16,16 +16,12 @@ from typing import Any
 from sqlalchemy import Connection, delete, select, text, tuple_, update
 
 from timetravel.enginedb import (
-    SnapshotRows,
     delete_snapshots_after,
     engine_features,
-    restore_snapshot_rows,
 )
 from timetravel.enginedb._sql import insert_rows
 from timetravel.enginedb.features import (
     SIGNALS,
-    SNAPSHOT_CONTENTS,
-    SNAPSHOT_REFS,
     TOOL_CALL_ARCHIVE,
     TOOL_CALLS,
 )
@@ -35,6 +31,7 @@ from timetravel.store.engine_rows import HOLD_KEY as ENGINE_HOLD_KEY
 from timetravel.store.engine_rows import PAUSE_FIELDS
 from timetravel.store.engine_rows import STEP as ENGINE_STEP
 from timetravel.store.provenance import restore_provenance
+from timetravel.store.snapshot_copies import restore_snapshots
 from timetravel.store.undo_checks import (
     ATTEMPTS,
     DIFFS,
@@ -43,7 +40,6 @@ from timetravel.store.undo_checks import (
     RALPH,
     RECONCILER_STEP,
     RUNS,
-    SNAPSHOTS,
     VCS_TAGS,
     WHOLE,
     _Target,
@@ -169,14 +165,7 @@ class UndoPutBack(UndoCopy):
         ``source`` (refs deleted first, so the ref-count triggers collect contents)."""
         bk = self.backups
         delete_snapshots_after(conn, rid, frame_no)
-        restore_snapshot_rows(
-            conn,
-            SnapshotRows(
-                snapshots=bk.json_rows(conn, source, SNAPSHOTS),
-                refs=bk.json_rows(conn, source, SNAPSHOT_REFS),
-                contents=bk.json_rows(conn, source, SNAPSHOT_CONTENTS),
-            ),
-        )
+        restore_snapshots(conn, bk, source)
         conn.execute(
             delete(VCS_TAGS).where(VCS_TAGS.c.run_id == rid, VCS_TAGS.c.frame_no > frame_no)
         )
