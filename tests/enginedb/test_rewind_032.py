@@ -400,6 +400,12 @@ def test_real_engine_run_truncate_and_restore_exactly(engine_db: Database) -> No
         ("first", "finished"),
         ("second", "pending"),
     ]
+    # The engine's snapshot payloads went typed, every one (none as a JSON row).
+    assert copies(engine_db, schema.bk_snapshot_contents, audit_id) >= 1
+    assert _q(
+        engine_db,
+        "SELECT COUNT(*) FROM _timetravel_bk_rows WHERE table_name = '_smithers_snapshot_contents'",
+    ) == [(0,)]
     assert store.rebuild_reconciler(audit_id, run_id, target) is True
     assert store.restore_reconciler(audit_id) is True
     assert store.restore_truncated(audit_id) is True
