@@ -66,9 +66,10 @@ def copy_snapshots_after(
                     {**after, "bk_aid": audit_id},
                 )
                 rest = f"{source} AND NOT ({typed})"
-                if typed == "TRUE" or not conn.execute(
-                    text(f"SELECT EXISTS (SELECT 1 {rest})"), after
-                ).scalar():
+                if (
+                    typed == "TRUE"
+                    or not conn.execute(text(f"SELECT EXISTS (SELECT 1 {rest})"), after).scalar()
+                ):
                     continue  # (on SQLite: one scan to know that every row went typed)
                 source = rest  # the rest as JSON rows
         bk.copy_json_query(conn, audit_id, name, source, order, after)
