@@ -17,7 +17,7 @@ from timetravel import schema
 from timetravel.enginedb.features import OUTPUT_PROVENANCE
 from timetravel.store import Database
 from timetravel.store.backups import Backups
-from timetravel.store.provenance import _copy_json, copy_provenance, restore_provenance
+from timetravel.store.provenance import copy_provenance, restore_provenance
 
 RUN = "prov"
 AUDIT = 7
@@ -56,7 +56,9 @@ def _seed(db: Database, *, plain_only: bool = False) -> None:
 
 def _copy_and_delete(db: Database, bk: Backups, extra: dict[str, Any] | None = None) -> None:
     with db.write() as conn:
-        _copy_json(conn, bk, AUDIT, RUN)
+        # JSON copies only (as a database without the typed table, or an earlier release).
+        source = f"FROM {OUTPUT_PROVENANCE} t WHERE t.run_id = :r"
+        bk.copy_json_query(conn, AUDIT, OUTPUT_PROVENANCE, source, params={"r": RUN})
         if extra is not None:
             conn.execute(
                 schema.bk_rows.insert(),

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, insert, select, text
 from timetravel import schema
 from timetravel.enginedb.features import OUTPUT_PROVENANCE
 from timetravel.store.backups import Backups
-from timetravel.store.typed_copies import typed_rows
+from timetravel.store.typed_copies import copy_typed
 
 __all__ = ["PROVENANCE_COLUMNS", "copy_provenance", "restore_provenance"]
 
@@ -36,32 +36,15 @@ PROVENANCE_COLUMNS = {
     "iteration": "integer",
     "seq": "integer",
 }
-_COLS = ", ".join(PROVENANCE_COLUMNS)
 _TYPED = schema.bk_provenance
 
 
 def copy_provenance(conn: Connection, bk: Backups, audit_id: int, run_id: str) -> None:
     """Back up every provenance row of ``run_id`` under ``audit_id`` (module doc)."""
-    params = {"aid": audit_id, "r": run_id}
-    typed = typed_rows(conn, bk.db, OUTPUT_PROVENANCE, _TYPED.name, PROVENANCE_COLUMNS)
-    if typed is None:
-        _copy_json(conn, bk, audit_id, run_id)
-        return
-    rest = f"FROM {OUTPUT_PROVENANCE} t WHERE t.run_id = :r AND NOT ({typed})"
-    if (
-        typed != "TRUE"
-        and not conn.execute(text(f"SELECT EXISTS (SELECT 1 {rest})"), params).scalar()
-    ):
-        typed = "TRUE"  # every row goes typed: one scan to know, not a copy of none
-    conn.execute(
-        text(
-            f"INSERT INTO {_TYPED.name} (audit_id, {_COLS}) "
-            f"SELECT :aid, {_COLS} FROM {OUTPUT_PROVENANCE} WHERE run_id = :r AND {typed}"
-        ),
-        params,
+    source = f"FROM {OUTPUT_PROVENANCE} t WHERE t.run_id = :r"
+    copy_typed(
+        conn, bk, audit_id, OUTPUT_PROVENANCE, _TYPED, PROVENANCE_COLUMNS, source, {"r": run_id}
     )
-    if typed != "TRUE":
-        bk.copy_json_query(conn, audit_id, OUTPUT_PROVENANCE, rest, params={"r": run_id})
 
 
 def restore_provenance(conn: Connection, bk: Backups, audit_id: int, run_id: str) -> None:
@@ -79,9 +62,3 @@ def restore_provenance(conn: Connection, bk: Backups, audit_id: int, run_id: str
             )
         )
     bk.restore_json_rows(conn, audit_id, OUTPUT_PROVENANCE)
-
-
-def _copy_json(conn: Connection, bk: Backups, audit_id: int, run_id: str) -> None:
-    """Every provenance row of the run as JSON rows (:meth:`Backups.copy_json_query`)."""
-    source = f"FROM {OUTPUT_PROVENANCE} t WHERE t.run_id = :r"
-    bk.copy_json_query(conn, audit_id, OUTPUT_PROVENANCE, source, params={"r": run_id})

@@ -27,7 +27,7 @@ from timetravel.enginedb import SnapshotRows, restore_snapshot_rows
 from timetravel.enginedb.features import SNAPSHOT_CONTENTS, SNAPSHOT_REFS
 from timetravel.enginedb.snapshots import SNAPSHOTS, snapshot_sources_after
 from timetravel.store.backups import Backups
-from timetravel.store.typed_copies import typed_rows
+from timetravel.store.typed_copies import copy_typed
 
 __all__ = ["CONTENT_COLUMNS", "copy_snapshots_after", "restore_snapshots"]
 
@@ -55,24 +55,9 @@ def copy_snapshots_after(
     after = {"run_id": run_id, "frame_no": frame_no}
     for name, source, order in snapshot_sources_after(conn):
         if name == SNAPSHOT_CONTENTS:
-            typed = typed_rows(conn, bk.db, name, _TYPED.name, CONTENT_COLUMNS, alias="t")
-            if typed is not None:
-                conn.execute(
-                    text(
-                        f"INSERT INTO {_TYPED.name} (audit_id, {_COLS}) "
-                        f"SELECT :bk_aid, {', '.join('t.' + c for c in CONTENT_COLUMNS)} "
-                        f"{source} AND {typed}"
-                    ),
-                    {**after, "bk_aid": audit_id},
-                )
-                rest = f"{source} AND NOT ({typed})"
-                if (
-                    typed == "TRUE"
-                    or not conn.execute(text(f"SELECT EXISTS (SELECT 1 {rest})"), after).scalar()
-                ):
-                    continue  # (on SQLite: one scan to know that every row went typed)
-                source = rest  # the rest as JSON rows
-        bk.copy_json_query(conn, audit_id, name, source, order, after)
+            copy_typed(conn, bk, audit_id, name, _TYPED, CONTENT_COLUMNS, source, after, order)
+        else:
+            bk.copy_json_query(conn, audit_id, name, source, order, after)
 
 
 def restore_snapshots(conn: Connection, bk: Backups, audit_id: int) -> None:
