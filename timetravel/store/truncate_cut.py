@@ -79,7 +79,7 @@ def _attempt_keys(run_id: Any, started_after_ms: Any) -> Select[Any]:
     )
 
 
-# The predicates, over values or over the bound parameters of :class:`Bound` alike.
+# The predicates, built over :class:`Bound`'s parameters.
 
 
 def _diffs(t: TableClause, run: Any, kept: Any) -> ColumnElement[bool]:
@@ -128,11 +128,9 @@ def _outputs(out: OutputTable, names: Sequence[str], run: Any, cutoff: Any) -> C
 
 
 class Cut:
-    """The predicates of one rewind, over any table-like with the right columns (the live
-    table for deletes and counts, its live-column copy for backups).
-
-    Each predicate here carries this rewind's values; :class:`Bound` has the same predicates
-    over bound parameters, for statements built once and executed with :attr:`params`."""
+    """One rewind's cut: the target frame, its creation time (attempts started after it go)
+    and the newest kept frame's; :attr:`params` are the values of :class:`Bound`'s
+    parameters, the predicates its statements are built from."""
 
     def __init__(self, run_id: str, frame_no: int, cutoff_ms: int, newest_kept_ms: int) -> None:
         self.run_id, self.frame_no = run_id, frame_no
@@ -148,27 +146,6 @@ class Cut:
             "c_kept": self.newest_kept_ms,
         }
 
-    def diffs(self, t: TableClause) -> ColumnElement[bool]:
-        return _diffs(t, self.run_id, self.newest_kept_ms)
-
-    def nodes(self, t: TableClause) -> ColumnElement[bool]:
-        return _nodes(t, self.run_id, self.cutoff_ms)
-
-    def attempts(self, t: TableClause) -> ColumnElement[bool]:
-        return _attempts(t, self.run_id, self.cutoff_ms)
-
-    def frames(self, t: TableClause) -> ColumnElement[bool]:
-        return _frames(t, self.run_id, self.frame_no)
-
-    def run(self, t: TableClause) -> ColumnElement[bool]:
-        return _run(t, self.run_id)
-
-    def outputs(self, out: OutputTable, names: Sequence[str]) -> ColumnElement[bool]:
-        """Rows of an output table that go with the deleted attempts, all keys at once.
-        ``names`` are the ``_smithers_nodes.output_table`` values naming this table (the
-        table's own name, or on engine 0.32 the schema key it was resolved from)."""
-        return _outputs(out, names, self.run_id, self.cutoff_ms)
-
 
 _RUN = bindparam("c_run", type_=Text)
 _FRAME = bindparam("c_frame", type_=Integer)
@@ -177,7 +154,9 @@ _KEPT = bindparam("c_kept", type_=BigInteger)
 
 
 class Bound:
-    """:class:`Cut`'s predicates over the bound parameters :attr:`Cut.params` fills in:
+    """A rewind's predicates, over any table-like with the right columns (the live table for
+    deletes and counts, its live-column copy for backups), and over the bound parameters
+    :attr:`Cut.params` fills in:
     statements built from them once are executed for every rewind (SQLAlchemy then reuses
     their compiled form without rebuilding the expression or its cache key). Plain functions,
     so each is one long-lived object (a stable memo key)."""
@@ -207,6 +186,9 @@ class Bound:
 
     @staticmethod
     def outputs(out: OutputTable, names: Sequence[str]) -> ColumnElement[bool]:
+        """Rows of an output table that go with the deleted attempts, all keys at once.
+        ``names`` are the ``_smithers_nodes.output_table`` values naming this table (the
+        table's own name, or on engine 0.32 the schema key it was resolved from)."""
         return _outputs(out, names, _RUN, _CUTOFF)
 
 
