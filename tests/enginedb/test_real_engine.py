@@ -14,8 +14,6 @@ from timetravel.enginedb.snapshots import (
     delete_snapshots_after,
     load_snapshot,
     load_snapshots,
-    restore_snapshot_rows,
-    snapshot_rows_after,
 )
 from timetravel.enginedb.target_state import (
     CurrentState,
@@ -28,6 +26,8 @@ from timetravel.enginedb.target_state import (
     tables_to_restore,
 )
 from timetravel.store import Database
+from timetravel.store.backups import Backups
+from timetravel.store.snapshot_copies import copy_snapshots_after, restore_snapshots
 
 SNAP_TABLES = (
     "_smithers_snapshots",
@@ -118,16 +118,18 @@ def test_delete_and_restore_snapshots_exactly(engine_db: Database) -> None:
         with engine_db.read() as conn:
             return {t: table_rows(conn, t) for t in SNAP_TABLES}
 
+    engine_db.migrate()
+    bk = Backups(engine_db)
     before = dump()
     # Frames 3 and 4 share one content row (ref_count 2).
     assert sorted(r[-1] for r in before["_smithers_snapshot_contents"]) == [1, 1, 2]
-    for target in (3, 1, 0):
+    for audit_id, target in enumerate((3, 1, 0), start=1):
         with engine_db.write() as conn:
-            rows = snapshot_rows_after(conn, "r1", target)
+            copy_snapshots_after(conn, bk, audit_id, "r1", target)
             delete_snapshots_after(conn, "r1", target)
         assert len(dump()["_smithers_snapshots"]) == target
         with engine_db.write() as conn:
-            restore_snapshot_rows(conn, rows)
+            restore_snapshots(conn, bk, audit_id)
         assert dump() == before
 
 

@@ -7,14 +7,14 @@ from tests.enginedb.conftest import put_snapshot, table_rows
 from timetravel.enginedb import features as feat
 from timetravel.enginedb.snapshots import (
     SnapshotError,
-    SnapshotRows,
     delete_snapshots_after,
     load_snapshot,
     load_snapshots,
-    restore_snapshot_rows,
-    snapshot_rows_after,
+    snapshot_sources_after,
 )
 from timetravel.store import Database
+from timetravel.store.backups import Backups
+from timetravel.store.snapshot_copies import copy_snapshots_after, restore_snapshots
 
 SNAP_TABLES = (
     "_smithers_snapshots",
@@ -81,9 +81,14 @@ def test_016_database_reads_inline(db: Database) -> None:
         put_snapshot(conn, "r", 0, NODES, {"out_a": []}, inline=True)
     with db.read() as conn:
         snap = load_snapshot(conn, "r", 0)
-        rows = snapshot_rows_after(conn, "r", -1)
+        sources = snapshot_sources_after(conn)
+        after = {"run_id": "r", "frame_no": -1}
+        counts = {
+            name: conn.execute(text(f"SELECT COUNT(*) {source}"), after).scalar_one()
+            for name, source, _ in sources
+        }
     assert snap is not None and snap.nodes() == NODES
-    assert len(rows.snapshots) == 1 and rows.refs == [] and rows.contents == []
+    assert counts == {"_smithers_snapshots": 1}  # no refs or contents on 0.16 tables
 
 
 def _dump(db: Database) -> dict[str, list[tuple[object, ...]]]:
@@ -105,25 +110,27 @@ def test_delete_and_restore_is_exact_with_ref_counts(db032: Database) -> None:
     counts = {r[0]: r[-1] for r in before["_smithers_snapshot_contents"]}
     assert sorted(counts.values()) == [1, 2, 3]
 
+    db032.migrate()
+    bk = Backups(db032)
     with db032.write() as conn:
-        rows = snapshot_rows_after(conn, "r", 1)
-        assert [s["frame_no"] for s in rows.snapshots] == [2, 3, 4, 5, 6]
-        assert [r["frame_no"] for r in rows.refs] == [2, 3, 4, 6]
-        assert len(rows.contents) == 1  # only the frame-6 content dies
+        copy_snapshots_after(conn, bk, 1, "r", 1)
         assert delete_snapshots_after(conn, "r", 1) == 5
+    with db032.read() as conn:
+        assert [s["frame_no"] for s in bk.json_rows(conn, 1, "_smithers_snapshots")] == [
+            2, 3, 4, 5, 6
+        ]  # fmt: skip
+        assert [r["frame_no"] for r in bk.json_rows(conn, 1, feat.SNAPSHOT_REFS)] == [2, 3, 4, 6]
+        dead = "SELECT COUNT(*) FROM _timetravel_bk_snapshot_contents WHERE audit_id = 1"
+        assert conn.execute(text(dead)).scalar_one() == 1  # only the frame-6 content dies
     after_delete = _dump(db032)
     assert len(after_delete["_smithers_snapshot_contents"]) == 2
     assert sorted(r[-1] for r in after_delete["_smithers_snapshot_contents"]) == [1, 1]
 
-    # The backup travels as JSON (e.g. a Temporal payload or a backup table's text column).
-    import json
-
-    restored = SnapshotRows.from_json(json.loads(json.dumps(rows.to_json())))
     with db032.write() as conn:
-        restore_snapshot_rows(conn, restored)
+        restore_snapshots(conn, bk, 1)
     assert _dump(db032) == before
     with db032.write() as conn:  # repeating a restore changes nothing
-        restore_snapshot_rows(conn, restored)
+        restore_snapshots(conn, bk, 1)
     assert _dump(db032) == before
     with db032.read() as conn:
         assert load_snapshot(conn, "r", 6) is not None

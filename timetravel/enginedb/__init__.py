@@ -22,7 +22,6 @@ from timetravel.enginedb.snapshots import (
     load_snapshot,
     load_snapshots,
     restore_snapshot_rows,
-    snapshot_rows_after,
     snapshot_sources_after,
 )
 from timetravel.enginedb.target_state import TargetState, compute_target_state
@@ -44,6 +43,5 @@ __all__ = [
     "restore_snapshot_rows",
     "snake_case",
     "snapshot_output_rows",
-    "snapshot_rows_after",
     "snapshot_sources_after",
 ]

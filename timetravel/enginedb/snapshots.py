@@ -14,13 +14,14 @@ through the ref to the content, then *hydration*: a referenced payload must belo
 row with the same hash; a row without a ref uses its inline columns when they are non-empty.
 
 **Delete and restore.** A rewind deletes the snapshots after its target frame and must be able
-to put them back exactly. :func:`snapshot_rows_after` copies, as plain JSON-able dicts, the
-snapshot rows, their refs, and the content rows that the ref triggers will delete (those whose
-``ref_count`` falls to 0). :func:`delete_snapshots_after` deletes refs then snapshots (the
-triggers decrement and collect contents). :func:`restore_snapshot_rows` re-inserts, in order,
-the missing contents with ``ref_count = 0``, the snapshot rows, then the refs, so that the
-triggers count the references back: afterwards the three tables equal the originals, including
-``ref_count``. Every insert is ``ON CONFLICT DO NOTHING``, so a restore can be repeated.
+to put them back exactly. :func:`snapshot_sources_after` selects what the delete will remove:
+the snapshot rows, their refs, and the content rows that the ref triggers will delete (those
+whose ``ref_count`` falls to 0); :mod:`timetravel.store.snapshot_copies` copies them.
+:func:`delete_snapshots_after` deletes refs then snapshots (the triggers decrement and collect
+contents). :func:`restore_snapshot_rows` re-inserts, in order, the missing contents with
+``ref_count = 0``, the snapshot rows, then the refs, so that the triggers count the references
+back: afterwards the three tables equal the originals, including ``ref_count``. Every insert is
+``ON CONFLICT DO NOTHING``, so a restore can be repeated.
 
 All functions take a :class:`~sqlalchemy.Connection`; the caller owns the transaction.
 """
@@ -49,7 +50,6 @@ __all__ = [
     "load_snapshot",
     "load_snapshots",
     "restore_snapshot_rows",
-    "snapshot_rows_after",
     "snapshot_sources_after",
 ]
 
@@ -182,7 +182,7 @@ def load_snapshots(
 
 @dataclass
 class SnapshotRows:
-    """Rows copied before deleting snapshots; every value is JSON-serialisable (str/int/None).
+    """Rows copied before deleting snapshots (:func:`snapshot_sources_after`), as dicts.
 
     ``contents`` holds only the content rows the delete removes (their ``ref_count`` is the
     value before the delete, for information; a restore inserts them with 0).
@@ -191,21 +191,6 @@ class SnapshotRows:
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     refs: list[dict[str, Any]] = field(default_factory=list)
     contents: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, list[dict[str, Any]]]:
-        return {"snapshots": self.snapshots, "refs": self.refs, "contents": self.contents}
-
-    @classmethod
-    def from_json(cls, data: dict[str, list[dict[str, Any]]]) -> SnapshotRows:
-        return cls(
-            snapshots=list(data.get("snapshots", [])),
-            refs=list(data.get("refs", [])),
-            contents=list(data.get("contents", [])),
-        )
-
-
-def _dicts(conn: Connection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    return [dict(r._mapping) for r in conn.execute(text(sql), params)]
 
 
 def snapshot_sources_after(conn: Connection) -> list[tuple[str, str, str]]:
@@ -235,21 +220,6 @@ def snapshot_sources_after(conn: Connection) -> list[tuple[str, str, str]]:
     return out
 
 
-def snapshot_rows_after(conn: Connection, run_id: str, frame_no: int) -> SnapshotRows:
-    """Copy what :func:`delete_snapshots_after` (same arguments) will delete.
-
-    Call it in the same transaction as the delete (or with the run quiesced), so that the
-    ``ref_count`` arithmetic sees the same rows.
-    """
-    params = {"run_id": run_id, "frame_no": frame_no}
-    out = SnapshotRows()
-    field_of = {SNAPSHOTS: "snapshots", SNAPSHOT_REFS: "refs", SNAPSHOT_CONTENTS: "contents"}
-    for table, source, order in snapshot_sources_after(conn):
-        rows = _dicts(conn, f"SELECT t.* {source} {order}", params)
-        setattr(out, field_of[table], rows)
-    return out
-
-
 def delete_snapshots_after(conn: Connection, run_id: str, frame_no: int) -> int:
     """Delete the run's snapshots with ``frame_no`` > the given one; returns the snapshot rows
     deleted. Refs go first (explicitly: foreign keys may be off on SQLite), so the triggers
@@ -267,7 +237,7 @@ def delete_snapshots_after(conn: Connection, run_id: str, frame_no: int) -> int:
 
 
 def restore_snapshot_rows(conn: Connection, rows: SnapshotRows) -> None:
-    """Put back rows copied by :func:`snapshot_rows_after`: missing contents (``ref_count``
+    """Put back rows copied before :func:`delete_snapshots_after`: missing contents (``ref_count``
     0) → snapshots → refs, the refs' insert trigger counting each reference. Idempotent."""
     if rows.contents:
         insert_rows(
