@@ -14,21 +14,20 @@ from sqlalchemy import text
 
 from tests.enginedb.conftest import JsonSeen, copies, put_snapshot, table_rows
 from timetravel import schema
-from timetravel.enginedb import delete_snapshots_after
 from timetravel.enginedb.features import SNAPSHOT_CONTENTS, SNAPSHOT_REFS
 from timetravel.store import Database
 from timetravel.store.backups import Backups
-from timetravel.store.snapshot_copies import copy_snapshots_after, restore_snapshots
+from timetravel.store.snapshot_copies import move_snapshots_after, restore_snapshots
 
 RUN = "snaps"
 AUDIT = 11
-TABLES = ("_smithers_snapshots", SNAPSHOT_REFS, SNAPSHOT_CONTENTS)
+TABLES = ("_smithers_snapshots", SNAPSHOT_REFS, SNAPSHOT_CONTENTS, "_smithers_vcs_tags")
 
 
 def _seed(db: Database) -> None:
     """Frames 1-5 of ``RUN``: frames 2 and 4 share a payload (one content, two refs), each
     other frame has its own; payloads hold quotes, backslashes and non-ASCII text. Another
-    run's snapshot shares frame 5's payload."""
+    run's snapshot shares frame 5's payload. Frames 2 and 4 have a VCS tag."""
     with db.write() as conn:
         for run in (RUN, "other"):
             conn.execute(
@@ -45,6 +44,14 @@ def _seed(db: Database) -> None:
             put_snapshot(conn, RUN, no, nodes, outputs, created_at_ms=1000 + no)
             if no == 5:
                 put_snapshot(conn, "other", 1, nodes, outputs, created_at_ms=2000)
+            if no in (2, 4):  # a VCS tag kept (frame 2) and one that goes with frame 4
+                conn.execute(
+                    text(
+                        "INSERT INTO _smithers_vcs_tags (run_id, frame_no, vcs_type, vcs_pointer,"
+                        " created_at_ms) VALUES (:r, :n, 'jj', :p, 5)"
+                    ),
+                    {"r": RUN, "n": no, "p": f"p{no}"},
+                )
 
 
 def _dump(db: Database) -> dict[str, list[tuple[Any, ...]]]:
@@ -64,8 +71,7 @@ def _refs(db: Database) -> list[tuple[Any, ...]]:
 
 def _copy_delete(db: Database, bk: Backups, frame_no: int) -> None:
     with db.write() as conn:
-        copy_snapshots_after(conn, bk, AUDIT, RUN, frame_no)
-        delete_snapshots_after(conn, RUN, frame_no)
+        move_snapshots_after(conn, bk, AUDIT, RUN, frame_no)
 
 
 def test_contents_go_typed_and_come_back_exactly(
@@ -81,6 +87,7 @@ def test_contents_go_typed_and_come_back_exactly(
     # Frames 3-5 went; frame 3's payload with them, frame 4's stays (frame 2 refers to it),
     # frame 5's stays (the other run refers to it).
     assert len(after_delete[SNAPSHOT_CONTENTS]) == len(before[SNAPSHOT_CONTENTS]) - 1
+    assert [t[1] for t in after_delete["_smithers_vcs_tags"]] == [2]  # frame 4's tag went
     assert copies(db, schema.bk_snapshot_contents, AUDIT) == 1
     with db.read() as conn:
         json_tables = {
@@ -90,14 +97,15 @@ def test_contents_go_typed_and_come_back_exactly(
                 {"a": AUDIT},
             )
         }
-    assert json_tables == {"_smithers_snapshots", SNAPSHOT_REFS}  # no payload as JSON
+    # No payload as JSON; the snapshot rows, refs and VCS tags are.
+    assert json_tables == {"_smithers_snapshots", SNAPSHOT_REFS, "_smithers_vcs_tags"}
     seen = JsonSeen(db, monkeypatch)
     with db.write() as conn:
         restore_snapshots(conn, bk, AUDIT)
     assert _dump(db) == before
     assert _refs(db) == counts  # the ref triggers counted every reference back
-    # The three snapshot rows and refs decoded (made by the database); no payload.
-    assert (seen.encoded, seen.decoded) == (0, 3 + 3)
+    # The three snapshot rows, refs and one tag decoded (made by the database); no payload.
+    assert (seen.encoded, seen.decoded) == (0, 3 + 3 + 1)
     with db.write() as conn:  # idempotent
         restore_snapshots(conn, bk, AUDIT)
     assert _dump(db) == before
@@ -143,7 +151,9 @@ def test_json_copies_of_contents_come_back_with_the_typed_ones(db032: Database) 
     got = _dump(db)
     legacy_row = ("legacy", "[]", "{}", "[]", "{}", 0)  # unreferenced: its count is 0
     assert got[SNAPSHOT_CONTENTS] == sorted([*before[SNAPSHOT_CONTENTS], legacy_row], key=repr)
-    assert {t: got[t] for t in TABLES[:2]} == {t: before[t] for t in TABLES[:2]}
+    assert {t: got[t] for t in TABLES if t != SNAPSHOT_CONTENTS} == {
+        t: before[t] for t in TABLES if t != SNAPSHOT_CONTENTS
+    }
     if odd:
         with db.read() as conn:
             kinds = conn.execute(text(f"SELECT typeof(input_json) FROM {SNAPSHOT_CONTENTS}")).all()

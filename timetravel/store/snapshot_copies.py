@@ -1,7 +1,8 @@
-"""Copies of the engine-0.32 snapshots a step deletes (a rewind, the undo of newer work, a task
-reset): :func:`copy_snapshots_after` backs up what
-:func:`~timetravel.enginedb.delete_snapshots_after` will delete, :func:`restore_snapshots` puts
-it back exactly (reference counts included, :func:`~timetravel.enginedb.restore_snapshot_rows`).
+"""Copies of the engine-0.32 snapshots after a frame, and of the run's VCS tags after it, which
+a rewind and a task reset delete and an undo replaces: :func:`copy_snapshots_after` backs them
+up, :func:`drop_snapshots_after` deletes them, :func:`move_snapshots_after` does both, and
+:func:`restore_snapshots` puts them back exactly (reference counts included,
+:func:`~timetravel.enginedb.restore_snapshot_rows`).
 
 **Typed contents.** The payloads (``_smithers_snapshot_contents``: four JSON texts per distinct
 content, each the whole run's state at its frame, hundreds of kilobytes on a long run) go to
@@ -14,8 +15,8 @@ copy typed. Any other row (on SQLite a value of another type than its column's; 
 other columns; a database migrated before the typed table) goes as a JSON row as before, and a
 restore takes both kinds, so copies made by an earlier release come back too.
 
-The snapshot rows and their refs (small: a compact row's payload columns are empty) stay JSON
-rows (:meth:`~timetravel.store.backups.Backups.copy_json_query`).
+The snapshot rows, their refs (small: a compact row's payload columns are empty) and the VCS
+tags stay JSON rows (:meth:`~timetravel.store.backups.Backups.copy_json_query`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,20 @@ from __future__ import annotations
 from sqlalchemy import Connection, text
 
 from timetravel import schema
-from timetravel.enginedb import SnapshotRows, restore_snapshot_rows
+from timetravel.enginedb import SnapshotRows, delete_snapshots_after, restore_snapshot_rows
+from timetravel.enginedb._sql import insert_rows
 from timetravel.enginedb.features import SNAPSHOT_CONTENTS, SNAPSHOT_REFS
 from timetravel.enginedb.snapshots import SNAPSHOTS, snapshot_sources_after
 from timetravel.store.backups import Backups
 from timetravel.store.typed_copies import copy_typed
 
-__all__ = ["CONTENT_COLUMNS", "copy_snapshots_after", "restore_snapshots"]
+__all__ = [
+    "CONTENT_COLUMNS",
+    "copy_snapshots_after",
+    "drop_snapshots_after",
+    "move_snapshots_after",
+    "restore_snapshots",
+]
 
 #: The contents table's columns as engine 0.32 creates them, with the kind of each.
 CONTENT_COLUMNS = {
@@ -43,27 +51,50 @@ CONTENT_COLUMNS = {
 _TYPED = schema.bk_snapshot_contents
 _COLS = ", ".join(CONTENT_COLUMNS)
 _PAYLOAD = ", ".join(c for c in CONTENT_COLUMNS if c != "ref_count")
+VCS_TAGS = schema.vcs_tags.name
+_TAGS_AFTER = f"FROM {VCS_TAGS} t WHERE t.run_id = :run_id AND t.frame_no > :frame_no"
 
 
 def copy_snapshots_after(
     conn: Connection, bk: Backups, audit_id: int, run_id: str, frame_no: int
 ) -> None:
-    """Copy what :func:`~timetravel.enginedb.delete_snapshots_after` (same run and frame) will
-    delete: the contents only those snapshots reference (typed where they can go, module doc),
-    the snapshot rows, their refs. The same transaction must delete them (the contents are
-    chosen by their reference counts)."""
+    """Copy what :func:`drop_snapshots_after` (same run and frame) will delete: the contents
+    only those snapshots reference (typed where they can go, module doc), the snapshot rows,
+    their refs, the VCS tags. The same transaction must delete them (the contents are chosen by
+    their reference counts)."""
     after = {"run_id": run_id, "frame_no": frame_no}
     for name, source, order in snapshot_sources_after(conn):
         if name == SNAPSHOT_CONTENTS:
             copy_typed(conn, bk, audit_id, name, _TYPED, CONTENT_COLUMNS, source, after, order)
         else:
             bk.copy_json_query(conn, audit_id, name, source, order, after)
+    bk.copy_json_query(conn, audit_id, VCS_TAGS, _TAGS_AFTER, "ORDER BY t.frame_no", after)
+
+
+def drop_snapshots_after(conn: Connection, run_id: str, frame_no: int) -> None:
+    """Delete the run's snapshots after ``frame_no`` (refs first, so the ref-count triggers
+    collect contents: :func:`~timetravel.enginedb.delete_snapshots_after`) and its VCS tags
+    after it."""
+    delete_snapshots_after(conn, run_id, frame_no)
+    conn.execute(
+        text(f"DELETE FROM {VCS_TAGS} WHERE run_id = :run_id AND frame_no > :frame_no"),
+        {"run_id": run_id, "frame_no": frame_no},
+    )
+
+
+def move_snapshots_after(
+    conn: Connection, bk: Backups, audit_id: int, run_id: str, frame_no: int
+) -> None:
+    """:func:`copy_snapshots_after`, then :func:`drop_snapshots_after`."""
+    copy_snapshots_after(conn, bk, audit_id, run_id, frame_no)
+    drop_snapshots_after(conn, run_id, frame_no)
 
 
 def restore_snapshots(conn: Connection, bk: Backups, audit_id: int) -> None:
     """Put back what :func:`copy_snapshots_after` copied under ``audit_id`` (typed and JSON
     copies both): missing contents with ``ref_count`` 0, then the snapshot rows, then the refs,
-    whose insert trigger counts each reference back. Idempotent (``ON CONFLICT DO NOTHING``)."""
+    whose insert trigger counts each reference back; and the VCS tags. Idempotent (every insert
+    is ``ON CONFLICT DO NOTHING``)."""
     if bk.db.reflect(conn, _TYPED.name) is not None:
         # (the WHERE keeps SQLite from reading ON CONFLICT as a join constraint)
         conn.execute(
@@ -82,3 +113,5 @@ def restore_snapshots(conn: Connection, bk: Backups, audit_id: int) -> None:
             contents=bk.json_rows(conn, audit_id, SNAPSHOT_CONTENTS),
         ),
     )
+    tags = bk.json_rows(conn, audit_id, VCS_TAGS)
+    insert_rows(conn, VCS_TAGS, tags, on_conflict_do_nothing=["run_id", "frame_no"])

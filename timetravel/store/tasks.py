@@ -28,7 +28,6 @@ from sqlalchemy import and_, delete, select, text, tuple_, update
 from timetravel import rewind, tasks
 from timetravel.clock import now_ms
 from timetravel.enginedb import engine_features, lease
-from timetravel.enginedb._sql import insert_rows
 from timetravel.enginedb.features import (
     OUTPUT_PROVENANCE,
     TOOL_CALLS,
@@ -48,7 +47,6 @@ from timetravel.store.tasks_decide import (
     NODES,
     RESET_STEP,
     RUNS,
-    VCS_TAGS,
     _node_key,
     _Read,
 )
@@ -234,8 +232,7 @@ class TaskStore(TaskResetParts):
                 bk.update_from_copies(conn, RUNS.name, audit_id)
             bk.restore_rows(conn, FRAMES.name, audit_id)
             if s.get("snapshots"):
-                insert_rows(conn, VCS_TAGS.name, bk.json_rows(conn, audit_id, VCS_TAGS.name))
-                restore_snapshots(conn, bk, audit_id)
+                restore_snapshots(conn, bk, audit_id)  # and the VCS tags
             for name, flag in ((NODES.name, "nodes"), (ATTEMPTS.name, "attempts")):
                 if s.get(flag):
                     bk.delete_copied(conn, name, audit_id)

@@ -53,7 +53,6 @@ ATTEMPTS = schema.attempts
 FRAMES = schema.frames
 EVENTS = schema.events
 SNAPSHOTS = schema.snapshots
-VCS_TAGS = schema.vcs_tags
 LOCKS = schema.run_locks
 
 _ATTEMPT_ORDER = (

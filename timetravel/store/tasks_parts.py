@@ -12,14 +12,13 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, select
 
 from timetravel import rewind, tasks
-from timetravel.enginedb import delete_snapshots_after, engine_features
+from timetravel.enginedb import engine_features
 from timetravel.enginedb.features import TOOL_CALLS
 from timetravel.enginedb.tool_calls import archive_attempt_tool_calls, stamp_forced_past
-from timetravel.store.snapshot_copies import copy_snapshots_after
+from timetravel.store.snapshot_copies import move_snapshots_after
 from timetravel.store.tasks_decide import (
     EVENTS,
     FRAMES,
-    VCS_TAGS,
     TaskDecisions,
     _Decision,
 )
@@ -108,11 +107,7 @@ class TaskResetParts(TaskDecisions):
         conn.execute(delete(FRAMES).where(later(FRAMES)))
         if not engine_features(conn).is_v032:
             return
-        copy_snapshots_after(conn, bk, audit_id, run_id, cut)
-        delete_snapshots_after(conn, run_id, cut)
-        tags = [dict(r._mapping) for r in conn.execute(select(VCS_TAGS).where(later(VCS_TAGS)))]
-        bk.copy_json_rows(conn, audit_id, VCS_TAGS.name, tags)
-        conn.execute(delete(VCS_TAGS).where(later(VCS_TAGS)))
+        move_snapshots_after(conn, bk, audit_id, run_id, cut)  # and the VCS tags after it
         record["snapshots"] = True
 
     @staticmethod

@@ -79,7 +79,6 @@ ATTEMPTS = schema.attempts
 NODES = schema.nodes
 DIFFS = schema.node_diffs
 EVENTS = schema.events
-VCS_TAGS = schema.vcs_tags
 SNAPSHOTS_TABLE = schema.snapshots.name
 
 STEP = "truncate"
@@ -379,8 +378,7 @@ class TruncateStore(SnapshotTruncate, HeuristicTruncate):
                 restore_provenance(conn, bk, audit_id, run_id)
             if state.get("mode") == "snapshot":
                 insert_rows(conn, SIGNALS, bk.json_rows(conn, audit_id, SIGNALS))
-                insert_rows(conn, VCS_TAGS.name, bk.json_rows(conn, audit_id, VCS_TAGS.name))
-                restore_snapshots(conn, bk, audit_id)
+                restore_snapshots(conn, bk, audit_id)  # and the VCS tags
             bk.mark_restored(conn, audit_id, STEP)
             return True
 

@@ -38,7 +38,6 @@ from timetravel.enginedb import (
     SnapshotPayload,
     TargetState,
     compute_target_state,
-    delete_snapshots_after,
     engine_features,
     load_snapshot,
 )
@@ -58,7 +57,7 @@ from timetravel.enginedb.target_state import (
 from timetravel.models import RewindCounts
 from timetravel.store import Database, OutputTable
 from timetravel.store.backups import Backups
-from timetravel.store.snapshot_copies import copy_snapshots_after
+from timetravel.store.snapshot_copies import move_snapshots_after
 from timetravel.store.truncate_cut import Bound, Cut
 
 __all__ = ["SnapshotTruncate", "changed_nodes", "dict_rows", "mappings"]
@@ -67,7 +66,6 @@ ATTEMPTS = schema.attempts
 NODES = schema.nodes
 DIFFS = schema.node_diffs
 FRAMES = schema.frames
-VCS_TAGS = schema.vcs_tags
 SNAPSHOTS_TABLE = schema.snapshots.name
 
 
@@ -182,13 +180,7 @@ class SnapshotTruncate:
         diffs = bk.move_rows(conn, DIFFS.name, Bound.diffs, audit_id, params)
         frames = bk.move_rows(conn, FRAMES.name, Bound.frames, audit_id, params)
         # Snapshots after the target (refs and unreferenced contents with them), VCS tags.
-        copy_snapshots_after(conn, bk, audit_id, run_id, cut.frame_no)
-        delete_snapshots_after(conn, run_id, cut.frame_no)
-        tags = VCS_TAGS.c.run_id == run_id, VCS_TAGS.c.frame_no > cut.frame_no
-        bk.copy_json_rows(
-            conn, audit_id, VCS_TAGS.name, mappings(conn.execute(select(VCS_TAGS).where(*tags)))
-        )
-        conn.execute(delete(VCS_TAGS).where(*tags))
+        move_snapshots_after(conn, bk, audit_id, run_id, cut.frame_no)
         # Attempts started after the target frame, then those the snapshot does not keep.
         state, nodes, read = self._target_state(conn, cut, snap, now, rows=True)
         attempts = bk.move_rows(conn, ATTEMPTS.name, Bound.attempts, audit_id, params)

@@ -28,7 +28,6 @@ from timetravel.store.undo_checks import (
     BO,
     NODES,
     RUNS,
-    VCS_TAGS,
     WHOLE,
     UndoChecks,
     _Target,
@@ -82,14 +81,7 @@ class UndoCopy(UndoChecks):
             out["tool_calls_whole"] = True
         after = _snapshots_after(t)
         if after is not None:
-            copy_snapshots_after(conn, bk, undo_audit_id, rid, after)
-            tags = VCS_TAGS.c.run_id == rid, VCS_TAGS.c.frame_no > after
-            bk.copy_json_rows(
-                conn,
-                undo_audit_id,
-                VCS_TAGS.name,
-                [dict(r._mapping) for r in conn.execute(select(VCS_TAGS).where(*tags))],
-            )
+            copy_snapshots_after(conn, bk, undo_audit_id, rid, after)  # and the VCS tags
             out["snapshots_after"] = after
         return out
 

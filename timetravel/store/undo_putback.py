@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import Connection, delete, select, text, tuple_, update
 
 from timetravel.enginedb import (
-    delete_snapshots_after,
     engine_features,
 )
 from timetravel.enginedb._sql import insert_rows
@@ -31,7 +30,7 @@ from timetravel.store.engine_rows import HOLD_KEY as ENGINE_HOLD_KEY
 from timetravel.store.engine_rows import PAUSE_FIELDS
 from timetravel.store.engine_rows import STEP as ENGINE_STEP
 from timetravel.store.provenance import restore_provenance
-from timetravel.store.snapshot_copies import restore_snapshots
+from timetravel.store.snapshot_copies import drop_snapshots_after, restore_snapshots
 from timetravel.store.undo_checks import (
     ATTEMPTS,
     DIFFS,
@@ -40,7 +39,6 @@ from timetravel.store.undo_checks import (
     RALPH,
     RECONCILER_STEP,
     RUNS,
-    VCS_TAGS,
     WHOLE,
     _Target,
 )
@@ -163,13 +161,8 @@ class UndoPutBack(UndoCopy):
     def _frames_after_back(self, conn: Connection, rid: str, source: int, frame_no: int) -> None:
         """The run's snapshots and VCS tags after ``frame_no`` replaced by those copied under
         ``source`` (refs deleted first, so the ref-count triggers collect contents)."""
-        bk = self.backups
-        delete_snapshots_after(conn, rid, frame_no)
-        restore_snapshots(conn, bk, source)
-        conn.execute(
-            delete(VCS_TAGS).where(VCS_TAGS.c.run_id == rid, VCS_TAGS.c.frame_no > frame_no)
-        )
-        insert_rows(conn, VCS_TAGS.name, bk.json_rows(conn, source, VCS_TAGS.name))
+        drop_snapshots_after(conn, rid, frame_no)
+        restore_snapshots(conn, self.backups, source)
 
     def _drop_newer_outputs(
         self,
